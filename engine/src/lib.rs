@@ -1,0 +1,1 @@
+//! Tradeplane trading domain.
