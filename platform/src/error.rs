@@ -1,0 +1,135 @@
+//! The one error type of the HTTP API and its JSON shape.
+//!
+//! Every error a client sees is `{"code": ..., "message": ..., "request_id": ...}` with a stable,
+//! machine-readable `code`. Handlers return [`ApiError`]; errors produced outside handlers
+//! (unknown routes, oversize bodies, timeouts, panics) are rewritten into the same shape by
+//! [`crate::http::middleware::json_errors`], which also fills in the request id.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error returned by the API, mapped to a status code and a stable code string.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (bad JSON, wrong types, unknown fields).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but breaks a rule; `code` says which.
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable machine-readable reason.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// Missing or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource does not exist (or is not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A dependency is unavailable; the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; details go to the log, not the client.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code string clients can switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unprocessable { code, .. } => code,
+            other => code_for_status(other.status()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                ApiError::Unavailable("the database is unavailable, retry later".into())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`.
+    pub code: String,
+    /// Human explanation.
+    pub message: String,
+    /// The request id (also in the `x-request-id` header), for support and log search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            code: self.code().to_owned(),
+            message,
+            request_id: None,
+        };
+        let mut response = (status, Json(body.clone())).into_response();
+        // The json_errors middleware adds the request id from this marker.
+        response.extensions_mut().insert(body);
+        response
+    }
+}
+
+/// The stable code for an HTTP status, used when no more specific code is known.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::GATEWAY_TIMEOUT => "timeout",
+        s if s.is_server_error() => "internal_error",
+        _ => "error",
+    }
+}

@@ -1,0 +1,81 @@
+//! The HTTP surface: routes grouped by resource, and the middleware stack around them.
+
+pub mod debug;
+pub mod health;
+pub mod middleware;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Builds the whole application: health, metrics and API routes behind the middleware stack.
+///
+/// Layers, outermost first: sensitive headers are marked (so they are never logged), a request id
+/// is taken from `x-request-id` or made, a tracing span carries it into every log line of the
+/// request, the id is echoed in the response, errors get the JSON envelope, panics become 500s,
+/// metrics are recorded, then the timeout and body limits apply.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let mut routes = Router::new()
+        .route("/health", get(health::detail))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/startup", get(health::startup))
+        .route("/metrics", get(metrics));
+    if config.enable_debug_endpoints {
+        routes = routes.route("/debug/sleep", get(debug::sleep));
+    }
+
+    // Router::layer wraps what is already there, so the layers below are listed innermost first.
+    routes
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            middleware::track_metrics,
+        ))
+        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let request_id = req
+                .headers()
+                .get(middleware::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .with_state(state)
+}
+
+/// `/metrics`: the Prometheus text exposition.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render(&state.store, &state.cache) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, middleware::prometheus_content_type())],
+            text,
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(e.into()).into_response(),
+    }
+}
+
+/// Any unknown route.
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}

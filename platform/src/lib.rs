@@ -1,0 +1,16 @@
+//! Tradeplane's trading service.
+//!
+//! Start with [`server::run`]: it reads [`config::Config`], opens the [`store::Store`] and
+//! [`cache::Cache`], serves [`http::router`] and drains gracefully on SIGTERM. Health semantics
+//! live in [`health`], metrics in [`metrics`], the error envelope in [`error`].
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,192 @@
+//! The `serve` command: start-up, serving, and the graceful drain on SIGTERM.
+//!
+//! The listener is bound first, so that the probes answer while migrations run: liveness says
+//! 200, startup and readiness say 503 until start-up completes. A database that is down at
+//! start-up is retried with backoff rather than crashing the pod into a restart loop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{Store, StoreOptions};
+
+/// Key prefix for everything the platform stores in Redis.
+pub const REDIS_PREFIX: &str = "tradeplane:";
+
+/// Builds the shared state from a configuration: opens the store and the cache, nothing else.
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let store = Store::open(&StoreOptions {
+        url: config.database_url.clone(),
+        max_connections: config.database_max_connections,
+        acquire_timeout: config.database_connect_timeout,
+    })
+    .context("DATABASE_URL: cannot be used")?;
+    let cache = match &config.redis_url {
+        Some(url) => Cache::connect(url, REDIS_PREFIX)
+            .await
+            .context("REDIS_URL: cannot be used")?,
+        None => Cache::local(REDIS_PREFIX),
+    };
+    let data_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let health = Health::new(
+        store.clone(),
+        cache.clone(),
+        data_dir,
+        config.ready_db_failure_grace,
+    );
+    Ok(AppState {
+        config: Arc::new(config),
+        store,
+        cache,
+        health,
+        metrics: Metrics::new().context("registering metrics")?,
+        shutdown: CancellationToken::new(),
+    })
+}
+
+/// Runs migrations, retrying with capped exponential backoff until they succeed or `stop` fires.
+async fn migrate_with_retry(store: &Store, stop: &CancellationToken) -> anyhow::Result<bool> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match store.migrate().await {
+            Ok(()) => return Ok(true),
+            Err(sqlx::migrate::MigrateError::Execute(e)) if is_transient(&e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet; retrying migrations");
+            }
+            Err(e) => return Err(e).context("applying database migrations"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
+    ) || matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57P03"))
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains: readiness fails at once, long-lived connections
+/// are told to close, in-flight requests get up to `DRAIN_TIMEOUT_SECONDS`, the pool is closed.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", config.listen_addr))?;
+    if config.jwt_secret_generated {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random secret; tokens will not survive a restart"
+        );
+    }
+    let drain_timeout = config.drain_timeout;
+    let check_interval = config.health_check_interval;
+    let state = build_state(config).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = ?state.store.backend(),
+        cache = ?state.cache.mode(),
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+
+    let app = crate::http::router(state.clone());
+    let stop = state.shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut server = tokio::spawn(async move { server.await });
+
+    let startup = {
+        let state = state.clone();
+        let stop = stop.clone();
+        async move {
+            if !migrate_with_retry(&state.store, &stop).await? {
+                return anyhow::Ok(());
+            }
+            state.health.run_checks().await;
+            state.health.mark_started();
+            tracing::info!(
+                schema_version = state.store.schema_version(),
+                "start-up complete"
+            );
+            state.health.spawn_checker(check_interval, stop);
+            Ok(())
+        }
+    };
+
+    tokio::pin!(shutdown);
+    let mut startup = std::pin::pin!(startup);
+    let mut startup_done = false;
+    loop {
+        tokio::select! {
+            res = &mut startup, if !startup_done => {
+                startup_done = true;
+                if let Err(e) = res {
+                    stop.cancel();
+                    let _ = server.await;
+                    return Err(e);
+                }
+            }
+            res = &mut server => {
+                // The server only ends by itself on an I/O error.
+                return res.context("server task")?.context("serving HTTP");
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+
+    tracing::info!(drain_timeout = ?drain_timeout, "draining: readiness now fails, finishing in-flight requests");
+    state.health.mark_draining();
+    stop.cancel();
+    match tokio::time::timeout(drain_timeout, &mut server).await {
+        Ok(res) => res.context("server task")?.context("serving HTTP")?,
+        Err(_) => {
+            tracing::warn!("drain timeout reached with requests still in flight; closing them");
+            server.abort();
+        }
+    }
+    state.store.close().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}

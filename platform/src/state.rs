@@ -1,0 +1,30 @@
+//! The state shared by every request handler.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Everything a handler may need, cloned into each request (all fields are cheap handles).
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub store: Store,
+    /// Redis or its in-process fallback.
+    pub cache: Cache,
+    /// Health state, read by the probes.
+    pub health: Health,
+    /// The Prometheus registry and HTTP metrics.
+    pub metrics: Metrics,
+    /// Cancelled when a graceful shutdown starts. Long-lived connections (WebSockets) select on
+    /// it and close themselves, because axum's graceful shutdown does not wait for upgraded
+    /// connections.
+    pub shutdown: CancellationToken,
+}

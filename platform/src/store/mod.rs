@@ -1,0 +1,145 @@
+//! Durable storage: PostgreSQL in production, an embedded SQLite file by default.
+//!
+//! [`Store`] is an enum over the two sqlx pools rather than `sqlx::Any`, so each backend keeps its
+//! native types (timestamps, advisory locks later) while sharing one SQL text wherever the
+//! dialects agree. Each backend has its own migrations folder, applied at start-up with
+//! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
+
+mod audit;
+
+pub use audit::{AuditEvent, NewAuditEvent};
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, PgPool, SqlitePool};
+
+/// Runs `$body` with `$pool` bound to whichever pool the store holds. The body is compiled once
+/// per backend, so it may use backend-specific sqlx types while the SQL text is shared.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Postgres($pool) => $body,
+            $crate::store::Store::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A PostgreSQL server; safe for several platform replicas.
+    Postgres,
+    /// An embedded SQLite file; one replica only.
+    Sqlite,
+}
+
+/// Connection pool statistics, exported as metrics and in `/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Configured upper bound.
+    pub max: u32,
+}
+
+/// Options for opening a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `postgres://…` or `sqlite:…`.
+    pub url: String,
+    /// Pool upper bound.
+    pub max_connections: u32,
+    /// How long acquiring a connection may take before the call fails.
+    pub acquire_timeout: Duration,
+}
+
+/// A handle to the database; cheap to clone (it wraps a pool).
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// PostgreSQL pool.
+    Postgres(PgPool),
+    /// SQLite pool.
+    Sqlite(SqlitePool),
+}
+
+impl Store {
+    /// Opens a pool for the URL's backend. Connections are opened lazily, so a database that is
+    /// down at start-up surfaces in [`Store::migrate`] and the health checks rather than here.
+    pub fn open(opts: &StoreOptions) -> Result<Store, sqlx::Error> {
+        if opts.url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(&opts.url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5))
+                .disable_statement_logging();
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(connect);
+            Ok(Store::Sqlite(pool))
+        } else {
+            let connect = PgConnectOptions::from_str(&opts.url)?
+                .application_name("tradeplane-platform")
+                .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(connect);
+            Ok(Store::Postgres(pool))
+        }
+    }
+
+    /// Applies pending migrations for this backend. Safe to run from several replicas at once:
+    /// sqlx takes a database lock while migrating.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+            Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+        }
+    }
+
+    /// The newest migration version known to this build, for backups and `/health`.
+    pub fn schema_version(&self) -> i64 {
+        let migrator = match self {
+            Store::Postgres(_) => sqlx::migrate!("./migrations/postgres"),
+            Store::Sqlite(_) => sqlx::migrate!("./migrations/sqlite"),
+        };
+        migrator.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// A round trip to the database, used by the health checker.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Which backend this store uses.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Postgres(_) => Backend::Postgres,
+            Store::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Current pool statistics.
+    pub fn pool_stats(&self) -> PoolStats {
+        with_pool!(self, pool => PoolStats {
+            size: pool.size(),
+            idle: pool.num_idle() as u32,
+            max: pool.options().get_max_connections(),
+        })
+    }
+
+    /// Closes every connection; used at the end of a graceful shutdown.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}
