@@ -1,1 +1,4 @@
-//! Tradeplane trading domain.
+//! Tradeplane trading domain (work in progress).
+
+pub mod instrument;
+pub mod num;
