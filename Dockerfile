@@ -55,6 +55,7 @@ RUN cargo chef prepare --recipe-path recipe.json
 # builder: compile the dependencies from the recipe (cached layer), then the workspace sources.
 # The last step fails the build if a binary is not fully static (the run stage has no libc).
 FROM chef AS builder
+SHELL ["/bin/ash", "-eo", "pipefail", "-c"]
 ARG CARGO_FEATURES="tradeplane-platform/mimalloc,tradeplane-operator/mimalloc"
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
