@@ -213,10 +213,10 @@ impl Cache {
     /// Removes a value.
     pub async fn delete(&self, key: &str) {
         let key = self.key(key);
-        if let Some(mut conn) = self.conn().await {
-            if let Err(e) = conn.del::<_, ()>(&key).await {
-                self.degrade(&e.to_string());
-            }
+        if let Some(mut conn) = self.conn().await
+            && let Err(e) = conn.del::<_, ()>(&key).await
+        {
+            self.degrade(&e.to_string());
         }
         self.local_map().remove(&key);
     }

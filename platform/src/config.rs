@@ -98,13 +98,13 @@ impl Config {
         }
 
         let redis_url = get("REDIS_URL").map(str::to_owned);
-        if let Some(url) = &redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError {
-                    var: "REDIS_URL",
-                    reason: "must start with redis:// or rediss://".into(),
-                });
-            }
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError {
+                var: "REDIS_URL",
+                reason: "must start with redis:// or rediss://".into(),
+            });
         }
 
         let (jwt_secret, jwt_secret_generated) = match get("JWT_SECRET") {

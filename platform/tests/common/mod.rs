@@ -1,0 +1,122 @@
+//! Helpers shared by the platform's integration tests.
+#![allow(dead_code)]
+
+use tradeplane_platform::config::Config;
+use tradeplane_platform::state::AppState;
+use tradeplane_platform::store::{Store, StoreOptions};
+
+/// Configuration for a test instance on a fresh SQLite file in `dir`, plus `extra` variables.
+pub fn config(dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> Config {
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+    let mut vars = vec![
+        ("DATABASE_URL".to_owned(), url),
+        ("LISTEN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Config::from_vars(vars).expect("test configuration is valid")
+}
+
+/// A started instance's state (migrated, checked, marked started) on a fresh SQLite file.
+pub async fn started_state(dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> AppState {
+    let state = tradeplane_platform::server::build_state(config(dir, extra))
+        .await
+        .expect("state builds");
+    state.store.migrate().await.expect("migrations apply");
+    state.health.run_checks().await;
+    state.health.mark_started();
+    state
+}
+
+/// A fresh, migrated SQLite store in `dir`.
+pub async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("store.db").display()
+    );
+    let store = Store::open(&StoreOptions {
+        url,
+        max_connections: 4,
+        acquire_timeout: std::time::Duration::from_secs(5),
+    })
+    .expect("sqlite store opens");
+    store.migrate().await.expect("sqlite migrations apply");
+    store
+}
+
+/// A PostgreSQL database created for one test and dropped by [`PgDatabase::drop_now`].
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    /// URL of the new database.
+    pub url: String,
+}
+
+/// The server the PostgreSQL suites run against. The suites are `#[ignore]`d by default and run
+/// by `scripts/test` when a server answers (always in CI); without the variable they fail loudly.
+pub fn pg_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").expect(
+        "TEST_DATABASE_URL must point at a PostgreSQL server (e.g. postgres://postgres@127.0.0.1:5432/test); \
+         run the suites through scripts/test",
+    )
+}
+
+impl PgDatabase {
+    /// Creates a uniquely named database on the test server.
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let admin_url = pg_admin_url();
+        let name = format!("tp_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {admin_url}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        let url = format!("{base}/{name}");
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// A migrated store on this database.
+    pub async fn store(&self) -> Store {
+        let store = Store::open(&StoreOptions {
+            url: self.url.clone(),
+            max_connections: 4,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        })
+        .expect("postgres store opens");
+        store.migrate().await.expect("postgres migrations apply");
+        store
+    }
+
+    /// Drops the database (closing other sessions on it).
+    pub async fn drop_now(self) {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url)
+            .await
+            .expect("reconnect to drop");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .expect("drop test database");
+    }
+}
+
+/// The Redis server the Redis suites run against (`TEST_REDIS_URL`); fails loudly when unset.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").expect(
+        "TEST_REDIS_URL must point at a Redis server (e.g. redis://127.0.0.1:6379); run the suites through scripts/test",
+    )
+}
