@@ -1,25 +1,31 @@
 #!/usr/bin/env python3
-"""Lint charts/tradeplane with the real Helm library (helm-sdkpy), offline.
+"""Check charts/tradeplane with the real Helm (v4) library, offline. Exit 0 only if all pass.
 
-What it checks, each printed as PASS/FAIL:
-  1. values.yaml validates against values.schema.json, and every leaf key in values.yaml has
-     its own comment line right above it (the "documented line by line" rule);
-  2. the dashboard JSON parses and has the panels the issue asks for;
-  3. `helm lint` of the chart as shipped, then of temporary copies whose values switch every
-     optional part on (once watching all namespaces, once a single namespace): no lint message
-     of severity warning or error, no "missing required value" in Helm's log;
-  4. that the lint has teeth: copies with a template syntax error, an unknown values key, a
-     value of the wrong type, and more than one replica without leader election must FAIL.
+What it checks, each line printed as PASS/FAIL:
+  1. values.yaml validates against values.schema.json, every leaf key in values.yaml has its own
+     comment line right above it, and the schema rejects wrong types and unknown keys;
+  2. the Grafana dashboard JSON parses, has the panels the issue asks for, and every query
+     parses as PromQL;
+  3. `helm lint` (helm-sdkpy, as the issue asks) of the chart as shipped and of temporary copies
+     whose values switch every optional part on (watching all namespaces, watching one); no lint
+     message of severity warning or error and no "missing required value" in Helm's log;
+  4. the lint has teeth: copies with a template syntax error, an unknown values key, a value of
+     the wrong type, and two replicas without leader election must FAIL the lint;
+  5. rendering (helm-python-sdk: the same Helm v4 engine, `helm template` without a cluster) of
+     the same value sets; every rendered object validates: built-in kinds against the Kubernetes
+     1.33 schemas (kubernetes-validate, strict: unknown fields rejected), the TradingPlatform
+     against the CRD's own openAPIV3Schema, the PrometheusRule's and ServiceMonitors' shape and
+     every PromQL expression; plus the chart's invariants (standard labels on every object,
+     Role vs ClusterRole by watchNamespace, probes and restricted security context);
+  6. rendering fails where a template `fail`s/`required`s (lint mode does not enforce those).
 
-Exit status 0 when everything passes, 1 otherwise. Installs helm-sdkpy with pip when missing.
-Helm's lint renders every template with the values but cannot print what it rendered, so
-schema validation of the rendered Kubernetes objects is done elsewhere (check-manifests.sh
-validates the kustomize base, which carries the same operator objects).
+Installs helm-sdkpy, helm-python-sdk, kubernetes-validate and promql-parser with pip if missing.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
+import importlib
 import json
 import os
 import re
@@ -44,26 +50,24 @@ def report(ok: bool, what: str, detail: str = "") -> None:
         failures.append(what)
 
 
-def ensure_helm_sdkpy():
+def pip_ensure(module: str, package: str, *pip_args: str):
+    """Import `module`, installing `package` with pip first when it is missing."""
     try:
-        import helm_sdkpy  # noqa: F401
+        return importlib.import_module(module)
     except ImportError:
-        print("installing helm-sdkpy (pip install --ignore-requires-python helm-sdkpy)")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "--ignore-requires-python", "helm-sdkpy"],
-            check=True,
-        )
-    import helm_sdkpy
+        print(f"installing {package} (pip install {' '.join(pip_args)} {package})".replace("  ", " "))
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *pip_args, package], check=True)
+        importlib.invalidate_caches()
+        return importlib.import_module(module)
 
-    return helm_sdkpy
+
+def ensure_helm_sdkpy():
+    return pip_ensure("helm_sdkpy", "helm-sdkpy", "--ignore-requires-python")
 
 
 def ensure_yaml_jsonschema():
-    try:
-        import jsonschema  # noqa: F401
-        import yaml  # noqa: F401
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "pyyaml", "jsonschema"], check=True)
+    pip_ensure("yaml", "pyyaml")
+    pip_ensure("jsonschema", "jsonschema")
 
 
 def lint(helm, chart_dir: Path) -> tuple[bool, str]:
@@ -164,7 +168,12 @@ ALL_ON = {
     },
     "platform": {
         "enabled": True,
-        "spec": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}},
+        "spec": {
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70},
+            "backup": {"enabled": True, "schedule": "0 2 * * *", "retention": {"keepDays": 7}},
+            "ingress": {"enabled": True, "className": "nginx", "host": "trade.example.com", "tlsSecretName": "trade-tls"},
+            "settings": {"logLevel": "info"},
+        },
     },
     "monitoring": {
         "platformServiceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -223,6 +232,221 @@ def check_dashboard() -> None:
     ]
     missing = [n for n in needed if n not in exprs]
     report(not missing, f"{path.relative_to(ROOT)}: request rate, errors, latency, orders, trades, match latency, replicas, HPA, backup age", f"missing: {missing}")
+    bad = []
+    for p in dash.get("panels", []):
+        for t in p.get("targets", []):
+            # Grafana's own variables are not PromQL: give them a value first.
+            expr = t["expr"].replace("$__rate_interval", "5m")
+            err = promql_error(expr)
+            if err:
+                bad.append(f"{p['title']}: {err}")
+    report(not bad, f"{path.relative_to(ROOT)}: every panel query parses as PromQL", "; ".join(bad))
+    ds_vars = {v["name"] for v in dash.get("templating", {}).get("list", [])}
+    report({"datasource", "namespace", "platform"} <= ds_vars, f"{path.relative_to(ROOT)}: datasource, namespace and platform variables", str(ds_vars))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering and validation of every rendered object.
+
+KUBE_VERSION = "1.33.0"  # the minimum supported Kubernetes version (see the README)
+STANDARD_LABELS = (
+    "helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
+    "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "app.kubernetes.io/component",
+)
+
+
+def promql_error(expr: str) -> str | None:
+    promql = pip_ensure("promql_parser", "promql-parser")
+    try:
+        promql.parse(expr)
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"{exc} in: {' '.join(expr.split())[:160]}"
+
+
+def strict_schema(node):
+    """The CRD's schema as kubectl's strict field validation applies it: an object with declared
+    properties rejects undeclared ones (unless it preserves unknown fields)."""
+    if isinstance(node, dict):
+        node = {k: strict_schema(v) for k, v in node.items()}
+        if ("properties" in node and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")):
+            node["additionalProperties"] = False
+        return node
+    if isinstance(node, list):
+        return [strict_schema(v) for v in node]
+    return node
+
+
+def crd_schema(version: str = "v1alpha1"):
+    import yaml
+
+    path = ROOT / "crds" / "tradingplatform.yaml"
+    if not path.is_file():
+        return None
+    crd = yaml.safe_load(path.read_text())
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            root = copy.deepcopy(v["schema"]["openAPIV3Schema"])
+            # The API server allows these on every object whatever the CRD's schema says.
+            root.setdefault("properties", {}).update(
+                {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}})
+            return strict_schema(root)
+    return None
+
+
+def validate_object(obj: dict, tp_schema) -> list[str]:
+    import jsonschema
+
+    kv = pip_ensure("kubernetes_validate", "kubernetes-validate")
+    kind, api = obj.get("kind"), obj.get("apiVersion")
+    name = f"{kind}/{obj.get('metadata', {}).get('name')}"
+    problems = []
+    labels = obj.get("metadata", {}).get("labels") or {}
+    missing = [label for label in STANDARD_LABELS if label not in labels]
+    if missing:
+        problems.append(f"{name}: missing labels {missing}")
+    if api == "monitoring.coreos.com/v1":
+        spec = obj.get("spec") or {}
+        if kind == "PrometheusRule":
+            for g in spec.get("groups") or []:
+                for r in g.get("rules") or []:
+                    if ("record" in r) == ("alert" in r) or "expr" not in r:
+                        problems.append(f"{name}: rule needs exactly one of record/alert, and expr: {r}")
+                        continue
+                    err = promql_error(r["expr"])
+                    if err:
+                        problems.append(f"{name}: {r.get('record') or r.get('alert')}: {err}")
+                    if "alert" in r and not {"summary", "description"} <= set(r.get("annotations") or {}):
+                        problems.append(f"{name}: {r['alert']} lacks summary/description")
+        elif kind == "ServiceMonitor":
+            if not spec.get("selector") or not spec.get("endpoints"):
+                problems.append(f"{name}: needs selector and endpoints")
+        else:
+            problems.append(f"{name}: unexpected kind")
+    elif api == "tradeplane.io/v1alpha1":
+        if tp_schema is None:
+            problems.append(f"{name}: crds/tradingplatform.yaml missing, cannot validate")
+        else:
+            errs = list(jsonschema.Draft7Validator(tp_schema).iter_errors(obj))
+            problems += [f"{name}: {'/'.join(map(str, e.path))}: {e.message}" for e in errs[:5]]
+    else:
+        try:
+            kv.validate(obj, KUBE_VERSION, strict=True)
+        except kv.ValidationError as exc:
+            problems.append(f"{name}: {exc.message}")
+        except Exception as exc:  # noqa: BLE001  (unknown kind: no schema)
+            problems.append(f"{name}: cannot validate against Kubernetes {KUBE_VERSION}: {type(exc).__name__} {exc}")
+    return problems
+
+
+def render(values: dict, namespace: str = "tradeplane-system", release: str = "tp") -> dict[str, str]:
+    hp = pip_ensure("helm_python", "helm-python-sdk", "--ignore-requires-python")
+    return hp.Chart.load(str(CHART)).render(values, name=release, namespace=namespace, is_install=True)
+
+
+def rendered_objects(rendered: dict[str, str]) -> list[dict]:
+    import yaml
+
+    objs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        objs += [d for d in yaml.safe_load_all(text) if d]
+    return objs
+
+
+def invariants(objs: list[dict], values: dict, namespace: str) -> list[str]:
+    """What the issue asks of the chart, checked on the rendered objects."""
+    import yaml
+
+    problems = []
+    by_kind: dict[str, list[dict]] = {}
+    for o in objs:
+        by_kind.setdefault(o["kind"], []).append(o)
+    op = values.get("operator", {})
+    watch = op.get("watchNamespace", "")
+    rbac_on = values.get("rbac", {}).get("create", True)
+    if rbac_on:
+        if watch:
+            if "ClusterRole" in by_kind or "ClusterRoleBinding" in by_kind:
+                problems.append("single-namespace install must not create a ClusterRole/ClusterRoleBinding")
+            if not any(r["metadata"].get("namespace") == watch for r in by_kind.get("Role", [])):
+                problems.append(f"no Role in the watched namespace {watch}")
+        elif len(by_kind.get("ClusterRole", [])) != 1 or len(by_kind.get("ClusterRoleBinding", [])) != 1:
+            problems.append("all-namespace install needs one ClusterRole and one ClusterRoleBinding")
+        # The chart's rule list and the kustomize base's must be the same.
+        base = next(d for d in yaml.safe_load_all((ROOT / "k8s/operator/rbac.yaml").read_text())
+                    if d and d["kind"] == "ClusterRole")
+        main = [r for r in by_kind.get("ClusterRole", []) + by_kind.get("Role", [])
+                if not r["metadata"]["name"].endswith("-leader-election")]
+        for r in main:
+            if r["rules"] != base["rules"]:
+                problems.append(f"{r['kind']}/{r['metadata']['name']} rules differ from k8s/operator/rbac.yaml")
+        le = [r for r in by_kind.get("Role", []) if r["metadata"]["name"].endswith("-leader-election")]
+        if op.get("leaderElection", {}).get("enabled", True) and not (
+                le and le[0]["metadata"]["namespace"] == namespace
+                and le[0]["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                        "verbs": ["get", "create", "update", "patch"]}]):
+            problems.append("leader election needs a leases Role in the release namespace")
+    deps = by_kind.get("Deployment", [])
+    if len(deps) != 1:
+        return problems + [f"expected one Deployment, got {len(deps)}"]
+    pod = deps[0]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e for e in c.get("env", [])}
+    if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/health/live":
+        problems.append("liveness probe must GET /health/live")
+    if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/health/ready":
+        problems.append("readiness probe must GET /health/ready")
+    port = c["ports"][0]["containerPort"]
+    if env.get("OPERATOR_LISTEN_ADDR", {}).get("value") != f"0.0.0.0:{port}":
+        problems.append("OPERATOR_LISTEN_ADDR must match the container port")
+    sc = c.get("securityContext", {})
+    if not (sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True
+            and sc.get("runAsNonRoot") is True and sc.get("capabilities", {}).get("drop") == ["ALL"]
+            and pod.get("securityContext", {}).get("seccompProfile", {}).get("type") == "RuntimeDefault"):
+        problems.append("container is not under the restricted security profile")
+    for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        if env.get(var, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != field:
+            problems.append(f"{var} must come from the downward API ({field})")
+    if deps[0]["spec"]["replicas"] > 1 and env.get("LEADER_ELECTION", {}).get("value") != "true":
+        problems.append("more than one replica without LEADER_ELECTION=true")
+    if env.get("WATCH_NAMESPACE", {}).get("value", "") != watch:
+        problems.append("WATCH_NAMESPACE does not match operator.watchNamespace")
+    if not c.get("resources", {}).get("requests"):
+        problems.append("operator container has no resource requests")
+    tests = [o for o in by_kind.get("Pod", []) if (o["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
+    if not tests or not any("/health/ready" in a for a in tests[0]["spec"]["containers"][0].get("args", [])):
+        problems.append("no helm test hook calling /health/ready")
+    return problems
+
+
+def check_render(name: str, values: dict, namespace: str = "tradeplane-system") -> None:
+    tp_schema = crd_schema()
+    try:
+        rendered = render(values, namespace)
+    except Exception as exc:  # noqa: BLE001
+        report(False, f"render: {name}", f"{type(exc).__name__}: {exc}")
+        return
+    objs = rendered_objects(rendered)
+    problems = []
+    for o in objs:
+        problems += validate_object(o, tp_schema)
+    problems += invariants(objs, values, namespace)
+    kinds = sorted({o["kind"] for o in objs})
+    report(not problems, f"render: {name}: {len(objs)} objects valid ({', '.join(kinds)})", "; ".join(problems[:12]))
+    notes = rendered.get("tradeplane/templates/NOTES.txt", "")
+    report("helm test" in notes and "kubectl" in notes, f"render: {name}: NOTES.txt tells what to do next")
+
+
+def check_render_fails(name: str, values: dict) -> None:
+    try:
+        render(values)
+        ok = False
+    except Exception:  # noqa: BLE001
+        ok = True
+    report(ok, f"render fails on {name}", "rendered without error but should have failed")
 
 
 def main() -> int:
@@ -273,6 +497,27 @@ def main() -> int:
         for what, path in bad.items():
             ok, _ = lint(helm, path)
             report(not ok, f"helm lint fails on {what}", "lint passed but should have failed")
+
+    merged_cluster = deep_merge(shipped, ALL_ON)
+    merged_ns = deep_merge(merged_cluster, {"operator": {"watchNamespace": "trading"}})
+    check_render("defaults", shipped)
+    check_render("every optional part on, all namespaces", merged_cluster)
+    check_render("every optional part on, one namespace", merged_ns)
+    check_render("one replica, no leader election, no Redis", deep_merge(shipped, {
+        "operator": {"leaderElection": {"enabled": False}},
+        "platform": {"enabled": True, "secrets": {"redis": {"name": ""}}}}))
+    bogus = {"apiVersion": "tradeplane.io/v1alpha1", "kind": "TradingPlatform",
+             "metadata": {"name": "x", "labels": {k: "x" for k in STANDARD_LABELS}},
+             "spec": {"image": "x", "database": {"name": "d", "key": "k"}, "jwtSecret": {"name": "j", "key": "k"},
+                      "replicas": "two", "bogusField": True}}
+    found = validate_object(bogus, crd_schema())
+    report(len(found) >= 2, "a TradingPlatform with a wrong type and an unknown field fails the CRD schema check",
+           f"found: {found}")
+    check_render_fails("two replicas without leader election", deep_merge(shipped, {
+        "operator": {"replicaCount": 2, "leaderElection": {"enabled": False}}}))
+    check_render_fails("an existing ServiceAccount without a name", deep_merge(shipped, {
+        "serviceAccount": {"create": False}}))
+    check_render_fails("an unknown values key", deep_merge(shipped, {"platform": {"replica": 3}}))
 
     print(f"\ncheck-chart: {len(failures)} failed" + (": " + "; ".join(failures) if failures else ", all passed"))
     return 1 if failures else 0

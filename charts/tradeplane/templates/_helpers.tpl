@@ -22,10 +22,11 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Labels on every object. */}}
+{{/* Labels on every object (each template adds its app.kubernetes.io/component). */}}
 {{- define "tradeplane.labels" -}}
 helm.sh/chart: {{ include "tradeplane.chart" . }}
-{{ include "tradeplane.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "tradeplane.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: tradeplane
