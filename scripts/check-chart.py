@@ -416,16 +416,23 @@ def invariants(objs: list[dict], values: dict, namespace: str) -> list[str]:
         problems.append("WATCH_NAMESPACE does not match operator.watchNamespace")
     if not c.get("resources", {}).get("requests"):
         problems.append("operator container has no resource requests")
+    plat = values.get("platform", {})
+    if plat.get("enabled"):
+        pns = watch or namespace
+        for o in objs:
+            if (o["kind"] in ("Deployment", "Service", "ServiceAccount", "NetworkPolicy", "ConfigMap")
+                    and o["metadata"].get("namespace") == pns and o["metadata"]["name"] == plat.get("name")):
+                problems.append(f"{o['kind']}/{o['metadata']['name']} collides with what the operator creates for the TradingPlatform")
     tests = [o for o in by_kind.get("Pod", []) if (o["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
     if not tests or not any("/health/ready" in a for a in tests[0]["spec"]["containers"][0].get("args", [])):
         problems.append("no helm test hook calling /health/ready")
     return problems
 
 
-def check_render(name: str, values: dict, namespace: str = "tradeplane-system") -> None:
+def check_render(name: str, values: dict, namespace: str = "tradeplane-system", release: str = "tp") -> None:
     tp_schema = crd_schema()
     try:
-        rendered = render(values, namespace)
+        rendered = render(values, namespace, release)
     except Exception as exc:  # noqa: BLE001
         report(False, f"render: {name}", f"{type(exc).__name__}: {exc}")
         return
@@ -501,7 +508,8 @@ def main() -> int:
     merged_cluster = deep_merge(shipped, ALL_ON)
     merged_ns = deep_merge(merged_cluster, {"operator": {"watchNamespace": "trading"}})
     check_render("defaults", shipped)
-    check_render("every optional part on, all namespaces", merged_cluster)
+    # Release named like the TradingPlatform, in its namespace: no object names may collide.
+    check_render("every optional part on, all namespaces", merged_cluster, release="tradeplane")
     check_render("every optional part on, one namespace", merged_ns)
     check_render("one replica, no leader election, no Redis", deep_merge(shipped, {
         "operator": {"leaderElection": {"enabled": False}},

@@ -17,6 +17,12 @@
 {{- end -}}
 {{- end -}}
 
+{{/* Name of the operator's objects: "<fullname>-operator", so they never collide with the
+objects the operator creates for a TradingPlatform named like the release. */}}
+{{- define "tradeplane.operatorName" -}}
+{{- printf "%s-operator" (include "tradeplane.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- end -}}
+
 {{/* "name-version" for the helm.sh/chart label. */}}
 {{- define "tradeplane.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
@@ -45,7 +51,7 @@ app.kubernetes.io/component: operator
 {{/* Operator ServiceAccount name. */}}
 {{- define "tradeplane.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
-{{- default (include "tradeplane.fullname" .) .Values.serviceAccount.name -}}
+{{- default (include "tradeplane.operatorName" .) .Values.serviceAccount.name -}}
 {{- else -}}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
 {{- end -}}
