@@ -119,8 +119,8 @@ pub struct Quote {
     pub ask: Option<DepthLevel>,
 }
 
-/// One symbol's matching state. `Clone` is what makes batch rollback cheap.
-#[derive(Debug, Clone)]
+/// One symbol's matching state.
+#[derive(Debug)]
 struct Market {
     instrument: Instrument,
     book: Book,
@@ -129,10 +129,20 @@ struct Market {
     last_trade: Option<LastTrade>,
 }
 
-/// Pre-batch copies of everything the batch touched, restored on rollback.
+/// A market's small scalar state, copied at a batch's first touch of the symbol.
+#[derive(Debug, Clone)]
+struct MarketHead {
+    instrument: Instrument,
+    seq: u64,
+    md_seq: u64,
+    last_trade: Option<LastTrade>,
+}
+
+/// What a batch needs to undo itself: market heads (books keep their own undo logs) and
+/// pre-batch copies of the accounts it touched.
 #[derive(Debug, Default)]
 struct Journal {
-    markets: HashMap<String, Market>,
+    markets: HashMap<String, MarketHead>,
     accounts: HashMap<AccountId, Option<Account>>,
 }
 
@@ -368,9 +378,27 @@ impl Engine {
         }
     }
 
+    fn commit_journal(&mut self) {
+        if let Some(j) = self.journal.take() {
+            for symbol in j.markets.keys() {
+                if let Some(m) = self.markets.get_mut(symbol) {
+                    m.book.drop_undo();
+                }
+            }
+        }
+    }
+
     fn rollback_journal(&mut self) {
         if let Some(j) = self.journal.take() {
-            self.markets.extend(j.markets);
+            for (symbol, head) in j.markets {
+                if let Some(m) = self.markets.get_mut(&symbol) {
+                    m.book.rollback_undo();
+                    m.instrument = head.instrument;
+                    m.seq = head.seq;
+                    m.md_seq = head.md_seq;
+                    m.last_trade = head.last_trade;
+                }
+            }
             for (id, a) in j.accounts {
                 match a {
                     Some(a) => self.accounts.insert(id, a),
@@ -419,7 +447,7 @@ impl Batch<'_> {
 
     /// Keeps the batch's effects (call after the database commit succeeded).
     pub fn commit(mut self) {
-        self.engine.journal = None;
+        self.engine.commit_journal();
         self.done = true;
     }
 
@@ -470,7 +498,16 @@ impl<'a> Op<'a> {
         if let Some(j) = journal.as_mut()
             && !j.markets.contains_key(symbol)
         {
-            j.markets.insert(symbol.to_owned(), market.clone());
+            j.markets.insert(
+                symbol.to_owned(),
+                MarketHead {
+                    instrument: market.instrument.clone(),
+                    seq: market.seq,
+                    md_seq: market.md_seq,
+                    last_trade: market.last_trade,
+                },
+            );
+            market.book.start_undo();
         }
         Op {
             symbol,
