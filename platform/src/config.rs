@@ -59,6 +59,9 @@ pub struct Config {
     pub health_check_interval: Duration,
     /// `READY_DB_FAILURE_SECONDS`: how long the database must fail before readiness drops.
     pub ready_db_failure_grace: Duration,
+    /// `ADMIN_USERNAME` and `ADMIN_PASSWORD`: when the password is set, an admin with that name
+    /// is created at start-up if it does not exist yet.
+    pub admin: Option<(String, String)>,
     /// `ENABLE_DEBUG_ENDPOINTS`: serves `/debug/sleep` (tests only; never in production).
     pub enable_debug_endpoints: bool,
 }
@@ -137,7 +140,22 @@ impl Config {
             number(get(var), var, default, min, max).map(Duration::from_secs)
         };
 
+        let admin = match get("ADMIN_PASSWORD") {
+            None => None,
+            Some(p) if p.chars().count() < 12 => {
+                return Err(ConfigError {
+                    var: "ADMIN_PASSWORD",
+                    reason: "must be at least 12 characters".into(),
+                });
+            }
+            Some(p) => Some((
+                get("ADMIN_USERNAME").unwrap_or("admin").to_owned(),
+                p.to_owned(),
+            )),
+        };
+
         Ok(Config {
+            admin,
             listen_addr,
             database_url,
             database_max_connections: number(
@@ -241,6 +259,7 @@ mod tests {
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("MAX_BODY_BYTES", "12"),
             ("ENABLE_DEBUG_ENDPOINTS", "maybe"),
+            ("ADMIN_PASSWORD", "short"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).expect_err(var);

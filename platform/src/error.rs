@@ -30,6 +30,12 @@ pub enum ApiError {
     /// Authenticated but not allowed.
     #[error("{0}")]
     Forbidden(String),
+    /// The request body exceeds `MAX_BODY_BYTES`.
+    #[error("the request body is larger than the configured limit")]
+    PayloadTooLarge,
+    /// The body is not `application/json`.
+    #[error("expected a JSON body with Content-Type: application/json")]
+    UnsupportedMediaType,
     /// The resource does not exist (or is not the caller's).
     #[error("{0}")]
     NotFound(String),
@@ -52,6 +58,8 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

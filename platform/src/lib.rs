@@ -4,6 +4,7 @@
 //! [`cache::Cache`], serves [`http::router`] and drains gracefully on SIGTERM. Health semantics
 //! live in [`health`], metrics in [`metrics`], the error envelope in [`error`].
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -44,6 +44,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.ready_db_failure_grace,
     );
     Ok(AppState {
+        keys: crate::auth::TokenKeys::new(config.jwt_secret.as_bytes()),
         config: Arc::new(config),
         store,
         cache,
@@ -77,6 +78,27 @@ fn is_transient(e: &sqlx::Error) -> bool {
         e,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_)
     ) || matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57P03"))
+}
+
+/// Creates the configured admin user if it does not exist yet.
+pub async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
+    let Some((username, password)) = &state.config.admin else {
+        return Ok(());
+    };
+    if state.store.find_user(username).await?.is_some() {
+        return Ok(());
+    }
+    match crate::http::auth::create_user(state, username, password, crate::auth::Role::Admin, None)
+        .await
+    {
+        Ok(user) => {
+            tracing::info!(username, user_id = user.id, "admin user created");
+            Ok(())
+        }
+        // Another replica created it first.
+        Err(crate::error::ApiError::Conflict(_)) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating the admin user: {e}")),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
@@ -144,6 +166,7 @@ pub async fn run(
             if !migrate_with_retry(&state.store, &stop).await? {
                 return anyhow::Ok(());
             }
+            ensure_admin(&state).await?;
             state.health.run_checks().await;
             state.health.mark_started();
             tracing::info!(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::TokenKeys;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::health::Health;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub cache: Cache,
     /// Health state, read by the probes.
     pub health: Health,
+    /// Access-token signing keys (from `JWT_SECRET`).
+    pub keys: TokenKeys,
     /// The Prometheus registry and HTTP metrics.
     pub metrics: Metrics,
     /// Cancelled when a graceful shutdown starts. Long-lived connections (WebSockets) select on

@@ -1,6 +1,9 @@
 //! The HTTP surface: routes grouped by resource, and the middleware stack around them.
 
+pub mod admin;
+pub mod auth;
 pub mod debug;
+pub mod extract;
 pub mod health;
 pub mod middleware;
 
@@ -8,7 +11,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -32,7 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/startup", get(health::startup))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api());
     if config.enable_debug_endpoints {
         routes = routes.route("/debug/sleep", get(debug::sleep));
     }
@@ -61,6 +65,18 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .with_state(state)
+}
+
+/// The versioned API.
+fn api() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .route("/admin/accounts/{id}/deposits", post(admin::deposit))
+        .route("/admin/audit", get(admin::audit))
 }
 
 /// `/metrics`: the Prometheus text exposition.

@@ -40,10 +40,28 @@ pub struct AuditEvent {
     pub details: serde_json::Value,
 }
 
-const INSERT: &str = "INSERT INTO audit_events (occurred_at, actor, action, subject, request_id, details) \
+pub(crate) const INSERT: &str = "INSERT INTO audit_events (occurred_at, actor, action, subject, request_id, details) \
                       VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
 const SELECT: &str = "SELECT id, occurred_at, actor, action, subject, request_id, details FROM audit_events \
                       WHERE id < $1 ORDER BY id DESC LIMIT $2";
+
+/// Appends an audit event inside an open transaction (or on any executor), so a financial change
+/// and its audit record commit together. Expands per backend like [`super::with_pool`].
+macro_rules! audit_in {
+    ($exec:expr, $event:expr) => {{
+        let event: &$crate::store::NewAuditEvent = $event;
+        sqlx::query($crate::store::audit::INSERT)
+            .bind(chrono::Utc::now())
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(&event.subject)
+            .bind(&event.request_id)
+            .bind(event.details.to_string())
+            .execute($exec)
+            .await
+    }};
+}
+pub(crate) use audit_in;
 
 impl Store {
     /// Appends an event and returns its id.

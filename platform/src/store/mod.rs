@@ -5,9 +5,11 @@
 //! dialects agree. Each backend has its own migrations folder, applied at start-up with
 //! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
 
-mod audit;
+pub(crate) mod audit;
+mod users;
 
 pub use audit::{AuditEvent, NewAuditEvent};
+pub use users::{AccountRow, CreateUserError, PositionRow, RotateOutcome, UserRecord};
 
 use std::str::FromStr;
 use std::time::Duration;
