@@ -1,0 +1,1024 @@
+//! The `TradingPlatform` custom resource (`tradeplane.io/v1alpha1`): types only.
+//!
+//! Every field carries a doc comment because schemars turns it into the OpenAPI `description`
+//! that `kubectl explain` shows. Defaults live in the schema (through `#[serde(default)]`) so the
+//! apiserver stores the defaulted object, and cross-field rules are CEL `x-kubernetes-validations`
+//! so invalid resources are refused at admission instead of failing later in the reconciler.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the custom resource (contract).
+pub const GROUP: &str = "tradeplane.io";
+/// Annotation that asks the operator for an immediate backup Job (contract).
+pub const BACKUP_NOW_ANNOTATION: &str = "tradeplane.io/backup-now";
+
+/// Condition type: the platform serves traffic with the desired number of ready replicas.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: a rollout or scale is in progress.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type: the operator cannot converge (API errors, invalid references, failed rollout).
+pub const CONDITION_DEGRADED: &str = "Degraded";
+/// Condition type: scheduled backups succeed often enough.
+pub const CONDITION_BACKUP_HEALTHY: &str = "BackupHealthy";
+
+/// Desired state of one Tradeplane trading platform installation.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tradeplane.io",
+    version = "v1alpha1",
+    kind = "TradingPlatform",
+    plural = "tradingplatforms",
+    shortname = "tp",
+    category = "tradeplane",
+    namespaced,
+    status = "TradingPlatformStatus",
+    derive = "PartialEq",
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 45").message("metadata.name must be a DNS label of at most 45 characters (children append suffixes such as -backup)"),
+    doc = "A Tradeplane trading platform: the operator turns it into a Deployment, Service, ConfigMap, autoscaler, disruption budget, backup CronJob, Ingress and NetworkPolicy, and reports their state back.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas", description = "Desired replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready replicas"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase", description = "Summary of the conditions"),
+    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastSuccessfulBackup", description = "Time of the last successful backup"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TradingPlatformSpec {
+    /// Container image of the platform, e.g. `ghcr.io/tradeplane/tradeplane:0.1.0`. The same image
+    /// runs the service and the backup CronJob (`tradeplane-platform backup`).
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// When the kubelet pulls the image.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+
+    /// Names of Secrets (type `kubernetes.io/dockerconfigjson`) used to pull the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+
+    /// Number of platform pods when autoscaling is disabled. Ignored while `autoscaling.enabled`
+    /// (the HorizontalPodAutoscaler owns the replica count then). `kubectl scale tp/NAME` sets it.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+
+    /// CPU and memory requests and limits of the platform container.
+    #[serde(default = "default_resources")]
+    pub resources: ResourceRequirements,
+
+    /// Secret key holding the database URL (`postgres://…` or `sqlite://…`), passed as `DATABASE_URL`.
+    pub database: SecretKeyRef,
+
+    /// Secret key holding the Redis URL, passed as `REDIS_URL`. Without it the platform runs
+    /// without Redis (in-process fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<SecretKeyRef>,
+
+    /// Secret key holding the JWT signing secret, passed as `JWT_SECRET`.
+    pub jwt_secret: SecretKeyRef,
+
+    /// Secret key holding a base64 32-byte key, passed as `BACKUP_ENCRYPTION_KEY` to the platform
+    /// and the backup job; backups are encrypted when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_encryption_key: Option<SecretKeyRef>,
+
+    /// Horizontal pod autoscaling (autoscaling/v2).
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+
+    /// PodDisruptionBudget protecting the platform during voluntary disruptions (node drains).
+    #[serde(default)]
+    pub disruption_budget: DisruptionBudgetSpec,
+
+    /// Tuning of the startup, liveness and readiness probes.
+    #[serde(default)]
+    pub probes: ProbesSpec,
+
+    /// Graceful shutdown timing: pause before SIGTERM, then drain time.
+    #[serde(default)]
+    pub shutdown: ShutdownSpec,
+
+    /// Scheduled database backups (a CronJob running `tradeplane-platform backup`).
+    #[serde(default)]
+    pub backup: BackupSpec,
+
+    /// The Service in front of the platform pods.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// Optional Ingress exposing the Service over HTTP(S).
+    #[serde(default)]
+    pub ingress: IngressSpec,
+
+    /// Where the pods may run: anti-affinity, topology spread, node selector, tolerations.
+    #[serde(default)]
+    pub placement: PlacementSpec,
+
+    /// NetworkPolicy that admits traffic only on the platform's HTTP port.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+
+    /// Extra environment variables for the platform container. `DATABASE_URL`, `REDIS_URL` and
+    /// `JWT_SECRET` are reserved: set them through `database`, `redis` and `jwtSecret`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(e, !(e.name in ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET', 'BACKUP_ENCRYPTION_KEY']))").message("DATABASE_URL, REDIS_URL, JWT_SECRET and BACKUP_ENCRYPTION_KEY are set from spec.database, spec.redis, spec.jwtSecret and spec.backupEncryptionKey").reason(Reason::FieldValueForbidden))]
+    pub env: Vec<EnvVar>,
+
+    /// Platform settings written into the ConfigMap the pods load with `envFrom`.
+    #[serde(default)]
+    pub settings: PlatformSettings,
+
+    /// Extra annotations on the pod template (e.g. for a service mesh).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Stop all writes for this resource: the operator leaves every child as it is and only
+    /// reports `Paused` in the status. Useful during a manual restore.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("250m".into())),
+            ("memory".to_string(), Quantity("256Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("1".into())),
+            ("memory".to_string(), Quantity("512Mi".into())),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// Image pull policy of the platform container.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every pod start.
+    Always,
+    /// Pull only when the image is not on the node.
+    #[default]
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling, for the container's `imagePullPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Horizontal pod autoscaling of the platform Deployment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be less than or equal to maxReplicas").field_path(".minReplicas"))]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.targetCPUUtilizationPercentage) || has(self.targetMemoryUtilizationPercentage) || size(self.podMetrics) > 0").message("autoscaling needs at least one target: CPU, memory or a pod metric"))]
+pub struct AutoscalingSpec {
+    /// Create a HorizontalPodAutoscaler; the Deployment's replica count is then left to it.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Lower bound of the replica count.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// Upper bound of the replica count.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Target average CPU utilization, percent of the CPU request (e.g. 70).
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+    /// Target average memory utilization, percent of the memory request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_memory_utilization_percentage: Option<i32>,
+    /// Custom per-pod metrics (served by a metrics adapter, e.g. `http_requests_per_second`).
+    #[serde(default)]
+    #[schemars(length(max = 10))]
+    pub pod_metrics: Vec<PodMetric>,
+    /// Scale-up speed limits.
+    #[serde(default = "default_scale_up")]
+    pub scale_up: ScalingPolicy,
+    /// Scale-down speed limits.
+    #[serde(default = "default_scale_down")]
+    pub scale_down: ScalingPolicy,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_cpu_utilization_percentage: None,
+            target_memory_utilization_percentage: None,
+            pod_metrics: Vec::new(),
+            scale_up: default_scale_up(),
+            scale_down: default_scale_down(),
+        }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_max_replicas() -> i32 {
+    6
+}
+fn default_scale_up() -> ScalingPolicy {
+    ScalingPolicy {
+        stabilization_window_seconds: 0,
+        max_pods_per_period: Some(4),
+        max_percent_per_period: Some(100),
+        period_seconds: 30,
+    }
+}
+fn default_scale_down() -> ScalingPolicy {
+    ScalingPolicy {
+        stabilization_window_seconds: 300,
+        max_pods_per_period: Some(1),
+        max_percent_per_period: None,
+        period_seconds: 60,
+    }
+}
+
+/// A per-pod custom metric and its target average value.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetric {
+    /// Metric name as the custom metrics API serves it.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    )]
+    pub name: String,
+    /// Target average value per pod (a quantity, e.g. `100` or `500m`).
+    pub target_average_value: Quantity,
+}
+
+/// How fast the autoscaler may change the replica count in one direction.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.maxPodsPerPeriod) || has(self.maxPercentPerPeriod)").message("set maxPodsPerPeriod, maxPercentPerPeriod or both"))]
+pub struct ScalingPolicy {
+    /// Seconds of past recommendations considered before scaling (damps flapping).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stabilization_window_seconds: i32,
+    /// At most this many pods added or removed per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_pods_per_period: Option<i32>,
+    /// At most this percentage of the current replicas added or removed per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_percent_per_period: Option<i32>,
+    /// Length of a period, in seconds.
+    #[serde(default = "default_period")]
+    #[schemars(range(min = 1, max = 1800))]
+    pub period_seconds: i32,
+}
+
+fn default_period() -> i32 {
+    60
+}
+
+/// PodDisruptionBudget settings. Exactly one of `minAvailable` and `maxUnavailable` is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.minAvailable) != has(self.maxUnavailable)").message("set exactly one of minAvailable and maxUnavailable"))]
+pub struct DisruptionBudgetSpec {
+    /// Create the PodDisruptionBudget. It is skipped anyway when at most one replica can run,
+    /// because it would then block every node drain.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Pods (number or percentage) that must stay available during a disruption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+    /// Pods (number or percentage) that may be unavailable during a disruption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_available: None,
+            max_unavailable: Some(IntOrString::Int(1)),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Tuning of the three probes; the paths are fixed by the platform.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbesSpec {
+    /// Startup probe on `/health/startup`: gives a slow start (migrations) time before liveness counts.
+    #[serde(default = "default_startup_probe")]
+    pub startup: ProbeTuning,
+    /// Liveness probe on `/health/live`: restarts a wedged container.
+    #[serde(default = "default_liveness_probe")]
+    pub liveness: ProbeTuning,
+    /// Readiness probe on `/health/ready`: takes a pod out of the Service while it cannot serve.
+    #[serde(default = "default_readiness_probe")]
+    pub readiness: ProbeTuning,
+}
+
+impl Default for ProbesSpec {
+    fn default() -> Self {
+        Self {
+            startup: default_startup_probe(),
+            liveness: default_liveness_probe(),
+            readiness: default_readiness_probe(),
+        }
+    }
+}
+
+fn default_startup_probe() -> ProbeTuning {
+    ProbeTuning {
+        initial_delay_seconds: 0,
+        period_seconds: 2,
+        timeout_seconds: 2,
+        failure_threshold: 60,
+        success_threshold: 1,
+    }
+}
+fn default_liveness_probe() -> ProbeTuning {
+    ProbeTuning {
+        initial_delay_seconds: 0,
+        period_seconds: 10,
+        timeout_seconds: 2,
+        failure_threshold: 3,
+        success_threshold: 1,
+    }
+}
+fn default_readiness_probe() -> ProbeTuning {
+    ProbeTuning {
+        initial_delay_seconds: 0,
+        period_seconds: 5,
+        timeout_seconds: 2,
+        failure_threshold: 2,
+        success_threshold: 1,
+    }
+}
+
+/// Timing of one probe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeTuning {
+    /// Seconds after container start before the first probe.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 600))]
+    pub initial_delay_seconds: i32,
+    /// Seconds between probes.
+    #[serde(default = "default_probe_period")]
+    #[schemars(range(min = 1, max = 300))]
+    pub period_seconds: i32,
+    /// Seconds after which one probe counts as failed.
+    #[serde(default = "default_probe_timeout")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: i32,
+    /// Consecutive failures before the probe is considered failed.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: i32,
+    /// Consecutive successes before the probe is considered passing again (readiness only; the
+    /// others must be 1, as Kubernetes requires).
+    #[serde(default = "default_success_threshold")]
+    #[schemars(range(min = 1, max = 10))]
+    pub success_threshold: i32,
+}
+
+fn default_probe_period() -> i32 {
+    10
+}
+fn default_probe_timeout() -> i32 {
+    2
+}
+fn default_failure_threshold() -> i32 {
+    3
+}
+fn default_success_threshold() -> i32 {
+    1
+}
+
+/// Graceful shutdown. Termination grace period = `preStopSleepSeconds` + `drainTimeoutSeconds` + 10.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShutdownSpec {
+    /// Seconds the container keeps serving after being told to stop (native `sleep` preStop
+    /// action), so endpoints and load balancers stop routing to it first.
+    #[serde(default = "default_prestop")]
+    #[schemars(range(min = 0, max = 120))]
+    pub pre_stop_sleep_seconds: i32,
+    /// Seconds the platform waits for in-flight requests after SIGTERM (`DRAIN_TIMEOUT_SECONDS`).
+    #[serde(default = "default_drain")]
+    #[schemars(range(min = 1, max = 600))]
+    pub drain_timeout_seconds: i32,
+}
+
+impl Default for ShutdownSpec {
+    fn default() -> Self {
+        Self {
+            pre_stop_sleep_seconds: default_prestop(),
+            drain_timeout_seconds: default_drain(),
+        }
+    }
+}
+
+fn default_prestop() -> i32 {
+    5
+}
+fn default_drain() -> i32 {
+    20
+}
+
+/// Scheduled backups of the platform database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.schedule.matches('^(@(yearly|annually|monthly|weekly|daily|hourly)|([0-9*/,?LW#A-Za-z-]+\\\\s+){4}[0-9*/,?LW#A-Za-z-]+)$')").message("schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly").field_path(".schedule"))]
+pub struct BackupSpec {
+    /// Create the backup CronJob (and its claim).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Cron schedule, 5 fields, e.g. `0 2 * * *` (daily at 02:00).
+    #[serde(default = "default_schedule")]
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: String,
+    /// IANA time zone of the schedule (e.g. `Europe/Berlin`); the controller manager's zone if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// Stop scheduling new backups without deleting anything.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Which old backups the backup command prunes.
+    #[serde(default)]
+    pub retention: BackupRetention,
+    /// Where backups are written (mounted at `/backups`).
+    #[serde(default)]
+    pub storage: BackupStorage,
+    /// Finished successful Jobs kept for inspection.
+    #[serde(default = "default_success_history")]
+    #[schemars(range(min = 0, max = 20))]
+    pub successful_jobs_history_limit: i32,
+    /// Finished failed Jobs kept for inspection.
+    #[serde(default = "default_failed_history")]
+    #[schemars(range(min = 0, max = 20))]
+    pub failed_jobs_history_limit: i32,
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            schedule: default_schedule(),
+            time_zone: None,
+            suspend: false,
+            retention: BackupRetention::default(),
+            storage: BackupStorage::default(),
+            successful_jobs_history_limit: default_success_history(),
+            failed_jobs_history_limit: default_failed_history(),
+        }
+    }
+}
+
+fn default_schedule() -> String {
+    "0 2 * * *".to_string()
+}
+fn default_success_history() -> i32 {
+    3
+}
+fn default_failed_history() -> i32 {
+    3
+}
+
+/// Retention of backup files (`--keep-days`, `--keep-last`); at least one is set.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.keepDays) || has(self.keepLast)").message("set keepDays, keepLast or both, otherwise backups accumulate forever"))]
+pub struct BackupRetention {
+    /// Delete backups older than this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub keep_days: Option<i32>,
+    /// Always keep at least the newest this-many backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub keep_last: Option<i32>,
+}
+
+impl Default for BackupRetention {
+    fn default() -> Self {
+        Self {
+            keep_days: Some(30),
+            keep_last: None,
+        }
+    }
+}
+
+/// Backup volume: either a new claim (size, storage class) or an existing claim.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.existingClaim) || (!has(self.size) && !has(self.storageClassName))").message("existingClaim cannot be combined with size or storageClassName"))]
+pub struct BackupStorage {
+    /// Size of the claim the operator creates (default `10Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// Storage class of the claim the operator creates; the cluster default if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Use this existing PersistentVolumeClaim instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub existing_claim: Option<String>,
+    /// What happens to a claim the operator created when backups are disabled or the
+    /// TradingPlatform is deleted: `Retain` keeps it (the backups survive), `Delete` removes it.
+    #[serde(default)]
+    pub retention_policy: ClaimRetentionPolicy,
+}
+
+impl Default for BackupStorage {
+    fn default() -> Self {
+        Self {
+            size: None,
+            storage_class_name: None,
+            existing_claim: None,
+            retention_policy: ClaimRetentionPolicy::Retain,
+        }
+    }
+}
+
+/// Fate of the operator-created backup claim.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClaimRetentionPolicy {
+    /// Keep the claim and its backups.
+    #[default]
+    Retain,
+    /// Delete the claim and its backups.
+    Delete,
+}
+
+/// The Service in front of the pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Port the Service listens on (it forwards to the container port `http`, 8080).
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Extra annotations on the Service (e.g. for a cloud load balancer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::ClusterIP,
+            port: default_service_port(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_service_port() -> i32 {
+    80
+}
+
+/// Kubernetes Service type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node.
+    NodePort,
+    /// Also through a cloud load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Optional Ingress.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.host)").message("ingress.host is required when the ingress is enabled").field_path(".host"))]
+pub struct IngressSpec {
+    /// Create the Ingress.
+    #[serde(default)]
+    pub enabled: bool,
+    /// IngressClass name (e.g. `nginx`); the cluster default if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: Option<String>,
+    /// Host name routed to the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        )
+    )]
+    pub host: Option<String>,
+    /// Secret (type `kubernetes.io/tls`) with the certificate for `host`; plain HTTP if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tls_secret_name: Option<String>,
+    /// Extra annotations on the Ingress (e.g. cert-manager issuer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Pod placement.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Spread pods of this platform over nodes: `Preferred` (soft), `Required` (hard), `None`.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
+    /// Topology spread across zones (or another topology key).
+    #[serde(default)]
+    pub topology_spread: TopologySpread,
+    /// Node labels a node must carry to run the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+impl Default for PlacementSpec {
+    fn default() -> Self {
+        Self {
+            anti_affinity: AntiAffinity::Preferred,
+            topology_spread: TopologySpread::default(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+        }
+    }
+}
+
+/// Pod anti-affinity mode across nodes (`kubernetes.io/hostname`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AntiAffinity {
+    /// No anti-affinity.
+    None,
+    /// Prefer different nodes.
+    #[default]
+    Preferred,
+    /// Require different nodes (pods stay Pending when nodes run out).
+    Required,
+}
+
+/// Topology spread constraint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpread {
+    /// Add the constraint.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Node label whose values form the domains (zones by default).
+    #[serde(default = "default_topology_key")]
+    #[schemars(length(min = 1, max = 316))]
+    pub topology_key: String,
+    /// Largest allowed difference in pod count between two domains.
+    #[serde(default = "default_max_skew")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_skew: i32,
+    /// What to do when the constraint cannot be met.
+    #[serde(default)]
+    pub when_unsatisfiable: WhenUnsatisfiable,
+}
+
+impl Default for TopologySpread {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            topology_key: default_topology_key(),
+            max_skew: default_max_skew(),
+            when_unsatisfiable: WhenUnsatisfiable::ScheduleAnyway,
+        }
+    }
+}
+
+fn default_topology_key() -> String {
+    "topology.kubernetes.io/zone".to_string()
+}
+fn default_max_skew() -> i32 {
+    1
+}
+
+/// Behaviour of an unsatisfiable topology spread constraint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WhenUnsatisfiable {
+    /// Schedule anyway, preferring less skew.
+    #[default]
+    ScheduleAnyway,
+    /// Keep the pod Pending.
+    DoNotSchedule,
+}
+
+impl WhenUnsatisfiable {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenUnsatisfiable::ScheduleAnyway => "ScheduleAnyway",
+            WhenUnsatisfiable::DoNotSchedule => "DoNotSchedule",
+        }
+    }
+}
+
+/// NetworkPolicy for the platform pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create a NetworkPolicy that admits ingress traffic only on the HTTP port (8080).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Namespaces (by label selector match labels) allowed to connect; empty: any namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allowed_namespace_labels: BTreeMap<String, String>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed_namespace_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Platform settings that become ConfigMap keys (environment variables of the platform).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformSettings {
+    /// Log level (`RUST_LOG`).
+    #[serde(default)]
+    pub log_level: LogLevel,
+    /// Log format (`LOG_FORMAT`).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Tradable instruments (`INSTRUMENTS`, JSON); the platform's built-in list if empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instruments: Vec<Instrument>,
+    /// API rate limits.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Database connection pool.
+    #[serde(default)]
+    pub database_pool: DatabasePool,
+}
+
+impl Default for PlatformSettings {
+    fn default() -> Self {
+        Self {
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Json,
+            instruments: Vec::new(),
+            rate_limits: RateLimits::default(),
+            database_pool: DatabasePool::default(),
+        }
+    }
+}
+
+/// Log level of the platform.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    #[default]
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+impl LogLevel {
+    /// The `RUST_LOG` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Log format of the platform.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+impl LogFormat {
+    /// The `LOG_FORMAT` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        }
+    }
+}
+
+/// One tradable instrument.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Instrument {
+    /// Symbol, upper case, e.g. `BTC-USD`.
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[A-Z0-9]+(-[A-Z0-9]+)*$")
+    )]
+    pub symbol: String,
+    /// Smallest price increment, a positive decimal string, e.g. `0.01`.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub tick_size: String,
+    /// Smallest quantity increment, a positive decimal string, e.g. `0.0001`.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub lot_size: String,
+}
+
+/// API rate limits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.burst >= self.perSecond").message("burst must be at least perSecond").field_path(".burst"))]
+pub struct RateLimits {
+    /// Sustained requests per second per client (`RATE_LIMIT_PER_SECOND`).
+    #[serde(default = "default_rate")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub per_second: i32,
+    /// Burst size (`RATE_LIMIT_BURST`).
+    #[serde(default = "default_burst")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub burst: i32,
+    /// Login attempts per minute per client (`LOGIN_RATE_LIMIT_PER_MINUTE`).
+    #[serde(default = "default_login_rate")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub login_per_minute: i32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            per_second: default_rate(),
+            burst: default_burst(),
+            login_per_minute: default_login_rate(),
+        }
+    }
+}
+
+fn default_rate() -> i32 {
+    50
+}
+fn default_burst() -> i32 {
+    100
+}
+fn default_login_rate() -> i32 {
+    10
+}
+
+/// Database connection pool of each pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabasePool {
+    /// Maximum connections per pod (`DATABASE_MAX_CONNECTIONS`).
+    #[serde(default = "default_max_conn")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_connections: i32,
+    /// Connect timeout in seconds (`DATABASE_CONNECT_TIMEOUT_SECONDS`).
+    #[serde(default = "default_connect_timeout")]
+    #[schemars(range(min = 1, max = 300))]
+    pub connect_timeout_seconds: i32,
+}
+
+impl Default for DatabasePool {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_conn(),
+            connect_timeout_seconds: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_max_conn() -> i32 {
+    10
+}
+fn default_connect_timeout() -> i32 {
+    5
+}
+
+/// Observed state, written by the operator only.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TradingPlatformStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One-word summary: `Ready`, `Progressing`, `Degraded` or `Paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `Ready`, `Progressing`, `Degraded` and `BackupHealthy` conditions.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Pods of the Deployment (for the scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Pods passing readiness.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods running the current pod template.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Label selector of the pods, as a string (for the scale subresource and HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// When the backup CronJob last started a Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_backup: Option<Time>,
+    /// When a backup Job last completed successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<Time>,
+    /// The last `tradeplane.io/backup-now` value the operator has turned into a Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_now_request: Option<String>,
+}

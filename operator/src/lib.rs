@@ -1,0 +1,8 @@
+//! Tradeplane operator: reconciles `TradingPlatform` resources into the Kubernetes objects that
+//! run the trading platform. A library so the integration tests and the binary share one code path.
+
+pub mod cli;
+pub mod crd;
+pub mod resources;
+pub mod run;
+pub mod schedule;

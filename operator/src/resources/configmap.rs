@@ -1,0 +1,74 @@
+//! ConfigMap with the platform settings, loaded by the pods with `envFrom` (keys per the contract).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sha2::{Digest, Sha256};
+
+use super::{BuildError, COMPONENT_PLATFORM, HTTP_PORT, Parent};
+use crate::crd::TradingPlatformSpec;
+
+/// The key/value pairs the platform reads from its environment.
+pub fn data(spec: &TradingPlatformSpec) -> Result<BTreeMap<String, String>, BuildError> {
+    let s = &spec.settings;
+    let mut data = BTreeMap::from([
+        ("LISTEN_ADDR".to_string(), format!("0.0.0.0:{HTTP_PORT}")),
+        ("LOG_FORMAT".to_string(), s.log_format.as_str().to_string()),
+        ("RUST_LOG".to_string(), s.log_level.as_str().to_string()),
+        (
+            "DRAIN_TIMEOUT_SECONDS".to_string(),
+            spec.shutdown.drain_timeout_seconds.to_string(),
+        ),
+        (
+            "DATABASE_MAX_CONNECTIONS".to_string(),
+            s.database_pool.max_connections.to_string(),
+        ),
+        (
+            "DATABASE_CONNECT_TIMEOUT_SECONDS".to_string(),
+            s.database_pool.connect_timeout_seconds.to_string(),
+        ),
+        (
+            "RATE_LIMIT_PER_SECOND".to_string(),
+            s.rate_limits.per_second.to_string(),
+        ),
+        (
+            "RATE_LIMIT_BURST".to_string(),
+            s.rate_limits.burst.to_string(),
+        ),
+        (
+            "LOGIN_RATE_LIMIT_PER_MINUTE".to_string(),
+            s.rate_limits.login_per_minute.to_string(),
+        ),
+    ]);
+    if !s.instruments.is_empty() {
+        let json = serde_json::to_string(&s.instruments)
+            .map_err(|e| BuildError::Invalid(format!("settings.instruments: {e}")))?;
+        data.insert("INSTRUMENTS".to_string(), json);
+    }
+    Ok(data)
+}
+
+/// Builds the ConfigMap `<name>-config`.
+pub fn build(parent: &Parent, spec: &TradingPlatformSpec) -> Result<ConfigMap, BuildError> {
+    Ok(ConfigMap {
+        metadata: parent.meta(parent.config_map_name(), COMPONENT_PLATFORM),
+        data: Some(data(spec)?),
+        ..Default::default()
+    })
+}
+
+/// SHA-256 of the ConfigMap data (sorted keys), put on the pod template so a change rolls the pods.
+pub fn checksum(cm: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (k, v) in cm.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,269 @@
+//! Pure builders: one module per child kind, `TradingPlatform` in, Kubernetes object out, no I/O.
+//!
+//! Keeping them pure lets `render` preview exactly what `run` applies and lets tests check every
+//! option without an API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::TradingPlatform;
+
+pub mod backup;
+pub mod configmap;
+pub mod deployment;
+pub mod hpa;
+pub mod ingress;
+pub mod networkpolicy;
+pub mod pdb;
+pub mod service;
+pub mod serviceaccount;
+
+/// Field manager of every server-side apply, and the `app.kubernetes.io/managed-by` value.
+pub const MANAGER: &str = "tradeplane-operator";
+/// `app.kubernetes.io/name` of everything the operator creates.
+pub const APP_NAME: &str = "tradeplane";
+/// `app.kubernetes.io/part-of` of everything the operator creates.
+pub const PART_OF: &str = "tradeplane";
+/// Container port of the platform (contract: named `http`, 8080).
+pub const HTTP_PORT: i32 = 8080;
+/// Name of the container port (contract).
+pub const HTTP_PORT_NAME: &str = "http";
+/// Pod-template annotation carrying the ConfigMap checksum, so config changes roll the pods.
+pub const CONFIG_CHECKSUM_ANNOTATION: &str = "tradeplane.io/config-checksum";
+
+/// Label key for the instance (the TradingPlatform name).
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+/// Label key for the component.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Label key for the manager.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label key for the app name.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Label key for the larger application.
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+
+/// Why a TradingPlatform cannot be turned into objects.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// The resource has no `metadata.name`.
+    #[error("the TradingPlatform has no metadata.name")]
+    MissingName,
+    /// A value the API would refuse later; caught here with a clear message.
+    #[error("invalid spec: {0}")]
+    Invalid(String),
+}
+
+/// Identity of the parent used by every builder: names, namespace, labels, owner reference.
+#[derive(Clone, Debug)]
+pub struct Parent {
+    /// TradingPlatform name (also the `app.kubernetes.io/instance` label).
+    pub name: String,
+    /// Namespace, if known (absent when rendering a file without one).
+    pub namespace: Option<String>,
+    /// Owner reference to the TradingPlatform, if it has a uid (absent when rendering).
+    pub owner: Option<OwnerReference>,
+}
+
+impl Parent {
+    /// Extracts the identity, failing clearly on an unnamed resource.
+    pub fn of(tp: &TradingPlatform) -> Result<Self, BuildError> {
+        let name = tp.metadata.name.clone().ok_or(BuildError::MissingName)?;
+        Ok(Self {
+            name,
+            namespace: tp.metadata.namespace.clone(),
+            owner: tp.controller_owner_ref(&()),
+        })
+    }
+
+    /// Labels of a child of `component`.
+    pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_NAME.to_string(), APP_NAME.to_string()),
+            (LABEL_INSTANCE.to_string(), self.name.clone()),
+            (LABEL_COMPONENT.to_string(), component.to_string()),
+            (LABEL_PART_OF.to_string(), PART_OF.to_string()),
+            (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+        ])
+    }
+
+    /// The immutable selector of the platform pods.
+    pub fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_NAME.to_string(), APP_NAME.to_string()),
+            (LABEL_INSTANCE.to_string(), self.name.clone()),
+            (LABEL_COMPONENT.to_string(), COMPONENT_PLATFORM.to_string()),
+        ])
+    }
+
+    /// Metadata of an owned child.
+    pub fn meta(&self, name: String, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: self.namespace.clone(),
+            labels: Some(self.labels(component)),
+            owner_references: self.owner.clone().map(|o| vec![o]),
+            ..Default::default()
+        }
+    }
+
+    /// Metadata of a child that must outlive the TradingPlatform (no owner reference).
+    pub fn unowned_meta(&self, name: String, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: None,
+            ..self.meta(name, component)
+        }
+    }
+
+    /// Label selector string that finds every object of this instance made by the operator.
+    pub fn instance_selector(&self) -> String {
+        format!(
+            "{LABEL_INSTANCE}={},{LABEL_MANAGED_BY}={MANAGER}",
+            self.name
+        )
+    }
+
+    /// The pod selector as `kubectl`/scale subresource string.
+    pub fn selector_string(&self) -> String {
+        self.selector_labels()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Name of the ConfigMap.
+    pub fn config_map_name(&self) -> String {
+        format!("{}-config", self.name)
+    }
+    /// Name of the backup CronJob.
+    pub fn backup_name(&self) -> String {
+        format!("{}-backup", self.name)
+    }
+    /// Name of the backup claim the operator creates.
+    pub fn backup_claim_name(&self) -> String {
+        format!("{}-backups", self.name)
+    }
+}
+
+/// Component label of the platform pods and their direct companions.
+pub const COMPONENT_PLATFORM: &str = "platform";
+/// Component label of the backup CronJob, its Jobs and claim.
+pub const COMPONENT_BACKUP: &str = "backup";
+
+/// Everything the operator wants to exist for one TradingPlatform.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    /// The pods' identity (no API token mounted).
+    pub service_account: Option<ServiceAccount>,
+    /// Platform settings (envFrom).
+    pub config_map: Option<ConfigMap>,
+    /// Stable address of the pods.
+    pub service: Option<Service>,
+    /// The platform pods.
+    pub deployment: Option<Deployment>,
+    /// Autoscaler, when enabled.
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    /// Disruption budget, when enabled and more than one replica can run.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// Why there is no disruption budget, for the status.
+    pub pdb_skipped_reason: Option<String>,
+    /// Backup claim, when backups are enabled and no existing claim is named.
+    pub backup_claim: Option<PersistentVolumeClaim>,
+    /// Backup CronJob, when backups are enabled.
+    pub backup_cronjob: Option<CronJob>,
+    /// Ingress, when enabled.
+    pub ingress: Option<Ingress>,
+    /// NetworkPolicy, when enabled.
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// Builds every object the operator wants for `tp`.
+pub fn desired(tp: &TradingPlatform) -> Result<Desired, BuildError> {
+    let parent = Parent::of(tp)?;
+    let spec = &tp.spec;
+    let config_map = configmap::build(&parent, spec)?;
+    let checksum = configmap::checksum(&config_map);
+    let (pdb, pdb_skipped_reason) = pdb::build(&parent, spec);
+    Ok(Desired {
+        service_account: Some(serviceaccount::build(&parent)),
+        deployment: Some(deployment::build(&parent, spec, &checksum)?),
+        config_map: Some(config_map),
+        service: Some(service::build(&parent, spec)),
+        hpa: hpa::build(&parent, spec),
+        pdb,
+        pdb_skipped_reason,
+        backup_claim: backup::claim(&parent, spec)?,
+        backup_cronjob: backup::cronjob(&parent, spec)?,
+        ingress: ingress::build(&parent, spec),
+        network_policy: networkpolicy::build(&parent, spec),
+    })
+}
+
+impl Desired {
+    /// Every object as JSON, in apply order (dependencies first).
+    pub fn to_values(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        let mut out = Vec::new();
+        push(&mut out, &self.service_account)?;
+        push(&mut out, &self.config_map)?;
+        push(&mut out, &self.service)?;
+        push(&mut out, &self.deployment)?;
+        push(&mut out, &self.hpa)?;
+        push(&mut out, &self.pdb)?;
+        push(&mut out, &self.backup_claim)?;
+        push(&mut out, &self.backup_cronjob)?;
+        push(&mut out, &self.ingress)?;
+        push(&mut out, &self.network_policy)?;
+        Ok(out)
+    }
+
+    /// Every object as one multi-document YAML stream (what `render` prints).
+    pub fn to_yaml(&self) -> Result<String, String> {
+        let mut out = String::new();
+        for v in self.to_values().map_err(|e| e.to_string())? {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(&v).map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+}
+
+fn push<K: serde::Serialize>(
+    out: &mut Vec<serde_json::Value>,
+    obj: &Option<K>,
+) -> Result<(), serde_json::Error> {
+    if let Some(o) = obj {
+        out.push(serde_json::to_value(o)?);
+    }
+    Ok(())
+}
+
+/// Reads a TradingPlatform from YAML (one document), as `render -f` does.
+pub fn parse_trading_platform(yaml: &str) -> Result<TradingPlatform, String> {
+    let value: serde_json::Value =
+        serde_yaml::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
+    let api_version = TradingPlatform::api_version(&());
+    let kind = TradingPlatform::kind(&());
+    let found_version = value.get("apiVersion").and_then(|v| v.as_str());
+    let found_kind = value.get("kind").and_then(|v| v.as_str());
+    if found_version != Some(api_version.as_ref()) || found_kind != Some(kind.as_ref()) {
+        return Err(format!(
+            "expected apiVersion {api_version} and kind {kind}, found {} {}",
+            found_version.unwrap_or("<none>"),
+            found_kind.unwrap_or("<none>")
+        ));
+    }
+    let tp: TradingPlatform =
+        serde_json::from_value(value).map_err(|e| format!("not a valid TradingPlatform: {e}"))?;
+    if tp.name_any().is_empty() {
+        return Err("metadata.name is required".to_string());
+    }
+    Ok(tp)
+}
