@@ -214,9 +214,15 @@ for feat in features:
     pkg, _, name = feat.partition("/")
     manifest = tomllib.loads(Path(dirs.get(pkg, pkg), "Cargo.toml").read_text())
     if name not in manifest.get("features", {}):
+        hint = ""
+        if name == "mimalloc":
+            hint = ('; it needs, in Cargo.toml: mimalloc = { version = "0.1", default-features = false, '
+                    'optional = true } under [dependencies] and mimalloc = ["dep:mimalloc"] under [features]; '
+                    'in src/main.rs: #[cfg(feature = "mimalloc")] #[global_allocator] '
+                    'static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;')
         problems.append(
-            f"Dockerfile builds with feature {feat}, but {dirs.get(pkg, pkg)}/Cargo.toml has no [features] {name}; "
-            f"add it (see charts/README-section.md, 'The image') or build with --build-arg CARGO_FEATURES=")
+            f"Dockerfile builds with feature {feat}, but {dirs.get(pkg, pkg)}/Cargo.toml has no [features] {name}"
+            f"{hint} (or build with --build-arg CARGO_FEATURES=)")
 print("\n".join(problems))
 sys.exit(1 if problems else 0)
 PY
