@@ -269,6 +269,8 @@ def strict_schema(node):
     properties rejects undeclared ones (unless it preserves unknown fields)."""
     if isinstance(node, dict):
         node = {k: strict_schema(v) for k, v in node.items()}
+        if node.get("nullable") and isinstance(node.get("type"), str):
+            node["type"] = [node["type"], "null"]  # OpenAPI's nullable, in JSON Schema terms
         if ("properties" in node and "additionalProperties" not in node
                 and not node.get("x-kubernetes-preserve-unknown-fields")):
             node["additionalProperties"] = False

