@@ -2,7 +2,11 @@
 //! run the trading platform. A library so the integration tests and the binary share one code path.
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod resources;
 pub mod run;
 pub mod schedule;

@@ -1,0 +1,892 @@
+//! The reconciler: applies the children with server-side apply, deletes the ones no longer
+//! wanted, derives the status from the children, records Events, runs the finalizer.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, info, warn};
+
+use crate::crd::{
+    BACKUP_NOW_ANNOTATION, CONDITION_BACKUP_HEALTHY, CONDITION_DEGRADED, CONDITION_PROGRESSING,
+    CONDITION_READY, ClaimRetentionPolicy, TradingPlatform, TradingPlatformStatus,
+};
+use crate::metrics::Metrics;
+use crate::resources::{self, BuildError, Desired, MANAGER, Parent};
+use crate::schedule::CronSchedule;
+
+/// Finalizer the operator puts on every TradingPlatform it reconciles.
+///
+/// Owner references delete owned children, but the backup claim is deliberately not owned (so
+/// backups survive by default). The finalizer applies `backup.storage.retentionPolicy` at
+/// deletion time (delete the claim, or keep it and say so in an Event).
+pub const FINALIZER: &str = "tradeplane.io/backup-claim";
+
+/// Periodic re-check, so `BackupHealthy` ages even when nothing changes.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Why a reconciliation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API refused or failed a request.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The spec cannot be turned into objects.
+    #[error("{0}")]
+    Build(#[from] BuildError),
+    /// Adding, running or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The resource has no namespace (it is namespaced; should not happen).
+    #[error("the TradingPlatform has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// Short label for the errors metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Build(_) => "invalid_spec",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// Shared state of every reconciliation.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Operator metrics.
+    pub metrics: Metrics,
+    /// Consecutive failures per resource, for exponential backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// Clock, replaceable in tests.
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+impl Context {
+    /// A context with the real clock.
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_string(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    async fn event(
+        &self,
+        tp: &TradingPlatform,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &tp.object_ref(&())).await {
+            warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+}
+
+fn key(tp: &TradingPlatform) -> String {
+    format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any())
+}
+
+/// Reconciles one TradingPlatform (the `Controller`'s reconcile function).
+pub async fn reconcile(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        tp = %tp.name_any(),
+        namespace = %tp.namespace().unwrap_or_default()
+    );
+    async move {
+        let timer = std::time::Instant::now();
+        let result = reconcile_inner(tp.clone(), ctx.clone()).await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        ctx.metrics
+            .reconciliations
+            .with_label_values(&[label])
+            .inc();
+        ctx.metrics
+            .duration
+            .with_label_values(&[label])
+            .observe(timer.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => {
+                if let Ok(mut f) = ctx.failures.lock() {
+                    f.remove(&key(&tp));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "reconcile failed");
+                ctx.metrics
+                    .errors
+                    .with_label_values(&[e.metric_label()])
+                    .inc();
+                report_degraded(&tp, &ctx, e).await;
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Backoff for failed reconciliations (the `Controller`'s error policy): 5s doubling to 5 min.
+pub fn error_policy(tp: Arc<TradingPlatform>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let n = match ctx.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(key(&tp)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    Action::requeue(backoff(n))
+}
+
+/// Delay after the `n`th consecutive failure.
+pub fn backoff(n: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << n.saturating_sub(1).min(10));
+    Duration::from_secs(secs.min(300))
+}
+
+async fn reconcile_inner(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = tp.namespace().ok_or(Error::NoNamespace)?;
+    if tp.spec.paused && tp.meta().deletion_timestamp.is_none() {
+        return reconcile_paused(&tp, &ctx, &ns).await;
+    }
+    let api: Api<TradingPlatform> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, tp, |event| async {
+        match event {
+            FinalizerEvent::Apply(tp) => apply(&tp, &ctx, &ns).await,
+            FinalizerEvent::Cleanup(tp) => cleanup(&tp, &ctx, &ns).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(inner)
+        | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
+        other => Error::Finalizer(Box::new(other)),
+    })
+}
+
+async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::Build(BuildError::MissingName))?;
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+async fn apply_opt<K>(client: &Client, ns: &str, obj: &Option<K>) -> Result<Option<K>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    match obj {
+        Some(o) => Ok(Some(apply_one(client, ns, o).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Lists this instance's objects of kind `K` (by the operator's labels) and deletes those not
+/// named in `keep`. Returns how many objects of the kind remain wanted.
+async fn prune<K>(
+    tp: &TradingPlatform,
+    ctx: &Context,
+    ns: &str,
+    parent: &Parent,
+    keep: Option<String>,
+    owned: bool,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list(&ListParams::default().labels(&parent.instance_selector()))
+        .await?;
+    let uid = tp.uid();
+    for obj in list.items {
+        let name = obj.name_any();
+        if Some(&name) == keep.as_ref() {
+            continue;
+        }
+        // Only delete what this resource owns (labels can be copied by hand).
+        if owned
+            && !obj
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let kind = K::kind(&());
+        info!(%kind, %name, "deleted object no longer wanted");
+        ctx.event(
+            tp,
+            EventType::Normal,
+            "Deleted",
+            "Prune",
+            format!("deleted {kind} {name}: no longer wanted by the spec"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn name_of<K: Resource>(o: &Option<K>) -> Option<String> {
+    o.as_ref().and_then(|o| o.meta().name.clone())
+}
+
+async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let desired = resources::desired(tp)?;
+    let parent = Parent::of(tp)?;
+    let client = &ctx.client;
+
+    apply_opt(client, ns, &desired.service_account).await?;
+    apply_opt(client, ns, &desired.config_map).await?;
+    apply_opt(client, ns, &desired.service).await?;
+    let deployment = apply_opt(client, ns, &desired.deployment).await?;
+    apply_opt(client, ns, &desired.hpa).await?;
+    apply_opt(client, ns, &desired.pdb).await?;
+    apply_opt(client, ns, &desired.backup_claim).await?;
+    let cronjob = apply_opt(client, ns, &desired.backup_cronjob).await?;
+    apply_opt(client, ns, &desired.ingress).await?;
+    apply_opt(client, ns, &desired.network_policy).await?;
+
+    prune::<HorizontalPodAutoscaler>(tp, ctx, ns, &parent, name_of(&desired.hpa), true).await?;
+    prune::<PodDisruptionBudget>(tp, ctx, ns, &parent, name_of(&desired.pdb), true).await?;
+    prune::<CronJob>(tp, ctx, ns, &parent, name_of(&desired.backup_cronjob), true).await?;
+    prune::<Ingress>(tp, ctx, ns, &parent, name_of(&desired.ingress), true).await?;
+    prune::<NetworkPolicy>(tp, ctx, ns, &parent, name_of(&desired.network_policy), true).await?;
+    if tp.spec.backup.storage.retention_policy == ClaimRetentionPolicy::Delete {
+        // Unowned by design; only pruned when the user asked for claims to be deleted.
+        prune::<PersistentVolumeClaim>(tp, ctx, ns, &parent, name_of(&desired.backup_claim), false)
+            .await?;
+    }
+
+    let mut status = derive_status(
+        tp,
+        &desired,
+        deployment.as_ref(),
+        cronjob.as_ref(),
+        ctx.now(),
+    );
+    handle_backup_now(tp, ctx, ns, &parent, &mut status).await?;
+    record_managed(ctx, tp, &desired);
+    write_status(tp, ctx, ns, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn handle_backup_now(
+    tp: &TradingPlatform,
+    ctx: &Context,
+    ns: &str,
+    parent: &Parent,
+    status: &mut TradingPlatformStatus,
+) -> Result<(), Error> {
+    let Some(request) = tp.annotations().get(BACKUP_NOW_ANNOTATION).cloned() else {
+        return Ok(());
+    };
+    let handled = tp
+        .status
+        .as_ref()
+        .and_then(|s| s.last_backup_now_request.clone());
+    if handled.as_ref() == Some(&request) {
+        status.last_backup_now_request = Some(request);
+        return Ok(());
+    }
+    if !tp.spec.backup.enabled {
+        ctx.event(
+            tp,
+            EventType::Warning,
+            "BackupNowIgnored",
+            "Backup",
+            format!("{BACKUP_NOW_ANNOTATION}={request} ignored: spec.backup.enabled is false"),
+        )
+        .await;
+    } else {
+        let job = resources::backup::backup_now_job(parent, &tp.spec, &request);
+        let job: Job = apply_one(&ctx.client, ns, &job).await?;
+        ctx.event(
+            tp,
+            EventType::Normal,
+            "BackupTriggered",
+            "Backup",
+            format!(
+                "started backup Job {} for {BACKUP_NOW_ANNOTATION}={request}",
+                job.name_any()
+            ),
+        )
+        .await;
+    }
+    status.last_backup_now_request = Some(request);
+    Ok(())
+}
+
+const MANAGED_KINDS: [&str; 10] = [
+    <ServiceAccount as k8s_openapi::Resource>::KIND,
+    <ConfigMap as k8s_openapi::Resource>::KIND,
+    <Service as k8s_openapi::Resource>::KIND,
+    <Deployment as k8s_openapi::Resource>::KIND,
+    <HorizontalPodAutoscaler as k8s_openapi::Resource>::KIND,
+    <PodDisruptionBudget as k8s_openapi::Resource>::KIND,
+    <PersistentVolumeClaim as k8s_openapi::Resource>::KIND,
+    <CronJob as k8s_openapi::Resource>::KIND,
+    <Ingress as k8s_openapi::Resource>::KIND,
+    <NetworkPolicy as k8s_openapi::Resource>::KIND,
+];
+
+fn record_managed(ctx: &Context, tp: &TradingPlatform, d: &Desired) {
+    let present = [
+        d.service_account.is_some(),
+        d.config_map.is_some(),
+        d.service.is_some(),
+        d.deployment.is_some(),
+        d.hpa.is_some(),
+        d.pdb.is_some(),
+        d.backup_claim.is_some(),
+        d.backup_cronjob.is_some(),
+        d.ingress.is_some(),
+        d.network_policy.is_some(),
+    ];
+    let ns = tp.namespace().unwrap_or_default();
+    let name = tp.name_any();
+    for (kind, on) in MANAGED_KINDS.iter().zip(present) {
+        ctx.metrics
+            .managed_objects
+            .with_label_values(&[ns.as_str(), name.as_str(), kind])
+            .set(i64::from(on));
+    }
+}
+
+fn forget_managed(ctx: &Context, tp: &TradingPlatform) {
+    let ns = tp.namespace().unwrap_or_default();
+    let name = tp.name_any();
+    for kind in MANAGED_KINDS {
+        let _ =
+            ctx.metrics
+                .managed_objects
+                .remove_label_values(&[ns.as_str(), name.as_str(), kind]);
+    }
+}
+
+async fn reconcile_paused(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let desired = resources::desired(tp)?;
+    let parent = Parent::of(tp)?;
+    let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&parent.name)
+        .await?;
+    let cronjob = Api::<CronJob>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&parent.backup_name())
+        .await?;
+    let status = derive_status(
+        tp,
+        &desired,
+        deployment.as_ref(),
+        cronjob.as_ref(),
+        ctx.now(),
+    );
+    write_status(tp, ctx, ns, status).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn cleanup(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    let parent = Parent::of(tp)?;
+    let storage = &tp.spec.backup.storage;
+    if storage.existing_claim.is_none() {
+        let claim = parent.backup_claim_name();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+        match storage.retention_policy {
+            ClaimRetentionPolicy::Delete => {
+                match api.delete(&claim, &DeleteParams::background()).await {
+                    Ok(_) => {
+                        ctx.event(
+                            tp,
+                            EventType::Normal,
+                            "BackupClaimDeleted",
+                            "Cleanup",
+                            format!("deleted backup claim {claim} (retentionPolicy Delete)"),
+                        )
+                        .await;
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            ClaimRetentionPolicy::Retain => {
+                if api.get_opt(&claim).await?.is_some() {
+                    ctx.event(
+                        tp,
+                        EventType::Normal,
+                        "BackupClaimRetained",
+                        "Cleanup",
+                        format!("kept backup claim {claim} with its backups (retentionPolicy Retain); delete it by hand when no longer needed"),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    forget_managed(ctx, tp);
+    info!("cleanup done; owned children are removed by garbage collection");
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    tp: &TradingPlatform,
+    ctx: &Context,
+    ns: &str,
+    status: TradingPlatformStatus,
+) -> Result<(), Error> {
+    let previous = tp.status.clone().unwrap_or_default();
+    if previous == status {
+        return Ok(()); // nothing changed: write nothing
+    }
+    for c in &status.conditions {
+        let before = previous.conditions.iter().find(|p| p.type_ == c.type_);
+        if before.map(|b| &b.status) != Some(&c.status)
+            && before.is_some()
+            && (c.type_ == CONDITION_READY || c.type_ == CONDITION_BACKUP_HEALTHY)
+        {
+            let type_ = if c.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            ctx.event(
+                tp,
+                type_,
+                &c.reason,
+                "StatusChange",
+                format!("{} is {}: {}", c.type_, c.status, c.message),
+            )
+            .await;
+        }
+    }
+    let api: Api<TradingPlatform> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        &tp.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn report_degraded(tp: &TradingPlatform, ctx: &Context, error: &Error) {
+    ctx.event(
+        tp,
+        EventType::Warning,
+        "ReconcileFailed",
+        "Reconcile",
+        error.to_string(),
+    )
+    .await;
+    let Some(ns) = tp.namespace() else { return };
+    if tp.meta().deletion_timestamp.is_some() {
+        return;
+    }
+    let mut status = tp.status.clone().unwrap_or_default();
+    let generation = tp.meta().generation;
+    let now = ctx.now();
+    let message = truncate(&error.to_string(), 1024);
+    set_condition(
+        &mut status.conditions,
+        CONDITION_DEGRADED,
+        "True",
+        "ReconcileError",
+        &message,
+        generation,
+        now,
+    );
+    for t in [
+        CONDITION_READY,
+        CONDITION_PROGRESSING,
+        CONDITION_BACKUP_HEALTHY,
+    ] {
+        if !status.conditions.iter().any(|c| c.type_ == t) {
+            set_condition(
+                &mut status.conditions,
+                t,
+                "Unknown",
+                "ReconcileError",
+                "not known yet: the last reconciliation failed",
+                generation,
+                now,
+            );
+        }
+    }
+    status.phase = Some("Degraded".to_string());
+    if let Err(e) = write_status(tp, ctx, &ns, status).await {
+        warn!(error = %e, "cannot write Degraded status");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when the status does not change (so an
+/// unchanged world produces an identical status and no write).
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let last_transition_time = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    let new = Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => *c = new,
+        None => conditions.push(new),
+    }
+}
+
+/// Derives the status from the children as the API returned them. Pure, so it is unit-tested.
+pub fn derive_status(
+    tp: &TradingPlatform,
+    desired: &Desired,
+    deployment: Option<&Deployment>,
+    cronjob: Option<&CronJob>,
+    now: Timestamp,
+) -> TradingPlatformStatus {
+    let previous = tp.status.clone().unwrap_or_default();
+    let generation = tp.meta().generation;
+    let parent_name = tp.name_any();
+    let mut conditions = previous.conditions.clone();
+    let mut set = |t: &str, s: &str, r: &str, m: &str| {
+        set_condition(&mut conditions, t, s, r, m, generation, now);
+    };
+
+    let dep_status = deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
+    let want = deployment
+        .and_then(|d| d.spec.replicas)
+        .unwrap_or(tp.spec.replicas);
+    let replicas = dep_status.replicas.unwrap_or(0);
+    let ready = dep_status.ready_replicas.unwrap_or(0);
+    let updated = dep_status.updated_replicas.unwrap_or(0);
+    let available = dep_status.available_replicas.unwrap_or(0);
+    let dep_generation = deployment.and_then(|d| d.metadata.generation);
+    let observed = dep_status.observed_generation;
+    let deadline_exceeded = dep_status.conditions.iter().flatten().any(|c| {
+        c.type_.as_deref() == Some("Progressing")
+            && c.status.as_deref() == Some("False")
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let rolled_out = deployment.is_some()
+        && observed.is_some()
+        && observed >= dep_generation
+        && updated >= want
+        && replicas == updated
+        && available >= want;
+
+    let pdb_note = desired
+        .pdb_skipped_reason
+        .as_ref()
+        .map(|r| format!("; {r}"))
+        .unwrap_or_default();
+
+    // Ready
+    if deployment.is_none() {
+        set(
+            CONDITION_READY,
+            "Unknown",
+            "DeploymentMissing",
+            &format!("Deployment {parent_name} does not exist yet"),
+        );
+    } else if want == 0 {
+        set(CONDITION_READY, "False", "ScaledToZero", "replicas is 0");
+    } else if available >= want {
+        set(
+            CONDITION_READY,
+            "True",
+            "ReplicasAvailable",
+            &format!("{available}/{want} replicas available{pdb_note}"),
+        );
+    } else {
+        set(
+            CONDITION_READY,
+            "False",
+            "ReplicasUnavailable",
+            &format!("{available}/{want} replicas available{pdb_note}"),
+        );
+    }
+
+    // Progressing and Degraded
+    let paused = tp.spec.paused;
+    if paused {
+        set(
+            CONDITION_PROGRESSING,
+            "False",
+            "Paused",
+            "spec.paused is true: the operator makes no changes to this platform",
+        );
+    } else if deadline_exceeded {
+        set(
+            CONDITION_PROGRESSING,
+            "False",
+            "ProgressDeadlineExceeded",
+            "the Deployment rollout exceeded its progress deadline",
+        );
+    } else if deployment.is_none() || !rolled_out {
+        set(
+            CONDITION_PROGRESSING,
+            "True",
+            "RollingOut",
+            &format!("{updated}/{want} replicas updated, {available} available"),
+        );
+    } else {
+        set(
+            CONDITION_PROGRESSING,
+            "False",
+            "RolloutComplete",
+            &format!("{want} replicas up to date"),
+        );
+    }
+    if deadline_exceeded {
+        set(
+            CONDITION_DEGRADED,
+            "True",
+            "ProgressDeadlineExceeded",
+            "the Deployment rollout is stuck; check the pods' events and logs",
+        );
+    } else {
+        set(
+            CONDITION_DEGRADED,
+            "False",
+            "AsExpected",
+            "the last reconciliation succeeded",
+        );
+    }
+
+    // BackupHealthy
+    let cron_status = cronjob.and_then(|c| c.status.clone()).unwrap_or_default();
+    let last_success = cron_status
+        .last_successful_time
+        .clone()
+        .or(previous.last_successful_backup.clone());
+    let last_scheduled = cron_status
+        .last_schedule_time
+        .clone()
+        .or(previous.last_scheduled_backup.clone());
+    let (bs, br, bm) = backup_health(tp, cronjob, last_success.as_ref(), now);
+    set(CONDITION_BACKUP_HEALTHY, bs, br, &bm);
+
+    let find = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.clone())
+    };
+    let phase = if paused {
+        "Paused"
+    } else if find(CONDITION_DEGRADED).as_deref() == Some("True") {
+        "Degraded"
+    } else if find(CONDITION_PROGRESSING).as_deref() == Some("True") {
+        "Progressing"
+    } else if find(CONDITION_READY).as_deref() == Some("True") {
+        "Ready"
+    } else {
+        "NotReady"
+    };
+
+    TradingPlatformStatus {
+        observed_generation: generation,
+        phase: Some(phase.to_string()),
+        conditions,
+        replicas,
+        ready_replicas: ready,
+        updated_replicas: updated,
+        selector: Some(
+            Parent {
+                name: parent_name,
+                namespace: None,
+                owner: None,
+            }
+            .selector_string(),
+        ),
+        last_scheduled_backup: last_scheduled,
+        last_successful_backup: last_success,
+        last_backup_now_request: previous.last_backup_now_request,
+    }
+}
+
+fn backup_health(
+    tp: &TradingPlatform,
+    cronjob: Option<&CronJob>,
+    last_success: Option<&Time>,
+    now: Timestamp,
+) -> (&'static str, &'static str, String) {
+    let b = &tp.spec.backup;
+    if !b.enabled {
+        return (
+            "Unknown",
+            "BackupsDisabled",
+            "backups are disabled (spec.backup.enabled is false)".to_string(),
+        );
+    }
+    let Some(cronjob) = cronjob else {
+        return (
+            "Unknown",
+            "CronJobMissing",
+            "the backup CronJob does not exist yet".to_string(),
+        );
+    };
+    let schedule = match CronSchedule::parse(&b.schedule) {
+        Ok(s) => s,
+        Err(e) => return ("False", "InvalidSchedule", e),
+    };
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let Some(interval) = schedule.max_interval_seconds(today) else {
+        return (
+            "False",
+            "ScheduleNeverFires",
+            format!("schedule {:?} never fires", b.schedule),
+        );
+    };
+    let allowed = interval.saturating_mul(2);
+    let suspended = if b.suspend {
+        " (schedule suspended)"
+    } else {
+        ""
+    };
+    match last_success {
+        Some(t) => {
+            let age = now.as_second() - t.0.as_second();
+            if age <= allowed {
+                (
+                    "True",
+                    "BackupRecent",
+                    format!(
+                        "last successful backup {age}s ago, within twice the schedule interval ({allowed}s){suspended}"
+                    ),
+                )
+            } else {
+                (
+                    "False",
+                    "BackupOverdue",
+                    format!(
+                        "last successful backup {age}s ago, older than twice the schedule interval ({allowed}s){suspended}"
+                    ),
+                )
+            }
+        }
+        None => {
+            let created = cronjob
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(now);
+            let age = now.as_second() - created.as_second();
+            if age <= allowed {
+                (
+                    "Unknown",
+                    "AwaitingFirstBackup",
+                    format!(
+                        "no backup has completed yet; the first is expected within {allowed}s of the CronJob's creation{suspended}"
+                    ),
+                )
+            } else {
+                (
+                    "False",
+                    "NoSuccessfulBackup",
+                    format!(
+                        "no successful backup in the {age}s since the CronJob was created{suspended}"
+                    ),
+                )
+            }
+        }
+    }
+}

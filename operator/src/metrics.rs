@@ -1,0 +1,85 @@
+//! Prometheus metrics of the operator (prefix `tradeplane_operator_`, contract).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Everything the operator measures; one instance shared by the controller and `/metrics`.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// Reconciliations by result (`ok`, `error`).
+    pub reconciliations: IntCounterVec,
+    /// Reconcile errors by kind of error.
+    pub errors: IntCounterVec,
+    /// Reconcile duration.
+    pub duration: HistogramVec,
+    /// Objects the operator manages, per TradingPlatform and kind (sum for totals).
+    pub managed_objects: IntGaugeVec,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: IntGauge,
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let reconciliations = IntCounterVec::new(
+            Opts::new(
+                "tradeplane_operator_reconciliations_total",
+                "Reconciliations of TradingPlatform resources, by result",
+            ),
+            &["result"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "tradeplane_operator_reconcile_errors_total",
+                "Failed reconciliations, by error kind",
+            ),
+            &["error"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tradeplane_operator_reconcile_duration_seconds",
+                "Duration of one reconciliation",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["result"],
+        )?;
+        let managed_objects = IntGaugeVec::new(
+            Opts::new(
+                "tradeplane_operator_managed_objects",
+                "Objects the operator manages (1) per TradingPlatform and kind",
+            ),
+            &["namespace", "tradingplatform", "kind"],
+        )?;
+        let leader = IntGauge::new(
+            "tradeplane_operator_leader",
+            "1 while this replica holds the leader Lease",
+        )?;
+        registry.register(Box::new(reconciliations.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(managed_objects.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
+        Ok(Self {
+            registry,
+            reconciliations,
+            errors,
+            duration,
+            managed_objects,
+            leader,
+        })
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
