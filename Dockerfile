@@ -68,7 +68,7 @@ RUN cargo build --release --locked \
     && mkdir -p /out/data \
     && cp target/release/tradeplane-platform target/release/tradeplane-operator /out/ \
     && for b in /out/tradeplane-platform /out/tradeplane-operator; do \
-         if readelf -l "$b" | grep -q 'Requesting program interpreter'; then \
+         if readelf -l "$b" | grep 'Requesting program interpreter' >/dev/null; then \
            echo "$b is dynamically linked" >&2; exit 1; \
          fi; \
        done
