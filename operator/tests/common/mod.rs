@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: example files, CRD schema checks.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::path::PathBuf;
 
 use kube::CustomResourceExt;

@@ -1,0 +1,404 @@
+//! A small in-memory Kubernetes API server behind `tower-test`, enough for the reconciler:
+//! server-side apply (replace, keep status), merge patch (status), JSON patch (finalizers),
+//! GET/LIST (label selectors), POST, DELETE, plus failure injection and a request log.
+//!
+//! Like kube-rs's controller-rs fixtures, the reconciler runs against a real `kube::Client`
+//! whose transport is a `tower_test::mock` pair; instead of a fixed request script, requests are
+//! answered from the store so tests can assert on outcomes and on what was written.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+/// One request as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    /// HTTP method.
+    pub method: Method,
+    /// Path without query.
+    pub path: String,
+    /// Query string.
+    pub query: String,
+    /// Content type.
+    pub content_type: String,
+    /// Parsed JSON body, if any.
+    pub body: Option<Value>,
+}
+
+type FailFn = Box<dyn Fn(&Method, &str, &str) -> Option<u16> + Send>;
+
+/// State of the fake API server.
+#[derive(Default)]
+pub struct FakeState {
+    /// Objects by path (`/apis/apps/v1/namespaces/ns/deployments/x`).
+    pub store: BTreeMap<String, Value>,
+    /// Every request, in order.
+    pub log: Vec<Logged>,
+    fail: Option<FailFn>,
+    counter: u64,
+}
+
+/// Handle to the fake: shared state plus the client talking to it.
+#[derive(Clone)]
+pub struct FakeApi {
+    /// Shared state.
+    pub state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeApi {
+    /// Starts the fake and returns it with a client connected to it.
+    pub fn start() -> (Self, Client) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let state = Arc::new(Mutex::new(FakeState::default()));
+        let s = state.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let resp = s.lock().unwrap().handle(parts, &bytes);
+                send.send_response(resp);
+            }
+        });
+        (Self { state }, Client::new(service, "default"))
+    }
+
+    /// Puts an object at `path`.
+    pub fn put(&self, path: &str, obj: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .store
+            .insert(path.to_string(), obj);
+    }
+
+    /// The object at `path`.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().store.get(path).cloned()
+    }
+
+    /// Removes the object at `path`.
+    pub fn remove(&self, path: &str) {
+        self.state.lock().unwrap().store.remove(path);
+    }
+
+    /// Edits the object at `path` in place.
+    pub fn edit(&self, path: &str, f: impl FnOnce(&mut Value)) {
+        let mut st = self.state.lock().unwrap();
+        let obj = st.store.get_mut(path).expect("object exists");
+        f(obj);
+    }
+
+    /// Makes requests matching `f(method, path, content_type)` fail with the returned code.
+    pub fn fail_when(&self, f: impl Fn(&Method, &str, &str) -> Option<u16> + Send + 'static) {
+        self.state.lock().unwrap().fail = Some(Box::new(f));
+    }
+
+    /// Stops injecting failures.
+    pub fn heal(&self) {
+        self.state.lock().unwrap().fail = None;
+    }
+
+    /// Takes the request log.
+    pub fn take_log(&self) -> Vec<Logged> {
+        std::mem::take(&mut self.state.lock().unwrap().log)
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code
+    });
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(code: u16, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(v).unwrap()))
+        .unwrap()
+}
+
+/// Splits `/api/v1/namespaces/ns/plural[/name[/sub]]` into (collection, name, subresource).
+fn split(path: &str) -> Option<(String, Option<String>, Option<String>)> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let base = match segs.first() {
+        Some(&"api") => 2,
+        Some(&"apis") => 3,
+        _ => return None,
+    };
+    let rest = &segs[base..];
+    // namespaces/ns/plural/...
+    if rest.len() < 3 || rest[0] != "namespaces" {
+        // cluster-wide list, e.g. /apis/g/v/plural
+        let coll = segs[..base + 1].join("/");
+        return Some((format!("/{coll}"), rest.get(1).map(|s| s.to_string()), None));
+    }
+    let coll = format!("/{}", segs[..base + 3].join("/"));
+    Some((
+        coll,
+        rest.get(3).map(|s| s.to_string()),
+        rest.get(4).map(|s| s.to_string()),
+    ))
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn labels_match(obj: &Value, selector: &str) -> bool {
+    selector
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => obj["metadata"]["labels"][k] == v,
+            None => obj["metadata"]["labels"].get(term).is_some(),
+        })
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    if let Value::Object(p) = patch {
+        if !target.is_object() {
+            *target = json!({});
+        }
+        let t = target.as_object_mut().unwrap();
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    } else {
+        *target = patch.clone();
+    }
+}
+
+fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
+    for op in ops.as_array().ok_or("not an array")? {
+        let path = op["path"].as_str().ok_or("no path")?;
+        let (parent_path, last) = path.rsplit_once('/').ok_or("bad path")?;
+        match op["op"].as_str() {
+            Some("test") => {
+                let cur = doc.pointer(path).cloned().unwrap_or(Value::Null);
+                if cur != op["value"] {
+                    return Err(format!("test failed at {path}"));
+                }
+            }
+            Some("add") => {
+                let parent = doc.pointer_mut(parent_path).ok_or("no parent")?;
+                match parent {
+                    Value::Array(a) if last == "-" => a.push(op["value"].clone()),
+                    Value::Array(a) => {
+                        a.insert(last.parse().map_err(|_| "idx")?, op["value"].clone())
+                    }
+                    Value::Object(o) => {
+                        o.insert(last.to_string(), op["value"].clone());
+                    }
+                    _ => return Err("bad parent".into()),
+                }
+            }
+            Some("remove") => {
+                let parent = doc.pointer_mut(parent_path).ok_or("no parent")?;
+                match parent {
+                    Value::Array(a) => {
+                        let i: usize = last.parse().map_err(|_| "idx")?;
+                        if i >= a.len() {
+                            return Err("index out of range".into());
+                        }
+                        a.remove(i);
+                    }
+                    Value::Object(o) => {
+                        o.remove(last);
+                    }
+                    _ => return Err("bad parent".into()),
+                }
+            }
+            other => return Err(format!("unsupported op {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+impl FakeState {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    fn handle(&mut self, parts: http::request::Parts, bytes: &[u8]) -> Response<Body> {
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let content_type = parts
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body: Option<Value> = serde_json::from_slice(bytes).ok().or_else(|| {
+            serde_yaml::from_slice(bytes)
+                .ok()
+                .filter(|v: &Value| !v.is_null())
+        });
+        self.log.push(Logged {
+            method: parts.method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            content_type: content_type.clone(),
+            body: body.clone(),
+        });
+        if let Some(code) = self
+            .fail
+            .as_ref()
+            .and_then(|f| f(&parts.method, &path, &content_type))
+        {
+            return status(
+                code,
+                "InternalError",
+                &format!("injected failure for {} {path}", parts.method),
+            );
+        }
+        let Some((coll, name, sub)) = split(&path) else {
+            return status(404, "NotFound", "unknown path");
+        };
+        let obj_path = name.as_ref().map(|n| format!("{coll}/{n}"));
+        match (parts.method.clone(), obj_path) {
+            (Method::GET, None) => {
+                let selector = query_param(&query, "labelSelector").unwrap_or_default();
+                let items: Vec<Value> = self
+                    .store
+                    .iter()
+                    .filter(|(k, v)| {
+                        k.starts_with(&format!("{coll}/"))
+                            && !k[coll.len() + 1..].contains('/')
+                            && labels_match(v, &selector)
+                    })
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                ok(
+                    200,
+                    &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
+            }
+            (Method::GET, Some(p)) => match self.store.get(&p) {
+                Some(v) => ok(200, v),
+                None => status(404, "NotFound", &format!("{p} not found")),
+            },
+            (Method::POST, None) => {
+                let Some(mut b) = body else {
+                    return status(400, "BadRequest", "no body");
+                };
+                let name = b["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("generated")
+                    .to_string();
+                let p = format!("{coll}/{name}");
+                if self.store.contains_key(&p) {
+                    return status(409, "AlreadyExists", "exists");
+                }
+                let n = self.next();
+                b["metadata"]["uid"] = json!(format!("uid-{n}"));
+                b["metadata"]["resourceVersion"] = json!(n.to_string());
+                self.store.insert(p, b.clone());
+                ok(201, &b)
+            }
+            (Method::DELETE, Some(p)) => match self.store.remove(&p) {
+                Some(v) => ok(200, &v),
+                None => status(404, "NotFound", &format!("{p} not found")),
+            },
+            (Method::PATCH, Some(p)) => {
+                let Some(b) = body else {
+                    return status(400, "BadRequest", "no body");
+                };
+                let n = self.next();
+                if content_type.starts_with("application/apply-patch") {
+                    let old = self.store.get(&p).cloned();
+                    let mut new = b.clone();
+                    let spec_changed = old.as_ref().map(|o| o.get("spec") != b.get("spec"));
+                    let meta = &mut new["metadata"];
+                    match &old {
+                        Some(o) => {
+                            meta["uid"] = o["metadata"]["uid"].clone();
+                            meta["creationTimestamp"] = o["metadata"]["creationTimestamp"].clone();
+                            let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
+                            meta["generation"] = json!(if spec_changed == Some(true) {
+                                generation + 1
+                            } else {
+                                generation
+                            });
+                            if let Some(s) = o.get("status") {
+                                new["status"] = s.clone();
+                            }
+                            if let Some(f) = o["metadata"].get("finalizers") {
+                                new["metadata"]["finalizers"] = f.clone();
+                            }
+                        }
+                        None => {
+                            meta["uid"] = json!(format!("uid-{n}"));
+                            meta["creationTimestamp"] = json!("2026-11-22T11:00:00Z");
+                            meta["generation"] = json!(1);
+                        }
+                    }
+                    new["metadata"]["resourceVersion"] = json!(n.to_string());
+                    self.store.insert(p, new.clone());
+                    return ok(200, &new);
+                }
+                let Some(existing) = self.store.get_mut(&p) else {
+                    return status(404, "NotFound", &format!("{p} not found"));
+                };
+                if content_type.starts_with("application/merge-patch") {
+                    if sub.as_deref() == Some("status") {
+                        merge_patch(&mut existing["status"], &b["status"]);
+                    } else {
+                        merge_patch(existing, &b);
+                    }
+                } else if content_type.starts_with("application/json-patch") {
+                    let mut copy = existing.clone();
+                    if let Err(e) = json_patch(&mut copy, &b) {
+                        return status(422, "Invalid", &e);
+                    }
+                    *existing = copy;
+                } else {
+                    return status(415, "UnsupportedMediaType", &content_type);
+                }
+                existing["metadata"]["resourceVersion"] = json!(n.to_string());
+                let v = existing.clone();
+                ok(200, &v)
+            }
+            _ => status(405, "MethodNotAllowed", "unsupported"),
+        }
+    }
+}
