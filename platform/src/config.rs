@@ -62,6 +62,8 @@ pub struct Config {
     /// `ADMIN_USERNAME` and `ADMIN_PASSWORD`: when the password is set, an admin with that name
     /// is created at start-up if it does not exist yet.
     pub admin: Option<(String, String)>,
+    /// `INSTRUMENTS`: the tradable instruments (JSON array); built-in defaults when unset.
+    pub instruments: Vec<tradeplane_engine::instrument::Instrument>,
     /// `ENABLE_DEBUG_ENDPOINTS`: serves `/debug/sleep` (tests only; never in production).
     pub enable_debug_endpoints: bool,
 }
@@ -154,7 +156,18 @@ impl Config {
             )),
         };
 
+        let instruments = match get("INSTRUMENTS") {
+            None => tradeplane_engine::instrument::default_instruments(),
+            Some(json) => {
+                tradeplane_engine::instrument::parse_instruments(json).map_err(|e| ConfigError {
+                    var: "INSTRUMENTS",
+                    reason: e.to_string(),
+                })?
+            }
+        };
+
         Ok(Config {
+            instruments,
             admin,
             listen_addr,
             database_url,
@@ -260,6 +273,7 @@ mod tests {
             ("MAX_BODY_BYTES", "12"),
             ("ENABLE_DEBUG_ENDPOINTS", "maybe"),
             ("ADMIN_PASSWORD", "short"),
+            ("INSTRUMENTS", "[{\"symbol\": 5}]"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).expect_err(var);

@@ -43,13 +43,19 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         data_dir,
         config.ready_db_failure_grace,
     );
+    let metrics = Metrics::new().context("registering metrics")?;
+    let trading_metrics = crate::trading::TradingMetrics::register(metrics.registry())
+        .context("registering trading metrics")?;
+    let trading =
+        crate::trading::Trading::start(store.clone(), config.instruments.clone(), trading_metrics)?;
     Ok(AppState {
+        trading,
         keys: crate::auth::TokenKeys::new(config.jwt_secret.as_bytes()),
         config: Arc::new(config),
         store,
         cache,
         health,
-        metrics: Metrics::new().context("registering metrics")?,
+        metrics,
         shutdown: CancellationToken::new(),
     })
 }

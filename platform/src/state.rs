@@ -24,6 +24,8 @@ pub struct AppState {
     pub health: Health,
     /// Access-token signing keys (from `JWT_SECRET`).
     pub keys: TokenKeys,
+    /// The order flow and market data.
+    pub trading: crate::trading::Trading,
     /// The Prometheus registry and HTTP metrics.
     pub metrics: Metrics,
     /// Cancelled when a graceful shutdown starts. Long-lived connections (WebSockets) select on

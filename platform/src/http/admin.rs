@@ -3,19 +3,25 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
-use tradeplane_engine::num::Cash;
+use tradeplane_engine::num::{Cash, Price, Qty};
 
 use super::extract::{AdminUser, ApiJson, ApiQuery, RequestId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::AuditEvent;
 
-/// Body of a deposit.
+/// Body of a deposit: cash, or units of an instrument when `symbol` is given.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {
-    /// Positive decimal amount, e.g. `"10000.50"`.
+    /// Positive decimal amount, e.g. `"10000.50"` (cash) or `"0.5"` (units of `symbol`).
     pub amount: Cash,
+    /// Deposit units of this instrument instead of cash.
+    #[serde(default)]
+    pub symbol: Option<String>,
+    /// Cost per unit booked for deposited units (default 0), for average cost and P&L.
+    #[serde(default)]
+    pub cost: Option<Price>,
 }
 
 /// Result of a deposit.
@@ -23,11 +29,18 @@ pub struct DepositRequest {
 pub struct DepositResponse {
     /// The account credited.
     pub account_id: i64,
-    /// The new total cash.
-    pub cash: Cash,
+    /// The new total cash (cash deposits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cash: Option<Cash>,
+    /// The instrument deposited (asset deposits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    /// The new position quantity (asset deposits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Qty>,
 }
 
-/// `POST /api/v1/admin/accounts/{id}/deposits`: credits cash to an account.
+/// `POST /api/v1/admin/accounts/{id}/deposits`: credits cash (or instrument units) to an account.
 pub async fn deposit(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -35,6 +48,37 @@ pub async fn deposit(
     Path(account_id): Path<i64>,
     ApiJson(body): ApiJson<DepositRequest>,
 ) -> Result<Json<DepositResponse>, ApiError> {
+    if let Some(symbol) = body.symbol {
+        let qty = i64::try_from(body.amount.raw())
+            .map(Qty::from_raw)
+            .map_err(|_| ApiError::Unprocessable {
+                code: "invalidQuantity",
+                message: "amount is too large".into(),
+            })?;
+        let position = state
+            .trading
+            .credit(
+                account_id,
+                &symbol,
+                qty,
+                body.cost.unwrap_or(Price::ZERO),
+                format!("user:{}", admin.uid),
+                request_id,
+            )
+            .await?;
+        return Ok(Json(DepositResponse {
+            account_id,
+            cash: None,
+            symbol: Some(symbol),
+            position: Some(position),
+        }));
+    }
+    if body.cost.is_some() {
+        return Err(ApiError::Unprocessable {
+            code: "unexpectedCost",
+            message: "cost applies only to instrument deposits (with symbol)".into(),
+        });
+    }
     let amount = i64::try_from(body.amount.raw())
         .ok()
         .filter(|raw| *raw > 0)
@@ -61,7 +105,9 @@ pub async fn deposit(
         .ok_or_else(|| ApiError::NotFound(format!("no account {account_id}")))?;
     Ok(Json(DepositResponse {
         account_id,
-        cash: Cash::from_raw(i128::from(cash)),
+        cash: Some(Cash::from_raw(i128::from(cash))),
+        symbol: None,
+        position: None,
     }))
 }
 

@@ -5,7 +5,9 @@ pub mod auth;
 pub mod debug;
 pub mod extract;
 pub mod health;
+pub mod market;
 pub mod middleware;
+pub mod orders;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -77,6 +79,17 @@ fn api() -> Router<AppState> {
         .route("/me", get(auth::me))
         .route("/admin/accounts/{id}/deposits", post(admin::deposit))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/markets/{symbol}/halt", post(market::halt))
+        .route("/admin/markets/{symbol}/resume", post(market::resume))
+        .route("/orders", post(orders::place).get(orders::list))
+        .route("/orders/{id}", get(orders::get).delete(orders::cancel))
+        .route("/fills", get(orders::fills))
+        .route("/portfolio", get(orders::portfolio))
+        .route("/instruments", get(market::instruments))
+        .route("/markets/{symbol}/book", get(market::book))
+        .route("/markets/{symbol}/trades", get(market::trades))
+        .route("/markets/{symbol}/ticker", get(market::ticker))
+        .route("/ws", get(market::ws))
 }
 
 /// `/metrics`: the Prometheus text exposition.

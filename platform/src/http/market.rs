@@ -1,0 +1,353 @@
+//! Public market data: instruments, book depth, recent trades, ticker, and the WebSocket stream.
+//! REST reads come from the database, so every replica answers the same.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tradeplane_engine::instrument::{Instrument, TradingStatus};
+use tradeplane_engine::num::{Price, Qty};
+use tradeplane_engine::order::Side;
+
+use super::extract::{AdminUser, ApiQuery, RequestId};
+use super::orders::page_size;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::trading::persist_status;
+use crate::trading::views::TradeView;
+
+/// An instrument with its current status.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InstrumentView {
+    /// Static definition (tick, lot, limits, band).
+    #[serde(flatten)]
+    pub instrument: Instrument,
+}
+
+fn instrument(state: &AppState, symbol: &str) -> Result<Instrument, ApiError> {
+    state
+        .trading
+        .instruments()
+        .get(symbol)
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound(format!("no instrument {symbol}")))
+}
+
+/// `GET /api/v1/instruments`: every instrument with its current trading status.
+pub async fn instruments(State(state): State<AppState>) -> Result<Json<Vec<Instrument>>, ApiError> {
+    let mut out = Vec::new();
+    for i in state.trading.instruments().values() {
+        let mut i = i.clone();
+        if let Some(row) = state.store.symbol_state(&i.symbol).await? {
+            i.status = persist_status(&row.status);
+        }
+        out.push(i);
+    }
+    Ok(Json(out))
+}
+
+/// One aggregated price level.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Level {
+    /// Price.
+    pub price: Price,
+    /// Total resting quantity.
+    pub qty: Qty,
+    /// Number of orders.
+    pub orders: i64,
+}
+
+/// Book snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BookView {
+    /// Instrument.
+    pub symbol: String,
+    /// Market-data sequence the snapshot is at least as new as.
+    pub md_seq: i64,
+    /// Bids, best first.
+    pub bids: Vec<Level>,
+    /// Asks, best first.
+    pub asks: Vec<Level>,
+}
+
+/// Query of the book endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookQuery {
+    /// Levels per side, 1 to 500 (default 20).
+    #[serde(default)]
+    pub depth: Option<u32>,
+}
+
+async fn book_view(state: &AppState, symbol: &str, depth: u32) -> Result<BookView, ApiError> {
+    // md_seq first: the levels read after it are at least that new, and book events are
+    // absolute levels, so replaying the ones in between is harmless.
+    let md_seq = state
+        .store
+        .symbol_state(symbol)
+        .await?
+        .map(|r| r.md_seq)
+        .unwrap_or(0);
+    let level = |(p, q, n): (i64, i64, i64)| Level {
+        price: Price::from_raw(p),
+        qty: Qty::from_raw(q),
+        orders: n,
+    };
+    Ok(BookView {
+        symbol: symbol.to_owned(),
+        md_seq,
+        bids: state
+            .store
+            .depth_side(symbol, Side::Buy, depth)
+            .await?
+            .into_iter()
+            .map(level)
+            .collect(),
+        asks: state
+            .store
+            .depth_side(symbol, Side::Sell, depth)
+            .await?
+            .into_iter()
+            .map(level)
+            .collect(),
+    })
+}
+
+/// `GET /api/v1/markets/{symbol}/book`: aggregated depth.
+pub async fn book(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    ApiQuery(q): ApiQuery<BookQuery>,
+) -> Result<Json<BookView>, ApiError> {
+    instrument(&state, &symbol)?;
+    let depth = page_size(Some(q.depth.unwrap_or(20)))?;
+    Ok(Json(book_view(&state, &symbol, depth).await?))
+}
+
+/// Query of the trades endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TradesQuery {
+    /// Page size, 1 to 500 (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/markets/{symbol}/trades`: most recent trades, newest first.
+pub async fn trades(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    ApiQuery(q): ApiQuery<TradesQuery>,
+) -> Result<Json<Vec<TradeView>>, ApiError> {
+    instrument(&state, &symbol)?;
+    Ok(Json(
+        state
+            .store
+            .recent_trades(&symbol, page_size(q.limit)?)
+            .await?,
+    ))
+}
+
+/// Ticker of one symbol.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ticker {
+    /// Instrument.
+    pub symbol: String,
+    /// `open` or `halted`.
+    pub status: TradingStatus,
+    /// Last trade price.
+    pub last: Option<Price>,
+    /// Best bid.
+    pub bid: Option<Price>,
+    /// Best ask.
+    pub ask: Option<Price>,
+    /// Quantity traded in the last 24 hours.
+    pub volume_24h: Qty,
+}
+
+/// `GET /api/v1/markets/{symbol}/ticker`.
+pub async fn ticker(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+) -> Result<Json<Ticker>, ApiError> {
+    let inst = instrument(&state, &symbol)?;
+    let row = state.store.symbol_state(&symbol).await?;
+    let best = |levels: Vec<(i64, i64, i64)>| levels.first().map(|l| Price::from_raw(l.0));
+    Ok(Json(Ticker {
+        status: row
+            .as_ref()
+            .map(|r| persist_status(&r.status))
+            .unwrap_or(inst.status),
+        last: row.and_then(|r| r.last_trade).map(|t| Price::from_raw(t.0)),
+        bid: best(state.store.depth_side(&symbol, Side::Buy, 1).await?),
+        ask: best(state.store.depth_side(&symbol, Side::Sell, 1).await?),
+        volume_24h: Qty::from_raw(
+            state
+                .store
+                .volume_since(&symbol, Utc::now() - chrono::Duration::hours(24))
+                .await?,
+        ),
+        symbol,
+    }))
+}
+
+/// `POST /api/v1/admin/markets/{symbol}/halt`.
+pub async fn halt(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    RequestId(request_id): RequestId,
+    Path(symbol): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .trading
+        .set_status(
+            &symbol,
+            TradingStatus::Halted,
+            format!("user:{}", admin.uid),
+            request_id,
+        )
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "symbol": symbol, "status": "halted" }),
+    ))
+}
+
+/// `POST /api/v1/admin/markets/{symbol}/resume`.
+pub async fn resume(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    RequestId(request_id): RequestId,
+    Path(symbol): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .trading
+        .set_status(
+            &symbol,
+            TradingStatus::Open,
+            format!("user:{}", admin.uid),
+            request_id,
+        )
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "symbol": symbol, "status": "open" }),
+    ))
+}
+
+/// A message from a WebSocket client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum ClientMessage {
+    /// Start receiving a snapshot and then the events of these symbols.
+    Subscribe { symbols: Vec<String> },
+    /// Stop receiving these symbols.
+    Unsubscribe { symbols: Vec<String> },
+}
+
+/// `GET /api/v1/ws`: the market-data stream.
+///
+/// Send `{"op":"subscribe","symbols":["BTC-USD"]}`; the server answers with a `snapshot`
+/// (book levels and the `md_seq` it reflects) and then every `trade`, `book` and `status` event
+/// of the symbol with its `md_seq`. Events are contiguous per symbol: a jump means a gap, and the
+/// client should subscribe again for a fresh snapshot. A client that falls too far behind is
+/// disconnected (close code 1008) rather than slowing anyone else down; on shutdown every client
+/// gets close code 1001.
+pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| stream(state, socket))
+}
+
+async fn send_json(socket: &mut WebSocket, value: &impl Serialize) -> bool {
+    match serde_json::to_string(value) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+async fn stream(state: AppState, mut socket: WebSocket) {
+    let gauge = state.trading.metrics().websocket_subscribers.clone();
+    gauge.inc();
+    let mut events = state.trading.subscribe();
+    let mut subscribed: HashSet<String> = HashSet::new();
+    let mut last_seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => {
+                close(&mut socket, 1001, "server shutting down").await;
+                break;
+            }
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if !subscribed.contains(&event.symbol) {
+                        continue;
+                    }
+                    let seen = last_seen.entry(event.symbol.clone()).or_insert(0);
+                    if event.md_seq <= *seen {
+                        continue; // already reflected in the snapshot
+                    }
+                    *seen = event.md_seq;
+                    if !send_json(&mut socket, &*event).await {
+                        break;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    close(&mut socket, 1008, "too slow: fell behind the market-data stream").await;
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(ClientMessage::Subscribe { symbols }) => {
+                        for symbol in symbols {
+                            if !state.trading.instruments().contains_key(&symbol) {
+                                let err = serde_json::json!({"type": "error", "code": "unknownSymbol", "message": format!("no instrument {symbol}")});
+                                if !send_json(&mut socket, &err).await { return gauge.dec(); }
+                                continue;
+                            }
+                            match book_view(&state, &symbol, 50).await {
+                                Ok(book) => {
+                                    last_seen.insert(symbol.clone(), u64::try_from(book.md_seq).unwrap_or(0));
+                                    subscribed.insert(symbol);
+                                    let snapshot = serde_json::json!({"type": "snapshot", "symbol": book.symbol, "md_seq": book.md_seq, "bids": book.bids, "asks": book.asks});
+                                    if !send_json(&mut socket, &snapshot).await { return gauge.dec(); }
+                                }
+                                Err(e) => {
+                                    let err = serde_json::json!({"type": "error", "code": e.code(), "message": e.to_string()});
+                                    if !send_json(&mut socket, &err).await { return gauge.dec(); }
+                                }
+                            }
+                        }
+                    }
+                    Ok(ClientMessage::Unsubscribe { symbols }) => {
+                        for s in symbols {
+                            subscribed.remove(&s);
+                            last_seen.remove(&s);
+                        }
+                    }
+                    Err(e) => {
+                        let err = serde_json::json!({"type": "error", "code": "bad_request", "message": e.to_string()});
+                        if !send_json(&mut socket, &err).await { break; }
+                    }
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    gauge.dec();
+}

@@ -1,0 +1,516 @@
+//! Trading through the API: two accounts trade, balances move, bad input changes nothing.
+//! Runs on SQLite always and on PostgreSQL in `pg::`.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tradeplane_platform::http::router;
+use tradeplane_platform::state::AppState;
+
+pub async fn send(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request");
+    let resp = router(state.clone())
+        .oneshot(req)
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    };
+    (status, json)
+}
+
+const ADMIN: (&str, &str) = ("root", "root-password-long");
+
+/// Registers a user, funds it with `cash`, and returns (token, account id).
+async fn trader(state: &AppState, name: &str, cash: &str, admin: &str) -> (String, i64) {
+    let (status, user) = send(
+        state,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        Some(json!({"username": name, "password": "password-123"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let account = user["account_id"].as_i64().expect("account");
+    let (status, body) = send(
+        state,
+        "POST",
+        &format!("/api/v1/admin/accounts/{account}/deposits"),
+        Some(admin),
+        Some(json!({"amount": cash})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, tokens) = send(
+        state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": name, "password": "password-123"})),
+    )
+    .await;
+    (
+        tokens["access_token"].as_str().expect("token").to_owned(),
+        account,
+    )
+}
+
+async fn admin_token(state: &AppState) -> String {
+    tradeplane_platform::server::ensure_admin(state)
+        .await
+        .expect("admin");
+    let (_, tokens) = send(
+        state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"username": ADMIN.0, "password": ADMIN.1})),
+    )
+    .await;
+    tokens["access_token"].as_str().expect("token").to_owned()
+}
+
+/// Sum of cash (raw units) over all accounts and net position per symbol, straight from SQL.
+async fn totals(state: &AppState) -> (i64, Vec<(String, i64)>) {
+    use tradeplane_platform::store::Store;
+    let cash_sql = "SELECT CAST(COALESCE(SUM(cash), 0) AS BIGINT) FROM accounts";
+    let pos_sql =
+        "SELECT symbol, CAST(SUM(qty) AS BIGINT) FROM positions GROUP BY symbol ORDER BY symbol";
+    match &state.store {
+        Store::Postgres(p) => (
+            sqlx::query_scalar(cash_sql)
+                .fetch_one(p)
+                .await
+                .expect("cash"),
+            sqlx::query_as(pos_sql)
+                .fetch_all(p)
+                .await
+                .expect("positions"),
+        ),
+        Store::Sqlite(p) => (
+            sqlx::query_scalar(cash_sql)
+                .fetch_one(p)
+                .await
+                .expect("cash"),
+            sqlx::query_as(pos_sql)
+                .fetch_all(p)
+                .await
+                .expect("positions"),
+        ),
+    }
+}
+
+async fn two_traders_trade(state: AppState) {
+    let admin = admin_token(&state).await;
+    let (alice, alice_account) = trader(&state, "alice", "100000", &admin).await;
+    let (bob, _) = trader(&state, "bob", "100000", &admin).await;
+
+    // Alice has no AAPL yet: selling is refused and nothing changes.
+    let (status, err) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&alice),
+        Some(
+            json!({"symbol": "AAPL", "side": "sell", "type": "limit", "price": "150", "qty": "1"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["code"], "insufficientPosition");
+
+    // An asset deposit gives her 10 AAPL at a cost of 100 each.
+    let (status, dep) = send(
+        &state,
+        "POST",
+        &format!("/api/v1/admin/accounts/{alice_account}/deposits"),
+        Some(&admin),
+        Some(json!({"amount": "10", "symbol": "AAPL", "cost": "100"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{dep}");
+    assert_eq!(dep["position"], "10");
+    let before = totals(&state).await;
+
+    // Bob bids 2 @ 150 (rests, reserves 300), idempotently.
+    let bid_body = json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "150", "qty": "2", "client_order_id": "bob-1"});
+    let (status, bid) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&bob),
+        Some(bid_body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{bid}");
+    assert_eq!(
+        (bid["status"].as_str(), bid["remaining"].as_str()),
+        (Some("new"), Some("2"))
+    );
+    let (_, again) = send(&state, "POST", "/api/v1/orders", Some(&bob), Some(bid_body)).await;
+    assert_eq!(again["id"], bid["id"], "a retry returns the original order");
+    let (_, pf) = send(&state, "GET", "/api/v1/portfolio", Some(&bob), None).await;
+    assert_eq!(
+        (pf["cash_reserved"].as_str(), pf["cash_available"].as_str()),
+        (Some("300"), Some("99700"))
+    );
+    let (_, book) = send(&state, "GET", "/api/v1/markets/AAPL/book", None, None).await;
+    assert_eq!(
+        (
+            book["bids"][0]["price"].as_str(),
+            book["bids"][0]["qty"].as_str()
+        ),
+        (Some("150"), Some("2"))
+    );
+
+    // Alice sells 3 at market: 2 fill against Bob at 150, the rest is cancelled (IOC).
+    let (status, sell) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&alice),
+        Some(json!({"symbol": "AAPL", "side": "sell", "type": "market", "qty": "3"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{sell}");
+    assert_eq!(sell["filled"], "2");
+    assert_eq!(sell["status"], "cancelled");
+    assert_eq!(sell["cancel_reason"], "market_remainder");
+    let (_, bid_now) = send(
+        &state,
+        "GET",
+        &format!("/api/v1/orders/{}", bid["id"]),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (bid_now["status"].as_str(), bid_now["filled"].as_str()),
+        (Some("filled"), Some("2"))
+    );
+
+    let (_, alice_pf) = send(&state, "GET", "/api/v1/portfolio", Some(&alice), None).await;
+    assert_eq!(alice_pf["cash"], "100300", "{alice_pf}");
+    assert_eq!(alice_pf["positions"][0]["qty"], "8");
+    assert_eq!(
+        alice_pf["realized_pnl"], "100",
+        "sold 2 at 150 bought at 100"
+    );
+    assert_eq!(alice_pf["positions"][0]["avg_cost"], "100");
+    let (_, bob_pf) = send(&state, "GET", "/api/v1/portfolio", Some(&bob), None).await;
+    assert_eq!(
+        (bob_pf["cash"].as_str(), bob_pf["cash_reserved"].as_str()),
+        (Some("99700"), Some("0"))
+    );
+    assert_eq!(bob_pf["positions"][0]["qty"], "2");
+    assert_eq!(
+        bob_pf["positions"][0]["unrealized_pnl"], "0",
+        "marked at the last trade, 150"
+    );
+
+    let (_, fills) = send(&state, "GET", "/api/v1/fills", Some(&bob), None).await;
+    assert_eq!(fills.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        (fills[0]["side"].as_str(), fills[0]["liquidity"].as_str()),
+        (Some("buy"), Some("maker"))
+    );
+    let (_, trades) = send(&state, "GET", "/api/v1/markets/AAPL/trades", None, None).await;
+    assert_eq!(
+        (trades[0]["price"].as_str(), trades[0]["qty"].as_str()),
+        (Some("150"), Some("2"))
+    );
+    let (_, ticker) = send(&state, "GET", "/api/v1/markets/AAPL/ticker", None, None).await;
+    assert_eq!(
+        (ticker["last"].as_str(), ticker["volume_24h"].as_str()),
+        (Some("150"), Some("2"))
+    );
+
+    assert_eq!(
+        totals(&state).await,
+        before,
+        "trading conserves cash and net positions"
+    );
+
+    // Orders and balances are private; cancels are the owner's only.
+    let (_, bobs_orders) = send(&state, "GET", "/api/v1/orders", Some(&bob), None).await;
+    assert_eq!(bobs_orders.as_array().map(Vec::len), Some(1));
+    let (status, rest) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&bob),
+        Some(json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "140", "qty": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = rest["id"].as_i64().expect("id");
+    let (status, _) = send(
+        &state,
+        "GET",
+        &format!("/api/v1/orders/{id}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = send(
+        &state,
+        "DELETE",
+        &format!("/api/v1/orders/{id}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, cancelled) = send(
+        &state,
+        "DELETE",
+        &format!("/api/v1/orders/{id}"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let (status, _) = send(
+        &state,
+        "DELETE",
+        &format!("/api/v1/orders/{id}"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Halting refuses new orders; resuming accepts them again.
+    let (status, _) = send(
+        &state,
+        "POST",
+        "/api/v1/admin/markets/AAPL/halt",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&bob),
+        Some(json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "140", "qty": "1"})),
+    )
+    .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("symbolHalted"))
+    );
+    let (status, _) = send(
+        &state,
+        "POST",
+        "/api/v1/admin/markets/AAPL/halt",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    send(
+        &state,
+        "POST",
+        "/api/v1/admin/markets/AAPL/resume",
+        Some(&admin),
+        None,
+    )
+    .await;
+    let (status, _) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&bob),
+        Some(json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "140", "qty": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let audit = state.store.list_audit(200, None).await.expect("audit");
+    for action in [
+        "order.placed",
+        "order.rejected",
+        "order.cancelled",
+        "market.halted",
+        "account.deposit",
+    ] {
+        assert!(
+            audit.iter().any(|e| e.action == action),
+            "audit has {action}"
+        );
+    }
+}
+
+/// Every kind of bad order is a 4xx with a code and changes nothing.
+async fn bad_orders_change_nothing(state: AppState) {
+    let admin = admin_token(&state).await;
+    let (bob, bob_account) = trader(&state, "bob", "1000", &admin).await;
+    let before = (
+        totals(&state).await,
+        state
+            .store
+            .orders(bob_account, None, None, 500, None)
+            .await
+            .expect("orders")
+            .len(),
+    );
+    let cases = [
+        (
+            json!({"symbol": "NOPE", "side": "buy", "type": "limit", "price": "1", "qty": "1"}),
+            "unknownSymbol",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "1.001", "qty": "1"}),
+            "priceNotOnTick",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "0"}),
+            "invalidQuantity",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "-3"}),
+            "bad_request",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "qty": "1"}),
+            "missingPrice",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "100", "qty": "11"}),
+            "insufficientCash",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "99999999999"}),
+            "bad_request",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": 1, "qty": "1"}),
+            "bad_request",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "up", "type": "limit", "price": "1", "qty": "1"}),
+            "bad_request",
+        ),
+        (
+            json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "1", "leverage": 100}),
+            "bad_request",
+        ),
+        (
+            json!({"side": "buy", "type": "limit", "price": "1", "qty": "1"}),
+            "bad_request",
+        ),
+    ];
+    for (body, code) in cases {
+        let (status, err) = send(
+            &state,
+            "POST",
+            "/api/v1/orders",
+            Some(&bob),
+            Some(body.clone()),
+        )
+        .await;
+        assert!(status.is_client_error(), "{body} -> {status} {err}");
+        assert_eq!(err["code"], code, "{body} -> {err}");
+    }
+    let (status, _) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        None,
+        Some(json!({"symbol": "AAPL"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, err) = send(
+        &state,
+        "GET",
+        "/api/v1/orders?limit=100000",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_page_size"))
+    );
+    let after = (
+        totals(&state).await,
+        state
+            .store
+            .orders(bob_account, None, None, 500, None)
+            .await
+            .expect("orders")
+            .len(),
+    );
+    assert_eq!(before, after);
+    let (_, pf) = send(&state, "GET", "/api/v1/portfolio", Some(&bob), None).await;
+    assert_eq!(pf["cash_reserved"], "0");
+}
+
+/// Generates one SQLite test and one PostgreSQL test per suite function.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let state = super::common::started_state(&dir, super::ADMIN_ENV).await;
+                    super::$name(state).await;
+                }
+            )*
+        }
+        mod pg {
+            $(
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL: run through scripts/test"]
+                async fn $name() {
+                    let db = super::common::PgDatabase::create().await;
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let mut env = super::ADMIN_ENV.to_vec();
+                    env.push(("DATABASE_URL", &db.url));
+                    let state = super::common::started_state(&dir, &env).await;
+                    super::$name(state.clone()).await;
+                    state.store.close().await;
+                    db.drop_now().await;
+                }
+            )*
+        }
+    };
+}
+
+const ADMIN_ENV: &[(&str, &str)] = &[("ADMIN_USERNAME", ADMIN.0), ("ADMIN_PASSWORD", ADMIN.1)];
+
+both_backends!(two_traders_trade, bad_orders_change_nothing);
