@@ -5,7 +5,9 @@
 //! live in [`health`], metrics in [`metrics`], the error envelope in [`error`].
 
 pub mod auth;
+pub mod backup;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -1,24 +1,13 @@
-//! `tradeplane-platform`: the trading service binary.
+//! `tradeplane-platform`: the trading service binary. The command line lives in
+//! [`tradeplane_platform::cli`]; this file only wires it to the implementations.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use tradeplane_platform::backup::{self, EXIT_INTERNAL, EXIT_USAGE};
+use tradeplane_platform::cli::{BackupAction, Cli, Command};
 use tradeplane_platform::config::Config;
 use tradeplane_platform::{server, telemetry};
-
-/// Tradeplane trading service.
-#[derive(Debug, Parser)]
-#[command(name = "tradeplane-platform", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the API, health endpoints and metrics (the default).
-    Serve,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,12 +15,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tradeplane-platform: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     if let Err(e) = telemetry::init(config.log_format) {
         eprintln!("tradeplane-platform: cannot initialise logging: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,20 +29,27 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tradeplane-platform: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_INTERNAL);
         }
     };
-    let result = runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => server::run(config, server::termination_signal()).await,
+            Command::Serve => match server::run(config, server::termination_signal()).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "fatal");
+                    eprintln!("tradeplane-platform: {e:#}");
+                    EXIT_INTERNAL
+                }
+            },
+            Command::Backup(args) => match &args.action {
+                Some(BackupAction::Verify { file }) => backup::command::verify(file),
+                None => backup::command::backup(&config, &args).await,
+            },
+            Command::Restore(args) => {
+                backup::command::restore(&config, &args.file, args.force).await
+            }
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "fatal");
-            eprintln!("tradeplane-platform: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::from(code)
 }

@@ -1,0 +1,270 @@
+//! Taking the snapshot: every platform table, read in one transaction so the backup is
+//! consistent while the platform keeps serving.
+//!
+//! PostgreSQL: one `REPEATABLE READ, READ ONLY` transaction; each row is dumped as its
+//! `row_to_json` text, verbatim, so every type (numeric, timestamptz, bytea, json, arrays…) keeps
+//! PostgreSQL's own lossless text form and is turned back into the column type by
+//! `json_populate_recordset` on restore. Sequences are read last (they are not transactional, so
+//! their values are at least as high as any id in the snapshot).
+//!
+//! SQLite: one read transaction (WAL mode gives it a stable snapshot from its first read); each
+//! row is an array of values tagged by their storage class: `null`, a JSON integer (INTEGER), a
+//! JSON number with a fraction or exponent (REAL), a string (TEXT), `{"blob":"<base64>"}` (BLOB),
+//! or `{"real":"inf"|"-inf"}` for infinities, which JSON cannot spell.
+
+use std::io::Write;
+
+use base64::Engine;
+use futures::TryStreamExt;
+use sqlx::{Row, TypeInfo, ValueRef};
+
+use super::BackupError;
+use super::catalog::{self, TableInfo, quote_ident};
+use super::format::{EndRecord, Record, SequenceValue, TableCount, TableHeader};
+use crate::store::Store;
+
+/// What the dump saw: the schema version and each table's row count, in dump order.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Newest applied migration in the source.
+    pub schema_version: i64,
+    /// Tables in dependency order with their row counts.
+    pub tables: Vec<TableCount>,
+}
+
+const SCHEMA_VERSION_SQL: &str =
+    "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
+
+fn db(context: &str) -> impl FnOnce(sqlx::Error) -> BackupError + '_ {
+    move |source| BackupError::Database {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+fn io(context: &str) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+    move |e| BackupError::io(context, e)
+}
+
+fn write_record(out: &mut impl Write, record: &Record) -> Result<(), BackupError> {
+    serde_json::to_writer(&mut *out, record)
+        .map_err(|e| BackupError::io("cannot write the payload", std::io::Error::other(e)))?;
+    out.write_all(b"\n").map_err(io("cannot write the payload"))
+}
+
+/// Writes the whole snapshot as payload records into `out` (the compressing writer).
+pub async fn dump<W: Write + Send>(store: &Store, out: &mut W) -> Result<Snapshot, BackupError> {
+    match store {
+        Store::Postgres(pool) => dump_postgres(pool, out).await,
+        Store::Sqlite(pool) => dump_sqlite(pool, out).await,
+    }
+}
+
+fn order_by(t: &TableInfo) -> String {
+    if t.primary_key.is_empty() {
+        String::new()
+    } else {
+        let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
+        format!(" ORDER BY {}", cols.join(", "))
+    }
+}
+
+async fn dump_postgres<W: Write + Send>(
+    pool: &sqlx::PgPool,
+    out: &mut W,
+) -> Result<Snapshot, BackupError> {
+    let mut tx = pool.begin().await.map_err(db("starting the snapshot"))?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(db("starting the snapshot"))?;
+    sqlx::query("SET LOCAL bytea_output = 'hex'")
+        .execute(&mut *tx)
+        .await
+        .map_err(db("starting the snapshot"))?;
+    let schema_version: i64 = sqlx::query_scalar(SCHEMA_VERSION_SQL)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("reading the schema version (is the database migrated?)"))?;
+    let schema = catalog::pg_schema(&mut tx)
+        .await
+        .map_err(db("reading the catalog"))?;
+    let tables = catalog::pg_tables(&mut tx)
+        .await
+        .map_err(db("reading the catalog"))?;
+    let mut counts = Vec::with_capacity(tables.len());
+    for t in &tables {
+        write_record(
+            out,
+            &Record::Table(TableHeader {
+                name: t.name.clone(),
+                columns: t.columns.clone(),
+            }),
+        )?;
+        // The alias is unlikely to clash with a column name (a column of the same name would
+        // shadow the whole-row reference).
+        let sql = format!(
+            "SELECT row_to_json(tp_backup_row_)::text FROM {}.{} AS tp_backup_row_{}",
+            quote_ident(&schema),
+            quote_ident(&t.name),
+            order_by(t)
+        );
+        let context = format!("dumping table {}", t.name);
+        let mut rows = sqlx::query_scalar::<_, String>(&sql).fetch(&mut *tx);
+        let mut n = 0u64;
+        while let Some(json) = rows.try_next().await.map_err(db(&context))? {
+            out.write_all(b"{\"row\":")
+                .and_then(|_| out.write_all(json.as_bytes()))
+                .and_then(|_| out.write_all(b"}\n"))
+                .map_err(io("cannot write the payload"))?;
+            n += 1;
+        }
+        drop(rows);
+        counts.push(TableCount {
+            name: t.name.clone(),
+            rows: n,
+        });
+    }
+    for seq in catalog::pg_sequences(&mut tx)
+        .await
+        .map_err(db("reading the catalog"))?
+    {
+        let sql = format!(
+            "SELECT last_value, is_called FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&seq)
+        );
+        let row = sqlx::query(&sql)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("reading sequences"))?;
+        let value = SequenceValue {
+            name: seq,
+            value: row.try_get(0).map_err(db("reading sequences"))?,
+            called: row.try_get(1).map_err(db("reading sequences"))?,
+        };
+        write_record(out, &Record::Sequence(value))?;
+    }
+    tx.rollback().await.map_err(db("ending the snapshot"))?;
+    finish(out, schema_version, counts)
+}
+
+async fn dump_sqlite<W: Write + Send>(
+    pool: &sqlx::SqlitePool,
+    out: &mut W,
+) -> Result<Snapshot, BackupError> {
+    let mut tx = pool.begin().await.map_err(db("starting the snapshot"))?;
+    // The first read fixes the WAL snapshot for the rest of the transaction.
+    let schema_version: i64 = sqlx::query_scalar(SCHEMA_VERSION_SQL)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("reading the schema version (is the database migrated?)"))?;
+    let tables = catalog::sqlite_tables(&mut tx)
+        .await
+        .map_err(db("reading the catalog"))?;
+    let mut counts = Vec::with_capacity(tables.len());
+    for t in &tables {
+        write_record(
+            out,
+            &Record::Table(TableHeader {
+                name: t.name.clone(),
+                columns: t.columns.clone(),
+            }),
+        )?;
+        let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(c)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}{}",
+            cols.join(", "),
+            quote_ident(&t.name),
+            order_by(t)
+        );
+        let context = format!("dumping table {}", t.name);
+        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+        let mut n = 0u64;
+        let mut line = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(db(&context))? {
+            let values = (0..t.columns.len())
+                .map(|i| sqlite_value(&row, i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db(&context))?;
+            line.clear();
+            line.extend_from_slice(b"{\"row\":");
+            serde_json::to_writer(&mut line, &values)
+                .map_err(|e| BackupError::io("cannot encode a row", std::io::Error::other(e)))?;
+            line.extend_from_slice(b"}\n");
+            out.write_all(&line)
+                .map_err(io("cannot write the payload"))?;
+            n += 1;
+        }
+        drop(rows);
+        counts.push(TableCount {
+            name: t.name.clone(),
+            rows: n,
+        });
+    }
+    if catalog::sqlite_has_sequences(&mut tx)
+        .await
+        .map_err(db("reading the catalog"))?
+    {
+        let rows = sqlx::query("SELECT name, seq FROM sqlite_sequence ORDER BY name")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading sqlite_sequence"))?;
+        for row in rows {
+            let value = SequenceValue {
+                name: row.try_get(0).map_err(db("reading sqlite_sequence"))?,
+                value: row.try_get(1).map_err(db("reading sqlite_sequence"))?,
+                called: true,
+            };
+            write_record(out, &Record::Sequence(value))?;
+        }
+    }
+    tx.rollback().await.map_err(db("ending the snapshot"))?;
+    finish(out, schema_version, counts)
+}
+
+fn finish(
+    out: &mut impl Write,
+    schema_version: i64,
+    tables: Vec<TableCount>,
+) -> Result<Snapshot, BackupError> {
+    write_record(
+        out,
+        &Record::End(EndRecord {
+            schema_version,
+            tables: tables.clone(),
+        }),
+    )?;
+    Ok(Snapshot {
+        schema_version,
+        tables,
+    })
+}
+
+/// One SQLite value, tagged by its storage class (see the module docs).
+fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<serde_json::Value, sqlx::Error> {
+    use serde_json::{Value, json};
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let kind = raw.type_info().name().to_owned();
+    Ok(match kind.as_str() {
+        "INTEGER" => Value::from(row.try_get_unchecked::<i64, _>(i)?),
+        "REAL" => {
+            let f = row.try_get_unchecked::<f64, _>(i)?;
+            if f.is_finite() {
+                Value::from(f)
+            } else if f > 0.0 {
+                json!({ "real": "inf" })
+            } else {
+                json!({ "real": "-inf" })
+            }
+        }
+        "BLOB" => {
+            let bytes = row.try_get_unchecked::<Vec<u8>, _>(i)?;
+            json!({ "blob": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
+        _ => Value::from(row.try_get_unchecked::<String, _>(i)?),
+    })
+}

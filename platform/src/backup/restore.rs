@@ -1,0 +1,534 @@
+//! Restoring a verified backup into a database, in one transaction.
+//!
+//! Order of work: the target is migrated to the backup's schema version (never beyond, so the
+//! data fits the schema it was taken from); its tables are compared with the backup's; a
+//! non-empty target is refused unless `force`; then, in one transaction, existing rows are
+//! cleared (with `force`), user triggers that would fire on the inserts are switched off, rows
+//! are inserted table by table in dependency order, sequences are set, triggers come back and
+//! the transaction commits. Any failure rolls everything back. After the commit the remaining
+//! migrations of this build run, exactly as a platform upgrade would.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{Connection, Row};
+
+use super::BackupError;
+use super::catalog::{self, TableInfo, quote_ident};
+use super::format::{Record, SequenceValue, TableCount, TableHeader};
+use super::reader::BackupReader;
+use crate::store::{Backend, Store};
+
+/// What a restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    /// Rows restored per table, in restore order.
+    pub tables: Vec<TableCount>,
+    /// Sum of the rows.
+    pub total_rows: u64,
+    /// Sequence counters set.
+    pub sequences: usize,
+    /// The backup's schema version.
+    pub schema_version: i64,
+    /// The schema version after the post-restore migrations (higher when the backup was older
+    /// than this build).
+    pub migrated_to: i64,
+    /// Whether existing rows were replaced (`--force` on a non-empty database).
+    pub replaced_existing: bool,
+}
+
+/// Rows per `json_populate_recordset` statement on PostgreSQL.
+const PG_BATCH_ROWS: usize = 500;
+/// Payload bytes per statement on PostgreSQL.
+const PG_BATCH_BYTES: usize = 1 << 20;
+
+fn db(context: &str) -> impl FnOnce(sqlx::Error) -> BackupError + '_ {
+    move |source| BackupError::Database {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    }
+}
+
+/// This build's migrations for `backend`.
+fn migrator(backend: Backend) -> Migrator {
+    match backend {
+        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+    }
+}
+
+/// Checks that `version` is one this build knows, before anything touches a database.
+pub fn check_schema_version(backend: Backend, version: i64) -> Result<(), BackupError> {
+    let m = migrator(backend);
+    let latest = m.iter().map(|m| m.version).max().unwrap_or(0);
+    if version > latest {
+        return Err(BackupError::Verification(format!(
+            "the backup has schema version {version}, newer than this build's {latest}; \
+             restore it with the platform version that made it (or newer)"
+        )));
+    }
+    if version != 0 && !m.iter().any(|m| m.version == version) {
+        return Err(BackupError::Verification(format!(
+            "the backup's schema version {version} is not a migration this build knows"
+        )));
+    }
+    Ok(())
+}
+
+/// Migrates the target up to `version` only.
+async fn migrate_to(store: &Store, version: i64) -> Result<(), BackupError> {
+    let mut m = migrator(store.backend());
+    let upto: Vec<_> = m
+        .migrations
+        .iter()
+        .filter(|x| x.version <= version)
+        .cloned()
+        .collect();
+    m.migrations = Cow::Owned(upto);
+    let result = match store {
+        Store::Postgres(pool) => m.run(pool).await,
+        Store::Sqlite(pool) => m.run(pool).await,
+    };
+    result.map_err(|e| match e {
+        MigrateError::VersionMissing(v) => BackupError::Refused(format!(
+            "the target database already has migration {v}, newer than the backup's schema \
+             version {version}; restore into a fresh database"
+        )),
+        other => BackupError::Database {
+            context: "migrating the target database".into(),
+            source: sqlx::Error::Migrate(Box::new(other)),
+        },
+    })
+}
+
+/// Restores the rows of `reader` (already opened and verified) into `store`.
+pub async fn restore(
+    store: &Store,
+    reader: &BackupReader,
+    force: bool,
+) -> Result<RestoreReport, BackupError> {
+    let manifest = &reader.manifest;
+    let target = backend_name(store.backend());
+    if manifest.backend != target {
+        return Err(BackupError::Refused(format!(
+            "the backup is from a {} database and cannot be restored into {target}",
+            manifest.backend
+        )));
+    }
+    check_schema_version(store.backend(), manifest.schema_version)?;
+    migrate_to(store, manifest.schema_version).await?;
+
+    let (sequences, replaced_existing) = match store {
+        Store::Postgres(pool) => {
+            let mut conn = pool.acquire().await.map_err(db("connecting"))?;
+            let mut tx = conn.begin().await.map_err(db("starting the restore"))?;
+            let r = restore_postgres(&mut tx, reader, force).await?;
+            tx.commit().await.map_err(db("committing the restore"))?;
+            r
+        }
+        Store::Sqlite(pool) => {
+            let mut conn = pool.acquire().await.map_err(db("connecting"))?;
+            let mut tx = conn.begin().await.map_err(db("starting the restore"))?;
+            let r = restore_sqlite(&mut tx, reader, force).await?;
+            tx.commit().await.map_err(db("committing the restore"))?;
+            r
+        }
+    };
+
+    store.migrate().await.map_err(|e| BackupError::Database {
+        context: "applying this build's newer migrations after the restore".into(),
+        source: sqlx::Error::Migrate(Box::new(e)),
+    })?;
+    Ok(RestoreReport {
+        tables: manifest.tables.clone(),
+        total_rows: manifest.total_rows,
+        sequences,
+        schema_version: manifest.schema_version,
+        migrated_to: store.schema_version(),
+        replaced_existing,
+    })
+}
+
+/// Checks the backup's tables against the target's and returns the target's tables by name.
+fn match_tables(
+    reader: &BackupReader,
+    target: Vec<TableInfo>,
+    headers: &[TableHeader],
+) -> Result<BTreeMap<String, TableInfo>, BackupError> {
+    let by_name: BTreeMap<String, TableInfo> =
+        target.into_iter().map(|t| (t.name.clone(), t)).collect();
+    for h in headers {
+        let Some(t) = by_name.get(&h.name) else {
+            return Err(BackupError::Refused(format!(
+                "the backup has table {} which the target database (schema version {}) lacks",
+                h.name, reader.manifest.schema_version
+            )));
+        };
+        let mut a = h.columns.clone();
+        let mut b = t.columns.clone();
+        a.sort();
+        b.sort();
+        if a != b {
+            return Err(BackupError::Refused(format!(
+                "table {} has columns [{}] in the backup but [{}] in the target",
+                h.name,
+                h.columns.join(", "),
+                t.columns.join(", ")
+            )));
+        }
+    }
+    Ok(by_name)
+}
+
+/// The table headers of the payload, in order (a cheap pass that skips rows).
+fn headers(reader: &BackupReader) -> Result<Vec<TableHeader>, BackupError> {
+    let mut out = Vec::new();
+    for r in reader.records()? {
+        if let Record::Table(h) = r? {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+fn refuse_non_empty(non_empty: &[(String, i64)]) -> BackupError {
+    let list: Vec<String> = non_empty
+        .iter()
+        .map(|(t, n)| format!("{t} ({n} rows)"))
+        .collect();
+    BackupError::Refused(format!(
+        "the target database is not empty: {}; pass --force to replace its contents",
+        list.join(", ")
+    ))
+}
+
+async fn restore_postgres(
+    tx: &mut sqlx::PgConnection,
+    reader: &BackupReader,
+    force: bool,
+) -> Result<(usize, bool), BackupError> {
+    let schema = catalog::pg_schema(&mut *tx)
+        .await
+        .map_err(db("reading the catalog"))?;
+    let target = catalog::pg_tables(&mut *tx)
+        .await
+        .map_err(db("reading the catalog"))?;
+    let headers = headers(reader)?;
+    let by_name = match_tables(reader, target, &headers)?;
+    let qualified = |t: &str| format!("{}.{}", quote_ident(&schema), quote_ident(t));
+
+    let mut non_empty = Vec::new();
+    for t in by_name.keys() {
+        let sql = format!("SELECT COUNT(*) FROM {}", qualified(t));
+        let n: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("checking whether the target is empty"))?;
+        if n > 0 {
+            non_empty.push((t.clone(), n));
+        }
+    }
+    if !non_empty.is_empty() && !force {
+        return Err(refuse_non_empty(&non_empty));
+    }
+
+    sqlx::query("SET CONSTRAINTS ALL DEFERRED")
+        .execute(&mut *tx)
+        .await
+        .map_err(db("deferring constraints"))?;
+    // User triggers that fire on INSERT (4) or TRUNCATE (32) would re-apply side effects the
+    // backup already contains; switch them off inside the transaction.
+    let mut disabled: Vec<(String, String)> = Vec::new();
+    for t in by_name.keys() {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::text::regclass \
+             AND NOT tgisinternal AND tgenabled <> 'D' AND (tgtype::int & (4 | 32)) <> 0 \
+             ORDER BY tgname",
+        )
+        .bind(qualified(t))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("reading triggers"))?;
+        for name in names {
+            let sql = format!(
+                "ALTER TABLE {} DISABLE TRIGGER {}",
+                qualified(t),
+                quote_ident(&name)
+            );
+            sqlx::query(&sql).execute(&mut *tx).await.map_err(db(
+                "disabling triggers (the restoring role must own the tables)",
+            ))?;
+            disabled.push((t.clone(), name));
+        }
+    }
+    if !non_empty.is_empty() {
+        let all: Vec<String> = by_name.keys().map(|t| qualified(t)).collect();
+        sqlx::query(&format!("TRUNCATE {}", all.join(", ")))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("clearing the target tables"))?;
+    }
+
+    let mut sequences: Vec<SequenceValue> = Vec::new();
+    let mut current: Option<(String, String)> = None; // (table, column list)
+    let mut batch = String::new();
+    let mut batch_rows = 0usize;
+    async fn flush(
+        tx: &mut sqlx::PgConnection,
+        table: &str,
+        cols: &str,
+        batch: &mut String,
+        rows: &mut usize,
+    ) -> Result<(), BackupError> {
+        if *rows == 0 {
+            return Ok(());
+        }
+        batch.push(']');
+        let sql = format!(
+            "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
+             SELECT {cols} FROM json_populate_recordset(NULL::{table}, $1::json)"
+        );
+        sqlx::query(&sql)
+            .bind(batch.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db(&format!("inserting rows into {table}")))?;
+        batch.clear();
+        *rows = 0;
+        Ok(())
+    }
+    for record in reader.records()? {
+        match record? {
+            Record::Table(h) => {
+                if let Some((table, cols)) = &current {
+                    flush(tx, table, cols, &mut batch, &mut batch_rows).await?;
+                }
+                let cols: Vec<String> = h.columns.iter().map(|c| quote_ident(c)).collect();
+                current = Some((qualified(&h.name), cols.join(", ")));
+            }
+            Record::Row(raw) => {
+                let Some((table, cols)) = &current else {
+                    return Err(BackupError::Verification("a row precedes its table".into()));
+                };
+                batch.push(if batch_rows == 0 { '[' } else { ',' });
+                batch.push_str(raw.get());
+                batch_rows += 1;
+                if batch_rows >= PG_BATCH_ROWS || batch.len() >= PG_BATCH_BYTES {
+                    flush(tx, table, cols, &mut batch, &mut batch_rows).await?;
+                }
+            }
+            Record::Sequence(s) => sequences.push(s),
+            Record::End(_) => break,
+        }
+    }
+    if let Some((table, cols)) = &current {
+        flush(tx, table, cols, &mut batch, &mut batch_rows).await?;
+    }
+
+    // Check deferred constraints now, so that nothing non-transactional (setval) happens before
+    // a constraint failure would roll the restore back.
+    sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
+        .execute(&mut *tx)
+        .await
+        .map_err(db("checking constraints"))?;
+    let existing = catalog::pg_sequences(&mut *tx)
+        .await
+        .map_err(db("reading sequences"))?;
+    let mut set = 0usize;
+    for s in &sequences {
+        if !existing.contains(&s.name) {
+            tracing::warn!(sequence = %s.name, "sequence from the backup does not exist in the target; skipped");
+            continue;
+        }
+        sqlx::query("SELECT setval($1::text::regclass, $2, $3)")
+            .bind(qualified(&s.name))
+            .bind(s.value)
+            .bind(s.called)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("restoring sequences"))?;
+        set += 1;
+    }
+    for (table, trigger) in &disabled {
+        let sql = format!(
+            "ALTER TABLE {} ENABLE TRIGGER {}",
+            qualified(table),
+            quote_ident(trigger)
+        );
+        sqlx::query(&sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("re-enabling triggers"))?;
+    }
+    Ok((set, !non_empty.is_empty()))
+}
+
+async fn restore_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    reader: &BackupReader,
+    force: bool,
+) -> Result<(usize, bool), BackupError> {
+    let target = catalog::sqlite_tables(&mut *tx)
+        .await
+        .map_err(db("reading the catalog"))?;
+    let headers = headers(reader)?;
+    let by_name = match_tables(reader, target, &headers)?;
+
+    let mut non_empty = Vec::new();
+    for t in by_name.keys() {
+        let sql = format!("SELECT COUNT(*) FROM {}", quote_ident(t));
+        let n: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("checking whether the target is empty"))?;
+        if n > 0 {
+            non_empty.push((t.clone(), n));
+        }
+    }
+    if !non_empty.is_empty() && !force {
+        return Err(refuse_non_empty(&non_empty));
+    }
+
+    // Foreign keys are checked at commit; triggers (append-only guards, side effects) are dropped
+    // for the duration and recreated from their original SQL, all inside the transaction.
+    sqlx::query("PRAGMA defer_foreign_keys = ON")
+        .execute(&mut *tx)
+        .await
+        .map_err(db("deferring foreign keys"))?;
+    let triggers = sqlx::query(
+        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db("reading triggers"))?;
+    let mut saved: Vec<(String, String)> = Vec::new();
+    for row in &triggers {
+        let name: String = row.try_get("name").map_err(db("reading triggers"))?;
+        let table: String = row.try_get("tbl_name").map_err(db("reading triggers"))?;
+        let sql: Option<String> = row.try_get("sql").map_err(db("reading triggers"))?;
+        if let (true, Some(sql)) = (by_name.contains_key(&table), sql) {
+            sqlx::query(&format!("DROP TRIGGER {}", quote_ident(&name)))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("suspending triggers"))?;
+            saved.push((name, sql));
+        }
+    }
+    if !non_empty.is_empty() {
+        for t in by_name.keys() {
+            sqlx::query(&format!("DELETE FROM {}", quote_ident(t)))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("clearing the target tables"))?;
+        }
+    }
+
+    let mut sequences: Vec<SequenceValue> = Vec::new();
+    let mut insert: Option<(String, String)> = None; // (table, SQL)
+    for record in reader.records()? {
+        match record? {
+            Record::Table(h) => {
+                let cols: Vec<String> = h.columns.iter().map(|c| quote_ident(c)).collect();
+                let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    quote_ident(&h.name),
+                    cols.join(", "),
+                    params.join(", ")
+                );
+                insert = Some((h.name, sql));
+            }
+            Record::Row(raw) => {
+                let Some((table, sql)) = &insert else {
+                    return Err(BackupError::Verification("a row precedes its table".into()));
+                };
+                let values: Vec<serde_json::Value> = serde_json::from_str(raw.get())
+                    .map_err(|e| BackupError::Verification(format!("bad row in {table}: {e}")))?;
+                let mut q = sqlx::query(sql);
+                for v in values {
+                    q = bind_sqlite(q, v).map_err(|m| {
+                        BackupError::Verification(format!("bad value in {table}: {m}"))
+                    })?;
+                }
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(db(&format!("inserting rows into {table}")))?;
+            }
+            Record::Sequence(s) => sequences.push(s),
+            Record::End(_) => break,
+        }
+    }
+
+    let mut set = 0usize;
+    if !sequences.is_empty()
+        && catalog::sqlite_has_sequences(&mut *tx)
+            .await
+            .map_err(db("reading sqlite_sequence"))?
+    {
+        for s in &sequences {
+            let updated = sqlx::query("UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1")
+                .bind(&s.name)
+                .bind(s.value)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("restoring sqlite_sequence"))?;
+            if updated.rows_affected() == 0 {
+                sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)")
+                    .bind(&s.name)
+                    .bind(s.value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("restoring sqlite_sequence"))?;
+            }
+            set += 1;
+        }
+    }
+    for (_, sql) in &saved {
+        sqlx::query(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("recreating triggers"))?;
+    }
+    Ok((set, !non_empty.is_empty()))
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds one tagged SQLite value (see [`super::dump`]).
+fn bind_sqlite(q: SqliteQuery<'_>, v: serde_json::Value) -> Result<SqliteQuery<'_>, String> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::Null => q.bind(Option::<i64>::None),
+        Value::Bool(b) => q.bind(b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                q.bind(i)
+            } else if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                q.bind(f)
+            } else {
+                return Err(format!("number {n} is out of range"));
+            }
+        }
+        Value::String(s) => q.bind(s),
+        Value::Object(o) => match (o.get("blob"), o.get("real")) {
+            (Some(Value::String(b)), None) => q.bind(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|e| format!("bad blob: {e}"))?,
+            ),
+            (None, Some(Value::String(r))) if r == "inf" => q.bind(f64::INFINITY),
+            (None, Some(Value::String(r))) if r == "-inf" => q.bind(f64::NEG_INFINITY),
+            _ => return Err("unknown tagged value".into()),
+        },
+        Value::Array(_) => return Err("unexpected array".into()),
+    })
+}

@@ -1,0 +1,132 @@
+//! The `tradeplane-platform` command line, in the library so that other crates' tests (the
+//! operator's CronJob command, for one) can check their argument lists against the real parser.
+//!
+//! `tradeplane-platform [serve]`, `backup --dest DIR [--keep-days N] [--keep-last N]
+//! [--metrics-file PATH]`, `backup verify FILE`, `restore FILE [--force]`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Tradeplane trading service.
+#[derive(Debug, Parser)]
+#[command(name = "tradeplane-platform", version, about)]
+pub struct Cli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API, health endpoints and metrics (the default).
+    Serve,
+    /// Write a consistent backup of the database (DATABASE_URL) to a directory, or verify one.
+    Backup(BackupArgs),
+    /// Restore a backup file into the database (DATABASE_URL), in one transaction.
+    Restore(RestoreArgs),
+}
+
+/// `backup`: either take a backup (`--dest`) or run a subcommand (`verify`).
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BackupArgs {
+    /// `verify FILE`; without it a backup is taken.
+    #[command(subcommand)]
+    pub action: Option<BackupAction>,
+    /// Directory to write the backup to (created if missing).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub dest: Option<PathBuf>,
+    /// After a successful backup, keep backups younger than N days (with --keep-last: either
+    /// keeps a file).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_days: Option<u32>,
+    /// After a successful backup, keep the N newest backups (with --keep-days: either keeps a
+    /// file).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_last: Option<u32>,
+    /// Also write the run's outcome as a Prometheus textfile to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// Subcommands of `backup`.
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Fully check a backup file (checksum, decryption, every record) without restoring it.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+    },
+}
+
+/// `restore FILE [--force]`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// Replace the contents of a non-empty database (refused without it).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tradeplane-platform").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_cronjob_command_parses() {
+        let cli = parse(&[
+            "backup",
+            "--dest",
+            "/backups",
+            "--keep-days",
+            "30",
+            "--keep-last",
+            "7",
+        ])
+        .expect("parses");
+        let Some(Command::Backup(b)) = cli.command else {
+            panic!("not backup")
+        };
+        assert_eq!(b.dest, Some(PathBuf::from("/backups")));
+        assert_eq!((b.keep_days, b.keep_last), (Some(30), Some(7)));
+        assert!(b.action.is_none());
+    }
+
+    #[test]
+    fn verify_and_restore_parse() {
+        let cli = parse(&["backup", "verify", "/backups/x.tpb"]).expect("verify");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Backup(BackupArgs {
+                action: Some(BackupAction::Verify { .. }),
+                ..
+            }))
+        ));
+        let cli = parse(&["restore", "x.tpb", "--force"]).expect("restore");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Restore(RestoreArgs { force: true, .. }))
+        ));
+        assert!(parse(&[]).expect("serve").command.is_none());
+    }
+
+    #[test]
+    fn bad_usage_is_refused() {
+        for args in [
+            &["backup"][..],
+            &["backup", "--dest", "/b", "--keep-days", "0"],
+            &["backup", "--dest", "/b", "--keep-last", "-1"],
+            &["restore"],
+            &["backup", "verify"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}
