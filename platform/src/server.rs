@@ -48,6 +48,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         .context("registering trading metrics")?;
     let trading =
         crate::trading::Trading::start(store.clone(), config.instruments.clone(), trading_metrics)?;
+    let shutdown = CancellationToken::new();
+    if let Some(url) = &config.redis_url {
+        let client = redis::Client::open(url.as_str()).context("REDIS_URL: cannot be used")?;
+        crate::trading::fanout::start(&trading, client, shutdown.clone());
+    }
     Ok(AppState {
         trading,
         keys: crate::auth::TokenKeys::new(config.jwt_secret.as_bytes()),
@@ -56,7 +61,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         cache,
         health,
         metrics,
-        shutdown: CancellationToken::new(),
+        shutdown,
     })
 }
 

@@ -84,13 +84,14 @@ impl Matcher {
         store: Store,
         events: broadcast::Sender<Arc<MarketEvent>>,
         metrics: TradingMetrics,
+        origin: String,
     ) -> Matcher {
         Matcher {
             engine,
             store,
             events,
             metrics,
-            origin: uuid::Uuid::new_v4().simple().to_string(),
+            origin,
         }
     }
 

@@ -11,6 +11,7 @@
 //! symbol differs from the stored one reloads that symbol's book before matching. With SQLite
 //! the platform runs as a single replica.
 
+pub mod fanout;
 pub mod market;
 mod matcher;
 mod metrics;
@@ -166,6 +167,7 @@ pub struct Trading {
     instruments: Arc<BTreeMap<String, Instrument>>,
     store: Store,
     metrics: TradingMetrics,
+    origin: Arc<str>,
 }
 
 impl Trading {
@@ -179,7 +181,14 @@ impl Trading {
             Engine::new(instruments.clone()).map_err(|e| anyhow::anyhow!("INSTRUMENTS: {e}"))?;
         let (commands, rx) = mpsc::channel(QUEUE_DEPTH);
         let (events, _) = broadcast::channel(BROADCAST_DEPTH);
-        let matcher = matcher::Matcher::new(engine, store.clone(), events.clone(), metrics.clone());
+        let origin: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let matcher = matcher::Matcher::new(
+            engine,
+            store.clone(),
+            events.clone(),
+            metrics.clone(),
+            origin.to_string(),
+        );
         tokio::spawn(matcher.run(rx));
         Ok(Trading {
             commands,
@@ -192,7 +201,13 @@ impl Trading {
             ),
             store,
             metrics,
+            origin,
         })
+    }
+
+    /// This replica's id, stamped on the market data it publishes.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The trading metrics (the WebSocket handler keeps the subscriber gauge).
