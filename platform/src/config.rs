@@ -64,6 +64,8 @@ pub struct Config {
     pub admin: Option<(String, String)>,
     /// `INSTRUMENTS`: the tradable instruments (JSON array); built-in defaults when unset.
     pub instruments: Vec<tradeplane_engine::instrument::Instrument>,
+    /// `--demo`: seed demo traders and run a market maker (set by the command line).
+    pub demo: bool,
     /// `ENABLE_DEBUG_ENDPOINTS`: serves `/debug/sleep` (tests only; never in production).
     pub enable_debug_endpoints: bool,
 }
@@ -167,6 +169,7 @@ impl Config {
         };
 
         Ok(Config {
+            demo: false,
             instruments,
             admin,
             listen_addr,

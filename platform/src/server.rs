@@ -178,6 +178,10 @@ pub async fn run(
                 return anyhow::Ok(());
             }
             ensure_admin(&state).await?;
+            if state.config.demo {
+                let accounts = crate::demo::seed(&state).await?;
+                crate::demo::spawn_market_maker(state.clone(), accounts, stop.clone());
+            }
             state.health.run_checks().await;
             state.health.mark_started();
             tracing::info!(
