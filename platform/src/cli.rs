@@ -1,7 +1,7 @@
 //! The `tradeplane-platform` command line, in the library so that other crates' tests (the
 //! operator's CronJob command, for one) can check their argument lists against the real parser.
 //!
-//! `tradeplane-platform [serve]`, `backup --dest DIR [--keep-days N] [--keep-last N]
+//! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR [--keep-days N] [--keep-last N]
 //! [--metrics-file PATH]`, `backup verify FILE`, `restore FILE [--force]`.
 
 use std::path::PathBuf;
@@ -12,6 +12,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "tradeplane-platform", version, about)]
 pub struct Cli {
+    /// Serve a live demo market: seeds demo traders (demo-alice, demo-bob; password
+    /// demo-password) and runs a market maker. For the quick start, never for production.
+    #[arg(long)]
+    pub demo: bool,
     /// What to do; serving is the default.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -115,6 +119,13 @@ mod tests {
             Some(Command::Restore(RestoreArgs { force: true, .. }))
         ));
         assert!(parse(&[]).expect("serve").command.is_none());
+    }
+
+    #[test]
+    fn demo_is_a_flag_of_serving() {
+        assert!(parse(&["--demo"]).expect("demo").demo);
+        assert!(parse(&["--demo", "serve"]).expect("demo serve").demo);
+        assert!(!parse(&["serve"]).expect("serve").demo);
     }
 
     #[test]

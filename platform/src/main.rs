@@ -11,13 +11,14 @@ use tradeplane_platform::{server, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tradeplane-platform: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    config.demo = cli.demo;
     if let Err(e) = telemetry::init(config.log_format) {
         eprintln!("tradeplane-platform: cannot initialise logging: {e}");
         return ExitCode::from(EXIT_USAGE);
