@@ -19,6 +19,8 @@ pub struct TableInfo {
     pub name: String,
     /// Columns that can be written (generated columns excluded), in definition order.
     pub columns: Vec<String>,
+    /// SQL type of each column (PostgreSQL `format_type`, SQLite's declared type).
+    pub types: Vec<String>,
     /// Primary-key columns in key order (empty when there is none); rows are dumped in this
     /// order so parents precede children within self-referencing tables.
     pub primary_key: Vec<String>,
@@ -60,13 +62,15 @@ pub async fn pg_tables(conn: &mut PgConnection) -> Result<Vec<TableInfo>, sqlx::
     let mut tables = Vec::with_capacity(names.len());
     for name in names {
         let regclass = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-        let columns: Vec<String> = sqlx::query_scalar(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass \
+        let cols: Vec<(String, String)> = sqlx::query_as(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = $1::text::regclass \
              AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
         )
         .bind(&regclass)
         .fetch_all(&mut *conn)
         .await?;
+        let (columns, types) = cols.into_iter().unzip();
         let primary_key: Vec<String> = sqlx::query_scalar(
             "SELECT a.attname::text FROM pg_index i \
              CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord) \
@@ -85,6 +89,7 @@ pub async fn pg_tables(conn: &mut PgConnection) -> Result<Vec<TableInfo>, sqlx::
         tables.push(TableInfo {
             name,
             columns,
+            types,
             primary_key,
             parents,
         });
@@ -114,11 +119,12 @@ pub async fn sqlite_tables(conn: &mut SqliteConnection) -> Result<Vec<TableInfo>
     let mut tables = Vec::with_capacity(names.len());
     for name in names {
         // table_info omits generated and hidden columns, which cannot be inserted anyway.
-        let cols = sqlx::query("SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid")
+        let cols = sqlx::query("SELECT name, type, pk FROM pragma_table_info(?1) ORDER BY cid")
             .bind(&name)
             .fetch_all(&mut *conn)
             .await?;
         let mut columns = Vec::with_capacity(cols.len());
+        let mut types = Vec::with_capacity(cols.len());
         let mut pk = Vec::new();
         for c in &cols {
             let col: String = c.try_get("name")?;
@@ -127,6 +133,7 @@ pub async fn sqlite_tables(conn: &mut SqliteConnection) -> Result<Vec<TableInfo>
                 pk.push((pos, col.clone()));
             }
             columns.push(col);
+            types.push(c.try_get::<String, _>("type")?);
         }
         pk.sort();
         let parents: Vec<String> =
@@ -137,6 +144,7 @@ pub async fn sqlite_tables(conn: &mut SqliteConnection) -> Result<Vec<TableInfo>
         tables.push(TableInfo {
             name,
             columns,
+            types,
             primary_key: pk.into_iter().map(|(_, c)| c).collect(),
             parents: parents.into_iter().collect(),
         });
@@ -196,6 +204,7 @@ mod tests {
         TableInfo {
             name: name.into(),
             columns: vec![],
+            types: vec![],
             primary_key: vec![],
             parents: parents.iter().map(|p| p.to_string()).collect(),
         }

@@ -1,11 +1,14 @@
 //! Taking the snapshot: every platform table, read in one transaction so the backup is
 //! consistent while the platform keeps serving.
 //!
-//! PostgreSQL: one `REPEATABLE READ, READ ONLY` transaction; each row is dumped as its
-//! `row_to_json` text, verbatim, so every type (numeric, timestamptz, bytea, json, arrays…) keeps
-//! PostgreSQL's own lossless text form and is turned back into the column type by
-//! `json_populate_recordset` on restore. Sequences are read last (they are not transactional, so
-//! their values are at least as high as any id in the snapshot).
+//! PostgreSQL: one `REPEATABLE READ, READ ONLY` transaction; each row is an array of the
+//! columns' text forms (`array_to_json(ARRAY[col::text, …])`, SQL NULL as JSON `null`), so every
+//! type (numeric, timestamptz, bytea, json holding `null`, arrays, intervals…) keeps PostgreSQL's
+//! own lossless text representation and is cast back to the column type on restore. The session
+//! fixes the settings that shape that text (`DateStyle`, `IntervalStyle`, `extra_float_digits`,
+//! `bytea_output`, `TimeZone`) so the restore parses exactly what the dump wrote. Sequences are
+//! read last (they are not transactional, so their values are at least as high as any id in the
+//! snapshot).
 //!
 //! SQLite: one read transaction (WAL mode gives it a stable snapshot from its first read); each
 //! row is an array of values tagged by their storage class: `null`, a JSON integer (INTEGER), a
@@ -31,6 +34,12 @@ pub struct Snapshot {
     /// Tables in dependency order with their row counts.
     pub tables: Vec<TableCount>,
 }
+
+/// Session settings that fix PostgreSQL's text output (and input) formats, applied by both the
+/// dump and the restore.
+pub const PG_TEXT_SETTINGS: &str = "SET LOCAL DateStyle = 'ISO, YMD'; \
+     SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 3; \
+     SET LOCAL bytea_output = 'hex'; SET LOCAL TimeZone = 'UTC';";
 
 const SCHEMA_VERSION_SQL: &str =
     "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
@@ -78,7 +87,7 @@ async fn dump_postgres<W: Write + Send>(
         .execute(&mut *tx)
         .await
         .map_err(db("starting the snapshot"))?;
-    sqlx::query("SET LOCAL bytea_output = 'hex'")
+    sqlx::raw_sql(PG_TEXT_SETTINGS)
         .execute(&mut *tx)
         .await
         .map_err(db("starting the snapshot"))?;
@@ -101,10 +110,14 @@ async fn dump_postgres<W: Write + Send>(
                 columns: t.columns.clone(),
             }),
         )?;
-        // The alias is unlikely to clash with a column name (a column of the same name would
-        // shadow the whole-row reference).
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("{}::text", quote_ident(c)))
+            .collect();
         let sql = format!(
-            "SELECT row_to_json(tp_backup_row_)::text FROM {}.{} AS tp_backup_row_{}",
+            "SELECT array_to_json(ARRAY[{}]::text[])::text FROM {}.{}{}",
+            cols.join(", "),
             quote_ident(&schema),
             quote_ident(&t.name),
             order_by(t)

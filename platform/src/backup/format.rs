@@ -116,8 +116,8 @@ pub struct EncryptionInfo {
 pub enum Record {
     /// Starts a table; the `row` records until the next header belong to it.
     Table(TableHeader),
-    /// One row. PostgreSQL: the `row_to_json` object, verbatim. SQLite: an array of tagged
-    /// values in the header's column order (see [`super::dump`]).
+    /// One row: an array of values in the header's column order. PostgreSQL: each column's
+    /// text form or `null`. SQLite: values tagged by storage class (see [`super::dump`]).
     Row(Box<RawValue>),
     /// A sequence or autoincrement counter to restore after the rows.
     Sequence(SequenceValue),

@@ -202,12 +202,11 @@ impl BackupReader {
                     let Some(current) = tables.last_mut() else {
                         return bad("a row precedes the first table header".into());
                     };
-                    let ok = if sqlite {
-                        serde_json::from_str::<Vec<serde_json::Value>>(raw.get())
-                            .is_ok_and(|v| v.len() == columns)
-                    } else {
-                        raw.get().starts_with('{')
-                    };
+                    let ok =
+                        serde_json::from_str::<Vec<serde_json::Value>>(raw.get()).is_ok_and(|v| {
+                            v.len() == columns
+                                && (sqlite || v.iter().all(|x| x.is_string() || x.is_null()))
+                        });
                     if !ok {
                         return bad(format!(
                             "row {} of table {} does not match its header",

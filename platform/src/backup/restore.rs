@@ -39,7 +39,7 @@ pub struct RestoreReport {
     pub replaced_existing: bool,
 }
 
-/// Rows per `json_populate_recordset` statement on PostgreSQL.
+/// Rows per multi-row INSERT statement on PostgreSQL.
 const PG_BATCH_ROWS: usize = 500;
 /// Payload bytes per statement on PostgreSQL.
 const PG_BATCH_BYTES: usize = 1 << 20;
@@ -245,6 +245,10 @@ async fn restore_postgres(
         .execute(&mut *tx)
         .await
         .map_err(db("deferring constraints"))?;
+    sqlx::raw_sql(super::dump::PG_TEXT_SETTINGS)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("setting text formats"))?;
     // User triggers that fire on INSERT (4) or TRUNCATE (32) would re-apply side effects the
     // backup already contains; switch them off inside the transaction.
     let mut disabled: Vec<(String, String)> = Vec::new();
@@ -279,13 +283,12 @@ async fn restore_postgres(
     }
 
     let mut sequences: Vec<SequenceValue> = Vec::new();
-    let mut current: Option<(String, String)> = None; // (table, column list)
+    let mut current: Option<(String, String, String)> = None; // (table, columns, casts)
     let mut batch = String::new();
     let mut batch_rows = 0usize;
     async fn flush(
         tx: &mut sqlx::PgConnection,
-        table: &str,
-        cols: &str,
+        (table, cols, casts): &(String, String, String),
         batch: &mut String,
         rows: &mut usize,
     ) -> Result<(), BackupError> {
@@ -295,7 +298,7 @@ async fn restore_postgres(
         batch.push(']');
         let sql = format!(
             "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
-             SELECT {cols} FROM json_populate_recordset(NULL::{table}, $1::json)"
+             SELECT {casts} FROM json_array_elements($1::json) AS r"
         );
         sqlx::query(&sql)
             .bind(batch.as_str())
@@ -309,29 +312,45 @@ async fn restore_postgres(
     for record in reader.records()? {
         match record? {
             Record::Table(h) => {
-                if let Some((table, cols)) = &current {
-                    flush(tx, table, cols, &mut batch, &mut batch_rows).await?;
+                if let Some(target) = &current {
+                    flush(tx, target, &mut batch, &mut batch_rows).await?;
                 }
-                let cols: Vec<String> = h.columns.iter().map(|c| quote_ident(c)).collect();
-                current = Some((qualified(&h.name), cols.join(", ")));
+                let info = by_name.get(&h.name).ok_or_else(|| {
+                    BackupError::Refused(format!("the target lacks table {}", h.name))
+                })?;
+                let mut cols = Vec::with_capacity(h.columns.len());
+                let mut casts = Vec::with_capacity(h.columns.len());
+                for (i, c) in h.columns.iter().enumerate() {
+                    let ty = info
+                        .columns
+                        .iter()
+                        .position(|x| x == c)
+                        .and_then(|p| info.types.get(p))
+                        .ok_or_else(|| {
+                            BackupError::Refused(format!("the target lacks column {}.{c}", h.name))
+                        })?;
+                    cols.push(quote_ident(c));
+                    casts.push(format!("(r->>{i})::{ty}"));
+                }
+                current = Some((qualified(&h.name), cols.join(", "), casts.join(", ")));
             }
             Record::Row(raw) => {
-                let Some((table, cols)) = &current else {
+                let Some(target) = &current else {
                     return Err(BackupError::Verification("a row precedes its table".into()));
                 };
                 batch.push(if batch_rows == 0 { '[' } else { ',' });
                 batch.push_str(raw.get());
                 batch_rows += 1;
                 if batch_rows >= PG_BATCH_ROWS || batch.len() >= PG_BATCH_BYTES {
-                    flush(tx, table, cols, &mut batch, &mut batch_rows).await?;
+                    flush(tx, target, &mut batch, &mut batch_rows).await?;
                 }
             }
             Record::Sequence(s) => sequences.push(s),
             Record::End(_) => break,
         }
     }
-    if let Some((table, cols)) = &current {
-        flush(tx, table, cols, &mut batch, &mut batch_rows).await?;
+    if let Some(target) = &current {
+        flush(tx, target, &mut batch, &mut batch_rows).await?;
     }
 
     // Check deferred constraints now, so that nothing non-transactional (setval) happens before
