@@ -1,5 +1,10 @@
 //! `tradeplane-operator` binary: see [`tradeplane_operator::cli`].
 
+/// The global allocator of the release images (feature `mimalloc`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,6 +1,11 @@
 //! `tradeplane-platform`: the trading service binary. The command line lives in
 //! [`tradeplane_platform::cli`]; this file only wires it to the implementations.
 
+/// The global allocator of the release images (feature `mimalloc`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;
