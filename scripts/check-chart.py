@@ -389,7 +389,7 @@ def invariants(objs: list[dict], values: dict, namespace: str) -> list[str]:
         if op.get("leaderElection", {}).get("enabled", True) and not (
                 le and le[0]["metadata"]["namespace"] == namespace
                 and le[0]["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                                        "verbs": ["get", "create", "update", "patch"]}]):
+                                        "verbs": ["get", "create", "patch"]}]):
             problems.append("leader election needs a leases Role in the release namespace")
     deps = by_kind.get("Deployment", [])
     if len(deps) != 1:
