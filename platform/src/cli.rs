@@ -2,7 +2,7 @@
 //! operator's CronJob command, for one) can check their argument lists against the real parser.
 //!
 //! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR [--keep-days N] [--keep-last N]
-//! [--metrics-file PATH]`, `backup verify FILE`, `restore FILE [--force]`.
+//! [--metrics-file PATH]`, `backup verify FILE`, `backup list DIR`, `restore FILE [--force]`.
 
 use std::path::PathBuf;
 
@@ -63,6 +63,11 @@ pub enum BackupAction {
         /// The backup file.
         file: PathBuf,
     },
+    /// List the backups in a directory, newest first (for distroless images without `ls`).
+    List {
+        /// The backup directory, e.g. /backups.
+        dir: PathBuf,
+    },
 }
 
 /// `restore FILE [--force]`.
@@ -110,6 +115,14 @@ mod tests {
             cli.command,
             Some(Command::Backup(BackupArgs {
                 action: Some(BackupAction::Verify { .. }),
+                ..
+            }))
+        ));
+        let cli = parse(&["backup", "list", "/backups"]).expect("list");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Backup(BackupArgs {
+                action: Some(BackupAction::List { .. }),
                 ..
             }))
         ));

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             },
             Command::Backup(args) => match &args.action {
                 Some(BackupAction::Verify { file }) => backup::command::verify(file),
+                Some(BackupAction::List { dir }) => backup::command::list(dir),
                 None => backup::command::backup(&config, &args).await,
             },
             Command::Restore(args) => {

@@ -808,6 +808,12 @@ async fn cli_commands_and_exit_codes() {
         .expect("a backup file");
     let file_s = file.to_str().expect("utf-8");
 
+    let (code, stdout, _) = run(&target_db, None, &["backup", "list", dest_s]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(file_s) && stdout.contains("encrypted"),
+        "{stdout}"
+    );
     let (code, stdout, _) = run(&target_db, Some(&key_b64), &["backup", "verify", file_s]);
     assert_eq!(code, 0);
     assert!(stdout.contains("backup OK"), "{stdout}");

@@ -165,6 +165,41 @@ pub fn verify(file: &Path) -> u8 {
     }
 }
 
+/// `backup list DIR`: the backups this tool made in `DIR`, newest first, one per line
+/// (`file created_at backend schema_version rows bytes encrypted|plain`).
+pub fn list(dir: &Path) -> u8 {
+    let result = super::retention::candidates(dir);
+    match result {
+        Ok(mut found) => {
+            found.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+            for c in &found {
+                let header = std::fs::File::open(&c.path)
+                    .map_err(|e| BackupError::io("cannot open", e))
+                    .and_then(|f| format::read_header(&mut std::io::BufReader::new(f)));
+                let size = std::fs::metadata(&c.path).map(|m| m.len()).unwrap_or(0);
+                if let Ok((m, _)) = header {
+                    println!(
+                        "{} {} {} schema={} rows={} bytes={} {}",
+                        c.path.display(),
+                        m.created_at.to_rfc3339(),
+                        m.backend,
+                        m.schema_version,
+                        m.total_rows,
+                        size,
+                        if m.encryption.is_some() {
+                            "encrypted"
+                        } else {
+                            "plain"
+                        }
+                    );
+                }
+            }
+            EXIT_OK
+        }
+        Err(e) => fail("list", &e),
+    }
+}
+
 /// `restore FILE [--force]`.
 pub async fn restore(config: &Config, file: &Path, force: bool) -> u8 {
     let started = Instant::now();
