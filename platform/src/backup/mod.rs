@@ -165,6 +165,7 @@ pub async fn create_backup(
     let started = Instant::now();
     std::fs::create_dir_all(&opts.dest)
         .map_err(|e| BackupError::io(&format!("cannot create {}", opts.dest.display()), e))?;
+    retention::remove_stale_temps(&opts.dest, std::time::Duration::from_secs(24 * 3600));
     let final_path = opts.dest.join(format::file_name(opts.now));
     if final_path.exists() {
         return Err(BackupError::io(

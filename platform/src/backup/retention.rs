@@ -131,6 +131,32 @@ pub fn prune(
     Ok(report)
 }
 
+/// Removes temporary files of backup runs that died (OOM-killed, node lost) more than a day ago,
+/// so a crashing CronJob cannot slowly fill the volume. Only hidden files named
+/// `.tradeplane-backup-*.tmp` are considered; a run in progress is far younger than a day.
+pub fn remove_stale_temps(dir: &Path, max_age: std::time::Duration) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.starts_with(&format!(".{}", format::FILE_PREFIX)) && name.ends_with(".tmp");
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if ours && old && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::warn!(file = %entry.path().display(), "removed a stale temporary file of an interrupted backup");
+            removed.push(entry.path());
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +172,23 @@ mod tests {
         let mut n: Vec<&str> = v.iter().filter_map(|c| c.path.to_str()).collect();
         n.sort();
         n
+    }
+
+    #[test]
+    fn only_old_temporary_files_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = dir
+            .path()
+            .join(".tradeplane-backup-20200101T000000.000Z.tpb.7.tmp");
+        let other = dir.path().join(".something-else.tmp");
+        for p in [&stale, &other] {
+            std::fs::write(p, b"x").expect("write");
+        }
+        assert!(remove_stale_temps(dir.path(), std::time::Duration::from_secs(3600)).is_empty());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let removed = remove_stale_temps(dir.path(), std::time::Duration::from_millis(1));
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists() && other.exists());
     }
 
     #[test]
