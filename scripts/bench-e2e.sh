@@ -136,6 +136,8 @@ if [[ $ready != 1 ]]; then
   tail -n 30 "$WORK/platform.log" >&2
   exit 1
 fi
+# Start-up lines (e.g. the 503s of /health/ready while it was starting) are not the run's.
+log_lines_at_ready=$(wc -l <"$WORK/platform.log")
 
 echo "== load generator: levels $LEVELS, $ORDERS_PER_LEVEL requests or ${MAX_SECONDS}s per level, $ACCOUNTS accounts" >&2
 LOADGEN_ADMIN_PASSWORD="$ADMIN_PASSWORD" "$BIN/tradeplane-loadgen" \
@@ -143,10 +145,19 @@ LOADGEN_ADMIN_PASSWORD="$ADMIN_PASSWORD" "$BIN/tradeplane-loadgen" \
   --levels "$LEVELS" --orders-per-level "$ORDERS_PER_LEVEL" --max-seconds "$MAX_SECONDS" \
   --accounts "$ACCOUNTS" --csv "$WORK/platform.csv" | tee "$WORK/platform.txt"
 
-if grep -q '"level":"ERROR"' "$WORK/platform.log"; then
+if tail -n +"$((log_lines_at_ready + 1))" "$WORK/platform.log" | grep -q '"level":"ERROR"'; then
   echo "bench-e2e: the platform logged errors during the run (first lines):" >&2
-  grep '"level":"ERROR"' "$WORK/platform.log" | head -n 5 >&2
+  tail -n +"$((log_lines_at_ready + 1))" "$WORK/platform.log" | grep '"level":"ERROR"' | head -n 5 >&2
 fi
+# Where the time went: the platform's CPU seconds, and what the run wrote per table and commit.
+if [[ -r /proc/$PLATFORM_PID/stat ]]; then
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "platform CPU: %.1fs user, %.1fs system\n", $14 / hz, $15 / hz }' \
+    "/proc/$PLATFORM_PID/stat" | tee "$WORK/platform-cpu.txt" >&2
+fi
+psql -Atq -F' ' -d "$DB_APP" -c "
+  SELECT 'commits', xact_commit, 'rollbacks', xact_rollback FROM pg_stat_database WHERE datname = current_database();
+  SELECT relname, 'ins', n_tup_ins, 'upd', n_tup_upd, 'del', n_tup_del FROM pg_stat_user_tables
+   WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname;" | tee "$WORK/db-writes.txt" >&2
 # Stop the platform first so pgbench has the machine (and the connection slots) to itself.
 stop_platform
 

@@ -551,10 +551,13 @@ impl Stats {
 const MAX_OPEN: usize = 64;
 
 /// One simulated client: places and cancels until the level's budget or deadline is used up.
-#[allow(clippy::too_many_arguments)]
+///
+/// Each order is sent as a trader picked at random from `tokens` (one connection carrying many
+/// users, like a gateway), so even a single client trades instead of self-trade-preventing;
+/// a cancel is sent as the order's owner.
 async fn worker(
     mut conn: Conn,
-    token: String,
+    tokens: Arc<Vec<String>>,
     mut rng: Rng,
     tag: String,
     issued: Arc<AtomicU64>,
@@ -562,8 +565,10 @@ async fn worker(
     deadline: Instant,
 ) -> Stats {
     let mut stats = Stats::default();
-    let mut open: Vec<i64> = Vec::new();
+    // Orders this worker saw resting, with the index of their owner in `tokens`.
+    let mut open: Vec<(i64, usize)> = Vec::new();
     let mut n = 0_u64;
+    let mut trader = 0_usize;
     while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < budget {
         n += 1;
         let roll = rng.below(100);
@@ -578,19 +583,25 @@ async fn worker(
         let started = Instant::now();
         let result = if op == Op::Cancel {
             stats.cancels += 1;
-            let id = open.swap_remove(rng.below(open.len() as u64) as usize);
+            let (id, owner) = open.swap_remove(rng.below(open.len() as u64) as usize);
             conn.call(
                 Method::DELETE,
                 &format!("/api/v1/orders/{id}"),
-                Some(&token),
+                Some(&tokens[owner]),
                 None,
             )
             .await
         } else {
             stats.places += 1;
+            trader = rng.below(tokens.len() as u64) as usize;
             let body = order_body(&mut rng, op, &format!("{tag}-{n}"));
-            conn.call(Method::POST, "/api/v1/orders", Some(&token), Some(&body))
-                .await
+            conn.call(
+                Method::POST,
+                "/api/v1/orders",
+                Some(&tokens[trader]),
+                Some(&body),
+            )
+            .await
         };
         let elapsed = started.elapsed();
         match result {
@@ -619,7 +630,7 @@ async fn worker(
                                 Some("new" | "partially_filled")
                             );
                             if let (true, Some(id)) = (resting, order["id"].as_i64()) {
-                                open.push(id);
+                                open.push((id, trader));
                             }
                         }
                     }
@@ -772,12 +783,12 @@ async fn run_level(
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.max_seconds);
+    let tokens: Arc<Vec<String>> = Arc::new(traders.iter().map(|t| t.token.clone()).collect());
     let mut handles = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
-        let trader = &traders[w % traders.len()];
         handles.push(tokio::spawn(worker(
             Conn::new(target.clone(), args.timeout),
-            trader.token.clone(),
+            tokens.clone(),
             Rng::new(seed ^ ((concurrency as u64) << 32) ^ w as u64),
             format!("{run}-c{concurrency}-w{w}"),
             issued.clone(),
@@ -1036,7 +1047,7 @@ mod tests {
         let target = resolve(&format!("http://127.0.0.1:{port}")).await.unwrap();
         let stats = worker(
             Conn::new(target, Duration::from_secs(2)),
-            "t".into(),
+            Arc::new(vec!["t".into()]),
             Rng::new(1),
             "x".into(),
             Arc::new(AtomicU64::new(0)),
