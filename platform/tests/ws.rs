@@ -309,17 +309,15 @@ async fn stream_snapshot_then_contiguous_events() {
     // The unsubscribe is handled before the next event is read; a ping round-trip proves it
     // arrived before the order below.
     ws.send(Message::Ping(vec![1].into())).await.expect("ping");
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("pong")
-            .expect("open")
-            .expect("frame");
-        if matches!(msg, Message::Pong(_)) {
-            break;
-        }
-        panic!("unexpected message before the pong: {msg:?}");
-    }
+    let msg = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("pong")
+        .expect("open")
+        .expect("frame");
+    assert!(
+        matches!(msg, Message::Pong(_)),
+        "unexpected message before the pong: {msg:?}"
+    );
     place(
         &state,
         &bob,
