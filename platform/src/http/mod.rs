@@ -7,6 +7,7 @@ pub mod extract;
 pub mod health;
 pub mod market;
 pub mod middleware;
+pub mod openapi;
 pub mod orders;
 
 use axum::Router;
@@ -90,6 +91,7 @@ fn api() -> Router<AppState> {
         .route("/markets/{symbol}/trades", get(market::trades))
         .route("/markets/{symbol}/ticker", get(market::ticker))
         .route("/ws", get(market::ws))
+        .route("/openapi.json", get(openapi::document))
 }
 
 /// `/metrics`: the Prometheus text exposition.
