@@ -17,15 +17,34 @@ use crate::config::Config;
 use crate::store::{Store, StoreOptions};
 
 fn open_store(config: &Config) -> Result<Store, BackupError> {
-    Store::open(&StoreOptions {
-        url: config.database_url.clone(),
-        max_connections: 2,
-        acquire_timeout: config.database_connect_timeout.max(Duration::from_secs(5)),
-    })
-    .map_err(|source| BackupError::Database {
+    let acquire_timeout = config.database_connect_timeout.max(Duration::from_secs(5));
+    let db_err = |source| BackupError::Database {
         context: "opening DATABASE_URL".into(),
         source,
-    })
+    };
+    if config.database_url.starts_with("sqlite:") {
+        return Store::open(&StoreOptions {
+            url: config.database_url.clone(),
+            max_connections: 2,
+            acquire_timeout,
+        })
+        .map_err(db_err);
+    }
+    // Own PostgreSQL pool: a dump streams each table in one long statement, which the service's
+    // slow-statement warning would report on every run; and a distinct application_name shows
+    // the backup in pg_stat_activity.
+    use sqlx::ConnectOptions;
+    let connect =
+        <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&config.database_url)
+            .map_err(db_err)?
+            .application_name("tradeplane-backup")
+            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
+    Ok(Store::Postgres(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(connect),
+    ))
 }
 
 fn fail(operation: &str, e: &BackupError) -> u8 {
