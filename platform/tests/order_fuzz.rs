@@ -20,7 +20,13 @@ use tradeplane_platform::state::AppState;
 use tradeplane_platform::store::Store;
 
 const ADMIN: (&str, &str) = ("root", "root-password-long");
-const ADMIN_ENV: &[(&str, &str)] = &[("ADMIN_USERNAME", ADMIN.0), ("ADMIN_PASSWORD", ADMIN.1)];
+/// The admin, and rate limits high enough that every case reaches the order handler.
+const ENV: &[(&str, &str)] = &[
+    ("ADMIN_USERNAME", ADMIN.0),
+    ("ADMIN_PASSWORD", ADMIN.1),
+    ("RATE_LIMIT_PER_SECOND", "1000000"),
+    ("RATE_LIMIT_BURST", "1000000"),
+];
 
 /// A request body: JSON, or raw text that may not be JSON at all.
 #[derive(Clone)]
@@ -417,6 +423,12 @@ async fn check(
         return Ok(None);
     }
     prop_assert!(status.is_client_error(), "{body:?} -> {status} {shown}");
+    prop_assert_ne!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate limited although the test raised the limits: {}",
+        shown
+    );
     let err: Value = serde_json::from_slice(&bytes)
         .map_err(|e| TestCaseError::fail(format!("{status} without a JSON body: {e}: {shown}")))?;
     for key in ["code", "message"] {
@@ -439,7 +451,7 @@ fn random_order_bodies_never_5xx_and_rejections_change_nothing() {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (state, token) = rt.block_on(async {
-        let state = common::started_state(&dir, ADMIN_ENV).await;
+        let state = common::started_state(&dir, ENV).await;
         let token = funded_trader(&state).await;
         (state, token)
     });
