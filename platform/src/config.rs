@@ -68,6 +68,46 @@ pub struct Config {
     pub demo: bool,
     /// `ENABLE_DEBUG_ENDPOINTS`: serves `/debug/sleep` (tests only; never in production).
     pub enable_debug_endpoints: bool,
+    /// Rate limits, overload protection, circuit breakers, caching and CORS.
+    pub resilience: ResilienceConfig,
+}
+
+/// The knobs of [`crate::resilience`], grouped so that tests can tweak one without the rest.
+///
+/// Rates are requests per period with a burst: a client may send `burst` requests at once and
+/// then one every `period / rate`.
+#[derive(Debug, Clone)]
+pub struct ResilienceConfig {
+    /// `RATE_LIMIT_PER_SECOND`: sustained API requests per second per client IP and per account.
+    pub rate_per_second: u32,
+    /// `RATE_LIMIT_BURST`: requests a client may send at once on top of the sustained rate.
+    pub rate_burst: u32,
+    /// `LOGIN_RATE_LIMIT_PER_MINUTE`: login and registration attempts per minute per client IP,
+    /// and login attempts per minute per username.
+    pub login_per_minute: u32,
+    /// `FAILED_LOGIN_LIMIT_PER_HOUR`: failed logins per account per hour before the account's
+    /// logins are refused (`login_locked`) until the hour has refilled.
+    pub failed_logins_per_hour: u32,
+    /// `FORWARDED_FOR_HOPS`: 0 ignores `X-Forwarded-For` (the peer address is the client);
+    /// N takes the N-th address from the right (N trusted proxies in front).
+    pub forwarded_for_hops: usize,
+    /// `MAX_CONCURRENT_REQUESTS`: API requests served at once; beyond it requests are shed with
+    /// a fast 503 `overloaded`.
+    pub max_concurrent_requests: usize,
+    /// `CANCEL_RESERVED_REQUESTS`: extra concurrency only order cancels may use, so cancels are
+    /// shed strictly after new orders.
+    pub cancel_reserved_requests: usize,
+    /// `REQUEST_BODY_TIMEOUT_SECONDS`: how long a client may take to send its request body.
+    pub request_body_timeout: Duration,
+    /// `BREAKER_FAILURE_THRESHOLD`: consecutive failures that open a dependency's breaker.
+    pub breaker_failure_threshold: u32,
+    /// `BREAKER_OPEN_SECONDS`: how long an open breaker fails fast before letting a probe through.
+    pub breaker_open: Duration,
+    /// `MARKET_CACHE_TTL_MS`: lifetime of a cached market-data read (both levels).
+    pub market_cache_ttl: Duration,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call the API from a browser,
+    /// or `*`; empty disables CORS (same-origin only).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Config {
@@ -168,7 +208,100 @@ impl Config {
             }
         };
 
+        let rate_per_second = number(
+            get("RATE_LIMIT_PER_SECOND"),
+            "RATE_LIMIT_PER_SECOND",
+            50,
+            1,
+            1_000_000,
+        )? as u32;
+        let cors_allowed_origins: Vec<String> = get("CORS_ALLOWED_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for origin in &cors_allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return Err(ConfigError {
+                    var: "CORS_ALLOWED_ORIGINS",
+                    reason: format!(
+                        "{origin:?} is not `*` or an origin such as https://app.example.com"
+                    ),
+                });
+            }
+        }
+        if cors_allowed_origins.len() > 1 && cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError {
+                var: "CORS_ALLOWED_ORIGINS",
+                reason: "`*` cannot be combined with explicit origins".into(),
+            });
+        }
+        let resilience = ResilienceConfig {
+            rate_per_second,
+            rate_burst: number(
+                get("RATE_LIMIT_BURST"),
+                "RATE_LIMIT_BURST",
+                100,
+                1,
+                1_000_000,
+            )? as u32,
+            login_per_minute: number(
+                get("LOGIN_RATE_LIMIT_PER_MINUTE"),
+                "LOGIN_RATE_LIMIT_PER_MINUTE",
+                10,
+                1,
+                100_000,
+            )? as u32,
+            failed_logins_per_hour: number(
+                get("FAILED_LOGIN_LIMIT_PER_HOUR"),
+                "FAILED_LOGIN_LIMIT_PER_HOUR",
+                20,
+                1,
+                100_000,
+            )? as u32,
+            forwarded_for_hops: number(get("FORWARDED_FOR_HOPS"), "FORWARDED_FOR_HOPS", 0, 0, 10)?
+                as usize,
+            max_concurrent_requests: number(
+                get("MAX_CONCURRENT_REQUESTS"),
+                "MAX_CONCURRENT_REQUESTS",
+                512,
+                1,
+                1_000_000,
+            )? as usize,
+            cancel_reserved_requests: number(
+                get("CANCEL_RESERVED_REQUESTS"),
+                "CANCEL_RESERVED_REQUESTS",
+                64,
+                0,
+                1_000_000,
+            )? as usize,
+            request_body_timeout: secs("REQUEST_BODY_TIMEOUT_SECONDS", 10, 1, 3600)?,
+            breaker_failure_threshold: number(
+                get("BREAKER_FAILURE_THRESHOLD"),
+                "BREAKER_FAILURE_THRESHOLD",
+                5,
+                1,
+                1000,
+            )? as u32,
+            breaker_open: secs("BREAKER_OPEN_SECONDS", 5, 1, 3600)?,
+            market_cache_ttl: Duration::from_millis(number(
+                get("MARKET_CACHE_TTL_MS"),
+                "MARKET_CACHE_TTL_MS",
+                1000,
+                0,
+                3_600_000,
+            )?),
+            cors_allowed_origins,
+        };
+
         Ok(Config {
+            resilience,
             demo: false,
             instruments,
             admin,
@@ -277,6 +410,19 @@ mod tests {
             ("ENABLE_DEBUG_ENDPOINTS", "maybe"),
             ("ADMIN_PASSWORD", "short"),
             ("INSTRUMENTS", "[{\"symbol\": 5}]"),
+            ("RATE_LIMIT_PER_SECOND", "0"),
+            ("RATE_LIMIT_BURST", "many"),
+            ("LOGIN_RATE_LIMIT_PER_MINUTE", "0"),
+            ("FAILED_LOGIN_LIMIT_PER_HOUR", "-3"),
+            ("FORWARDED_FOR_HOPS", "99"),
+            ("MAX_CONCURRENT_REQUESTS", "0"),
+            ("CANCEL_RESERVED_REQUESTS", "x"),
+            ("REQUEST_BODY_TIMEOUT_SECONDS", "0"),
+            ("BREAKER_FAILURE_THRESHOLD", "0"),
+            ("BREAKER_OPEN_SECONDS", "0"),
+            ("MARKET_CACHE_TTL_MS", "soon"),
+            ("CORS_ALLOWED_ORIGINS", "example.com"),
+            ("CORS_ALLOWED_ORIGINS", "*,https://a.example"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).expect_err(var);
@@ -301,5 +447,50 @@ mod tests {
         assert!(!c.jwt_secret_generated);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn resilience_defaults_follow_the_contract() {
+        let r = Config::from_vars(vars(&[])).expect("defaults").resilience;
+        assert_eq!(r.rate_per_second, 50);
+        assert_eq!(r.rate_burst, 100);
+        assert_eq!(r.login_per_minute, 10);
+        assert_eq!(r.failed_logins_per_hour, 20);
+        assert_eq!(r.forwarded_for_hops, 0);
+        assert!(r.cors_allowed_origins.is_empty(), "CORS is off by default");
+        assert!(
+            r.cancel_reserved_requests > 0,
+            "cancels have a reserve by default"
+        );
+    }
+
+    #[test]
+    fn resilience_values_are_read() {
+        let r = Config::from_vars(vars(&[
+            ("RATE_LIMIT_PER_SECOND", "7"),
+            ("RATE_LIMIT_BURST", "9"),
+            ("LOGIN_RATE_LIMIT_PER_MINUTE", "3"),
+            ("FAILED_LOGIN_LIMIT_PER_HOUR", "4"),
+            ("MAX_CONCURRENT_REQUESTS", "2"),
+            ("CANCEL_RESERVED_REQUESTS", "0"),
+            ("MARKET_CACHE_TTL_MS", "0"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                " https://a.example/ , http://localhost:3000",
+            ),
+        ]))
+        .expect("valid")
+        .resilience;
+        assert_eq!((r.rate_per_second, r.rate_burst), (7, 9));
+        assert_eq!((r.login_per_minute, r.failed_logins_per_hour), (3, 4));
+        assert_eq!(
+            (r.max_concurrent_requests, r.cancel_reserved_requests),
+            (2, 0)
+        );
+        assert_eq!(r.market_cache_ttl, Duration::ZERO);
+        assert_eq!(
+            r.cors_allowed_origins,
+            vec!["https://a.example", "http://localhost:3000"]
+        );
     }
 }

@@ -45,6 +45,24 @@ pub enum ApiError {
     /// A dependency is unavailable; the client may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A rate limit refused the request (429 `rate_limited`, or `login_locked` after too many
+    /// failed logins); `retry_after` is when it would be accepted.
+    #[error("{message}")]
+    RateLimited {
+        /// `rate_limited` or `login_locked`.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+        /// The `Retry-After` and `RateLimit` header values.
+        headers: crate::resilience::ratelimit::LimitHeaders,
+    },
+    /// The service is saturated and shed the request (503 `overloaded`); retry with backoff.
+    #[error("{0}")]
+    Overloaded(String),
+    /// A dependency's circuit breaker is open or the dependency failed (503
+    /// `dependency_unavailable`); the request was not attempted, or failed without effect.
+    #[error("{0}")]
+    DependencyUnavailable(String),
     /// A bug or an unexpected failure; details go to the log, not the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -62,7 +80,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::Overloaded(_)
+            | ApiError::DependencyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,7 +91,9 @@ impl ApiError {
     /// The stable code string clients can switch on.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unprocessable { code, .. } => code,
+            ApiError::Unprocessable { code, .. } | ApiError::RateLimited { code, .. } => code,
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::DependencyUnavailable(_) => "dependency_unavailable",
             other => code_for_status(other.status()),
         }
     }
@@ -79,8 +102,11 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                ApiError::Unavailable("the database is unavailable, retry later".into())
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => {
+                ApiError::DependencyUnavailable("the database is unavailable, retry later".into())
             }
             other => ApiError::Internal(other.into()),
         }
@@ -114,7 +140,21 @@ impl IntoResponse for ApiError {
             message,
             request_id: None,
         };
+        let db_failed = matches!(self, ApiError::DependencyUnavailable(_));
+        let headers = match &self {
+            ApiError::RateLimited { headers, .. } => Some(headers.clone()),
+            _ => None,
+        };
         let mut response = (status, Json(body.clone())).into_response();
+        if let Some(headers) = headers {
+            headers.apply(response.headers_mut());
+        }
+        if db_failed {
+            // Read by the database breaker middleware: this request saw the database fail.
+            response
+                .extensions_mut()
+                .insert(crate::resilience::breaker::DbOutcome::Failed);
+        }
         // The json_errors middleware adds the request id from this marker.
         response.extensions_mut().insert(body);
         response

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::{Cache, CacheMode};
+use crate::resilience::breaker::{Breaker, BreakerState};
 use crate::store::Store;
 
 /// How long one database check may take before it counts as a failure.
@@ -60,6 +61,7 @@ struct Inner {
     draining: AtomicBool,
     db: Mutex<DbState>,
     disk: Mutex<DiskState>,
+    breakers: std::sync::OnceLock<Vec<Breaker>>,
 }
 
 /// One check in a health report.
@@ -114,8 +116,19 @@ impl Health {
                 draining: AtomicBool::new(false),
                 db: Mutex::new(DbState::default()),
                 disk: Mutex::new(DiskState::default()),
+                breakers: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Attaches the circuit breakers: they are reported in `/health`, and the background
+    /// database check feeds the one named `database` (so it closes again without traffic).
+    pub fn set_breakers(&self, breakers: Vec<Breaker>) {
+        let _ = self.inner.breakers.set(breakers);
+    }
+
+    fn breakers(&self) -> &[Breaker] {
+        self.inner.breakers.get().map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Marks start-up (migrations, warm-up) as done.
@@ -178,6 +191,12 @@ impl Health {
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some(format!("no answer within {DB_CHECK_TIMEOUT:?}")),
         };
+        if let Some(b) = self.breakers().iter().find(|b| b.name() == "database") {
+            match &error {
+                None => b.success(),
+                Some(_) => b.failure(),
+            }
+        }
         {
             let mut db = self.inner.db.lock().unwrap_or_else(|p| p.into_inner());
             db.checked = true;
@@ -327,6 +346,11 @@ impl Health {
                 redis,
                 disk,
             },
+            breakers: self
+                .breakers()
+                .iter()
+                .map(|b| (b.name().to_owned(), b.state()))
+                .collect(),
         }
     }
 }
@@ -363,4 +387,7 @@ pub struct Report {
     pub database_backend: String,
     /// Each check.
     pub checks: Checks,
+    /// Circuit breaker state by dependency (`closed`, `open`, `half_open`).
+    #[serde(default)]
+    pub breakers: std::collections::BTreeMap<String, BreakerState>,
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod resilience;
 pub mod server;
 pub mod state;
 pub mod store;

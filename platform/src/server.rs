@@ -49,6 +49,25 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let trading =
         crate::trading::Trading::start(store.clone(), config.instruments.clone(), trading_metrics)?;
     let shutdown = CancellationToken::new();
+    let redis_client = config
+        .redis_url
+        .as_deref()
+        .map(redis::Client::open)
+        .transpose()
+        .context("REDIS_URL: cannot be used")?;
+    let resilience = crate::resilience::Resilience::new(
+        &config.resilience,
+        redis_client,
+        REDIS_PREFIX,
+        cache.clone(),
+        config.instruments.iter().map(|i| i.symbol.clone()),
+        metrics.registry(),
+    )
+    .context("registering resilience metrics")?;
+    resilience
+        .market
+        .spawn_invalidator(&trading, shutdown.clone());
+    health.set_breakers(resilience.breakers().map(Clone::clone).to_vec());
     if let Some(url) = &config.redis_url {
         let client = redis::Client::open(url.as_str()).context("REDIS_URL: cannot be used")?;
         crate::trading::fanout::start(&trading, client, shutdown.clone());
@@ -61,6 +80,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         cache,
         health,
         metrics,
+        resilience,
         shutdown,
     })
 }
@@ -167,6 +187,7 @@ pub async fn run(
 
     let app = crate::http::router(state.clone());
     let stop = state.shutdown.clone();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
     let mut server = tokio::spawn(async move { server.await });
 

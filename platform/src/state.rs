@@ -28,6 +28,8 @@ pub struct AppState {
     pub trading: crate::trading::Trading,
     /// The Prometheus registry and HTTP metrics.
     pub metrics: Metrics,
+    /// Rate limiters, load shedding, circuit breakers and the market-data cache.
+    pub resilience: crate::resilience::Resilience,
     /// Cancelled when a graceful shutdown starts. Long-lived connections (WebSockets) select on
     /// it and close themselves, because axum's graceful shutdown does not wait for upgraded
     /// connections.

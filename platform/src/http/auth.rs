@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiJson, AuthUser, RequestId};
 use crate::auth::{self, REFRESH_TOKEN_TTL_SECONDS, Role};
 use crate::error::ApiError;
+use crate::resilience::{self, ratelimit::LimitKind};
 use crate::state::AppState;
 use crate::store::{CreateUserError, NewAuditEvent, RotateOutcome, UserRecord};
 
@@ -169,11 +170,27 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// `POST /api/v1/auth/login`: checks the password and returns an access and a refresh token.
+///
+/// Besides the per-IP login limit (in the rate limit middleware), attempts are limited per
+/// username (`LOGIN_RATE_LIMIT_PER_MINUTE`, against credential stuffing from many addresses) and
+/// failed logins per username are capped per hour (`FAILED_LOGIN_LIMIT_PER_HOUR`): the failure
+/// that uses the cap up is audited as `login.locked`, and until the hour refills every login of
+/// that username, even with the right password, is refused with 429 `login_locked`.
 pub async fn login(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
+    let limiter = &state.resilience.limiter;
+    let user_key = body.username.to_lowercase();
+    let attempt = limiter.check(LimitKind::LoginUser, &user_key).await;
+    if !attempt.allowed {
+        return Err(resilience::limit_error(&attempt));
+    }
+    let lock = limiter.peek(LimitKind::FailedLogin, &user_key).await;
+    if !lock.allowed {
+        return Err(resilience::limit_error(&lock));
+    }
     let user = state.store.find_user(&body.username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let password = body.password.clone();
@@ -187,6 +204,23 @@ pub async fn login(
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
     let Some(user) = user.filter(|_| ok) else {
+        let failures = limiter.check(LimitKind::FailedLogin, &user_key).await;
+        if failures.allowed && failures.remaining == 0 {
+            tracing::warn!(username = %body.username, "failed-login cap reached; logins locked");
+            state
+                .store
+                .append_audit(&NewAuditEvent {
+                    actor: "anonymous".into(),
+                    action: "login.locked".into(),
+                    subject: Some(format!("username:{}", body.username)),
+                    request_id: request_id.clone(),
+                    details: serde_json::json!({
+                        "failed_logins_per_hour": failures.quota.burst,
+                        "locked_for_seconds": failures.quota.interval.as_secs(),
+                    }),
+                })
+                .await?;
+        }
         state
             .store
             .append_audit(&NewAuditEvent {

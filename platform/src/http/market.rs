@@ -1,12 +1,15 @@
 //! Public market data: instruments, book depth, recent trades, ticker, and the WebSocket stream.
-//! REST reads come from the database, so every replica answers the same.
+//! REST reads come from the database, so every replica answers the same, through the two-level
+//! market-data cache ([`crate::resilience::market_cache`]) that trades invalidate.
 
 use std::collections::HashSet;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
@@ -38,17 +41,59 @@ fn instrument(state: &AppState, symbol: &str) -> Result<Instrument, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no instrument {symbol}")))
 }
 
+/// A JSON response from already serialized bytes (a cached read).
+fn json_bytes(bytes: Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Serializes a fresh read for the cache.
+fn to_bytes<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Runs a market-data read through the cache (and the database breaker on a miss).
+async fn cached<F, Fut>(
+    state: &AppState,
+    cache: &'static str,
+    symbol: Option<&str>,
+    suffix: &str,
+    load: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Bytes, ApiError>>,
+{
+    let r = &state.resilience;
+    let bytes = r
+        .market
+        .get_or_load(cache, symbol, suffix, &r.db_breaker, load)
+        .await?;
+    Ok(json_bytes(bytes))
+}
+
 /// `GET /api/v1/instruments`: every instrument with its current trading status.
-pub async fn instruments(State(state): State<AppState>) -> Result<Json<Vec<Instrument>>, ApiError> {
-    let mut out = Vec::new();
-    for i in state.trading.instruments().values() {
-        let mut i = i.clone();
-        if let Some(row) = state.store.symbol_state(&i.symbol).await? {
-            i.status = persist_status(&row.status);
+pub async fn instruments(State(state): State<AppState>) -> Result<Response, ApiError> {
+    cached(&state, "instruments", None, "all", || async {
+        let mut out = Vec::new();
+        for i in state.trading.instruments().values() {
+            let mut i = i.clone();
+            if let Some(row) = state.store.symbol_state(&i.symbol).await? {
+                i.status = persist_status(&row.status);
+            }
+            out.push(i);
         }
-        out.push(i);
-    }
-    Ok(Json(out))
+        to_bytes(&out)
+    })
+    .await
 }
 
 /// One aggregated price level.
@@ -123,10 +168,17 @@ pub async fn book(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
     ApiQuery(q): ApiQuery<BookQuery>,
-) -> Result<Json<BookView>, ApiError> {
+) -> Result<Response, ApiError> {
     instrument(&state, &symbol)?;
     let depth = page_size(Some(q.depth.unwrap_or(20)))?;
-    Ok(Json(book_view(&state, &symbol, depth).await?))
+    cached(
+        &state,
+        "book",
+        Some(&symbol),
+        &depth.to_string(),
+        || async { to_bytes(&book_view(&state, &symbol, depth).await?) },
+    )
+    .await
 }
 
 /// Query of the trades endpoint.
@@ -143,14 +195,20 @@ pub async fn trades(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
     ApiQuery(q): ApiQuery<TradesQuery>,
-) -> Result<Json<Vec<TradeView>>, ApiError> {
+) -> Result<Response, ApiError> {
     instrument(&state, &symbol)?;
-    Ok(Json(
-        state
-            .store
-            .recent_trades(&symbol, page_size(q.limit)?)
-            .await?,
-    ))
+    let limit = page_size(q.limit)?;
+    cached(
+        &state,
+        "trades",
+        Some(&symbol),
+        &limit.to_string(),
+        || async {
+            let trades: Vec<TradeView> = state.store.recent_trades(&symbol, limit).await?;
+            to_bytes(&trades)
+        },
+    )
+    .await
 }
 
 /// Ticker of one symbol.
@@ -174,11 +232,22 @@ pub struct Ticker {
 pub async fn ticker(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
-) -> Result<Json<Ticker>, ApiError> {
+) -> Result<Response, ApiError> {
     let inst = instrument(&state, &symbol)?;
+    cached(&state, "ticker", Some(&symbol), "", || {
+        ticker_view(&state, inst, symbol.clone())
+    })
+    .await
+}
+
+async fn ticker_view(
+    state: &AppState,
+    inst: Instrument,
+    symbol: String,
+) -> Result<Bytes, ApiError> {
     let row = state.store.symbol_state(&symbol).await?;
     let best = |levels: Vec<(i64, i64, i64)>| levels.first().map(|l| Price::from_raw(l.0));
-    Ok(Json(Ticker {
+    to_bytes(&Ticker {
         status: row
             .as_ref()
             .map(|r| persist_status(&r.status))
@@ -193,7 +262,7 @@ pub async fn ticker(
                 .await?,
         ),
         symbol,
-    }))
+    })
 }
 
 /// `POST /api/v1/admin/markets/{symbol}/halt`.

@@ -19,18 +19,23 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
+use crate::resilience;
 use crate::state::AppState;
 
 /// Builds the whole application: health, metrics and API routes behind the middleware stack.
 ///
 /// Layers, outermost first: sensitive headers are marked (so they are never logged), a request id
 /// is taken from `x-request-id` or made, a tracing span carries it into every log line of the
-/// request, the id is echoed in the response, errors get the JSON envelope, panics become 500s,
-/// metrics are recorded, then the timeout and body limits apply.
+/// request, the id is echoed in the response, security headers (and CORS, when configured) are
+/// added, errors get the JSON envelope, metrics are recorded, API requests are shed at the
+/// concurrency limit, rate limited and guarded by the database breaker (see
+/// [`crate::resilience`]), panics become 500s, then the timeout, body deadline and body limits
+/// apply.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let mut routes = Router::new()
@@ -45,17 +50,42 @@ pub fn router(state: AppState) -> Router {
     }
 
     // Router::layer wraps what is already there, so the layers below are listed innermost first.
-    routes
+    routes = routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, config.request_timeout))
+        .layer(RequestBodyTimeoutLayer::new(
+            config.resilience.request_body_timeout,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            resilience::db_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            resilience::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            resilience::shed,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             middleware::track_metrics,
         ))
         .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(tower::util::option_layer(resilience::cors(
+            &config.resilience,
+        )));
+    for (name, value) in resilience::security_headers() {
+        routes = routes.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    routes
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let request_id = req
@@ -96,6 +126,7 @@ fn api() -> Router<AppState> {
 
 /// `/metrics`: the Prometheus text exposition.
 async fn metrics(State(state): State<AppState>) -> Response {
+    state.resilience.refresh_gauges();
     match state.metrics.render(&state.store, &state.cache) {
         Ok(text) => (
             [(header::CONTENT_TYPE, middleware::prometheus_content_type())],
