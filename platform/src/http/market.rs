@@ -21,8 +21,8 @@ use super::extract::{AdminUser, ApiQuery, RequestId};
 use super::orders::page_size;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::trading::persist_status;
 use crate::trading::views::TradeView;
+use crate::trading::{MarketEvent, persist_status};
 
 /// An instrument with its current status.
 #[derive(Debug, Serialize, Deserialize)]
@@ -369,7 +369,9 @@ async fn stream(state: AppState, mut socket: WebSocket) {
                         continue; // already reflected in the snapshot
                     }
                     *seen = event.md_seq;
-                    if !send_json(&mut socket, &*event).await {
+                    // `origin` is the replicas' bookkeeping, not market data.
+                    let public = MarketEvent { origin: String::new(), ..(*event).clone() };
+                    if !send_json(&mut socket, &public).await {
                         break;
                     }
                 }

@@ -14,7 +14,10 @@ use tradeplane_engine::order::{AccountId, NewOrder, OrderId, OrderType, TimeInFo
 
 use super::market::MarketEvent;
 use super::metrics::TradingMetrics;
-use super::persist::{OrderUpdate, PendingOrder, SymbolRow, TradingTx, side_str, status_from_str};
+use super::persist::{
+    AccountDelta, OrderUpdate, PendingOrder, SymbolRow, TradingTx, side_str, status_from_str,
+};
+use super::views::OrderView;
 use super::{Command, Done, MAX_BATCH, Refusal, Reply, Request};
 use crate::store::{NewAuditEvent, Store};
 
@@ -34,6 +37,10 @@ struct Committed {
     /// (symbol, side, type, outcome) per place command, for metrics.
     outcomes: Vec<(String, &'static str, &'static str, &'static str)>,
     trades: Vec<(String, Qty)>,
+    /// Net balance change per account, written once at the end of the batch.
+    balances: BTreeMap<i64, AccountDelta>,
+    /// Audit records, written in one statement at the end of the batch.
+    audits: Vec<NewAuditEvent>,
 }
 
 fn status_str(s: OrderStatus) -> &'static str {
@@ -251,6 +258,8 @@ impl Matcher {
             public: Vec::new(),
             outcomes: Vec::new(),
             trades: Vec::new(),
+            balances: BTreeMap::new(),
+            audits: Vec::new(),
         };
         let mut first_with_key: HashMap<(i64, String), usize> = HashMap::new();
         let mut credited_symbols: BTreeSet<String> = BTreeSet::new();
@@ -313,15 +322,21 @@ impl Matcher {
                             let row = rows.entry(symbol.clone()).or_default();
                             Self::persist(&mut tx, symbol, &outcome, row, &mut out, &self.origin)
                                 .await?;
-                            Self::final_update(&mut tx, *order_id, &outcome, None).await?;
-                            tx.audit(&NewAuditEvent {
+                            Self::final_update(
+                                &mut tx,
+                                *order_id,
+                                &outcome,
+                                None,
+                                chrono::Utc::now(),
+                            )
+                            .await?;
+                            out.audits.push(NewAuditEvent {
                                 actor: format!("account:{account}"),
                                 action: "order.cancelled".into(),
                                 subject: Some(format!("order:{order_id}")),
                                 request_id: request_id.clone(),
                                 details: serde_json::json!({ "symbol": symbol, "filled": outcome.filled }),
-                            })
-                            .await?;
+                            });
                             match tx.order(*order_id).await? {
                                 Some(view) => Ok(Done::Order(Box::new(view))),
                                 None => Err(Refusal::NotFound(format!("no order {order_id}"))),
@@ -345,14 +360,13 @@ impl Matcher {
                     {
                         None => Err(Refusal::NotFound(format!("no account {account}"))),
                         Some(new_qty) => {
-                            tx.audit(&NewAuditEvent {
+                            out.audits.push(NewAuditEvent {
                                 actor: actor.clone(),
                                 action: "account.deposit".into(),
                                 subject: Some(format!("account:{account}")),
                                 request_id: request_id.clone(),
                                 details: serde_json::json!({ "symbol": symbol, "qty": qty, "cost": cost }),
-                            })
-                            .await?;
+                            });
                             credited_symbols.insert(symbol.clone());
                             Ok(Done::Credited(Qty::from_raw(new_qty)))
                         }
@@ -382,7 +396,7 @@ impl Matcher {
                         .into();
                         out.public
                             .extend(MarketEvent::from_engine(symbol, &event, &self.origin));
-                        tx.audit(&NewAuditEvent {
+                        out.audits.push(NewAuditEvent {
                             actor: actor.clone(),
                             action: if *status == TradingStatus::Halted {
                                 "market.halted"
@@ -393,8 +407,7 @@ impl Matcher {
                             subject: Some(format!("symbol:{symbol}")),
                             request_id: request_id.clone(),
                             details: serde_json::json!({}),
-                        })
-                        .await?;
+                        });
                         Ok(Done::Status)
                     }
                 },
@@ -404,6 +417,10 @@ impl Matcher {
         for (index, first) in duplicates {
             out.replies[index] = out.replies[first].clone();
         }
+        for (account, delta) in &out.balances {
+            tx.apply_delta(*account, delta).await?;
+        }
+        tx.audit_many(&out.audits).await?;
         for (symbol, row) in &rows {
             // A credit bumped the stored sequence itself (credits run alone, so nothing else
             // touched the row in this transaction).
@@ -457,18 +474,19 @@ impl Matcher {
         };
         if !known {
             out.outcomes.push((metric_symbol, side, kind, "rejected"));
-            tx.audit(&audit("unknownSymbol")).await?;
+            out.audits.push(audit("unknownSymbol"));
             let shown: String = order.symbol.chars().take(32).collect();
             return Ok(Err(Refusal::Rule {
                 code: "unknownSymbol",
                 message: format!("unknown symbol {shown:?}"),
             }));
         }
+        let now = chrono::Utc::now();
         if order.qty.raw() <= 0 {
             // Checked before the row exists: the table refuses such rows, which would abort
             // the whole batch's transaction on PostgreSQL.
             out.outcomes.push((metric_symbol, side, kind, "rejected"));
-            tx.audit(&audit("invalidQuantity")).await?;
+            out.audits.push(audit("invalidQuantity"));
             return Ok(Err(Refusal::Rule {
                 code: "invalidQuantity",
                 message: "quantity must be positive".into(),
@@ -484,6 +502,7 @@ impl Matcher {
                 tif: tif_str(tif),
                 price: order.price.map(Price::raw),
                 qty: order.qty.raw(),
+                now,
             })
             .await?;
         let new = NewOrder {
@@ -500,7 +519,7 @@ impl Matcher {
             Err(r) => {
                 tx.delete_pending(id).await?;
                 out.outcomes.push((metric_symbol, side, kind, "rejected"));
-                tx.audit(&audit(r.code())).await?;
+                out.audits.push(audit(r.code()));
                 Ok(Err(Refusal::Rule {
                     code: r.code(),
                     message: r.to_string(),
@@ -509,8 +528,8 @@ impl Matcher {
             Ok(outcome) => {
                 let row = rows.entry(order.symbol.clone()).or_default();
                 let priority = Self::persist(tx, &order.symbol, &outcome, row, out, origin).await?;
-                Self::final_update(tx, id, &outcome, priority).await?;
-                tx.audit(&NewAuditEvent {
+                let reason = Self::final_update(tx, id, &outcome, priority, now).await?;
+                out.audits.push(NewAuditEvent {
                     actor: format!("account:{account}"),
                     action: "order.placed".into(),
                     subject: Some(format!("order:{id}")),
@@ -519,13 +538,26 @@ impl Matcher {
                         "symbol": order.symbol, "side": side, "type": kind, "price": order.price,
                         "qty": order.qty, "status": status_str(outcome.status), "filled": outcome.filled,
                     }),
-                })
-                .await?;
+                });
                 out.outcomes.push((metric_symbol, side, kind, "accepted"));
-                Ok(match tx.order(id).await? {
-                    Some(view) => Ok(Done::Order(Box::new(view))),
-                    None => Err(Refusal::NotFound(format!("no order {id}"))),
-                })
+                // Built from what was just written, saving a read per order.
+                Ok(Ok(Done::Order(Box::new(OrderView {
+                    id,
+                    account_id: account,
+                    client_order_id: order.client_order_id.clone(),
+                    symbol: order.symbol.clone(),
+                    side: side.to_owned(),
+                    order_type: kind.to_owned(),
+                    tif: tif_str(tif).to_owned(),
+                    price: order.price,
+                    qty: order.qty,
+                    filled: outcome.filled,
+                    remaining: outcome.resting,
+                    status: status_str(outcome.status).to_owned(),
+                    cancel_reason: reason.map(str::to_owned),
+                    created_at: now,
+                    updated_at: now,
+                }))))
             }
         }
     }
@@ -562,7 +594,9 @@ impl Matcher {
                     tx.cancel_resting(id_i64(c.id.0), reason_str(c.reason))
                         .await?;
                 }
-                EventKind::Balance(b) => tx.apply_balance(b).await?,
+                EventKind::Balance(b) => {
+                    out.balances.entry(id_i64(b.account.0)).or_default().add(b)
+                }
                 EventKind::Status { status } => {
                     row.status = if *status == TradingStatus::Halted {
                         "halted"
@@ -587,7 +621,8 @@ impl Matcher {
         id: i64,
         outcome: &Outcome,
         priority: Option<i64>,
-    ) -> Result<(), sqlx::Error> {
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<&'static str>, sqlx::Error> {
         let reason = outcome.events.iter().find_map(|e| match &e.kind {
             EventKind::OrderCancelled(c) if c.id == outcome.order_id => Some(reason_str(c.reason)),
             _ => None,
@@ -599,8 +634,10 @@ impl Matcher {
             remaining: outcome.resting.raw(),
             priority,
             cancel_reason: reason,
+            now,
         })
-        .await
+        .await?;
+        Ok(reason)
     }
 
     /// Rebuilds a symbol's book from the database (another replica matched since we last did).

@@ -40,6 +40,7 @@ pub struct PendingOrder<'a> {
     pub tif: &'static str,
     pub price: Option<i64>,
     pub qty: i64,
+    pub now: DateTime<Utc>,
 }
 
 /// An order row's new state.
@@ -51,6 +52,27 @@ pub struct OrderUpdate {
     pub remaining: i64,
     pub priority: Option<i64>,
     pub cancel_reason: Option<&'static str>,
+    pub now: DateTime<Utc>,
+}
+
+/// A batch's net effect on one account: cash deltas summed, final positions of the symbols it
+/// traded. Written once per batch instead of once per fill.
+#[derive(Debug, Clone, Default)]
+pub struct AccountDelta {
+    pub cash: Cash,
+    pub cash_reserved: Cash,
+    pub open_orders: i64,
+    pub positions: std::collections::BTreeMap<String, Position>,
+}
+
+impl AccountDelta {
+    /// Folds one engine balance change in.
+    pub fn add(&mut self, c: &BalanceChange) {
+        self.cash += c.cash_delta;
+        self.cash_reserved += c.cash_reserved_delta;
+        self.open_orders += c.open_orders_delta;
+        self.positions.insert(c.symbol.clone(), c.position);
+    }
 }
 
 /// Converts an engine amount to the stored `BIGINT`, refusing what does not fit.
@@ -138,10 +160,13 @@ pub trait TradingTx: Send {
         seq: i64,
         trade: &Trade,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    /// Applies a balance change: cash as deltas, the symbol's position as absolute values.
-    fn apply_balance(
+    /// Applies an account's net change for a batch: cash as deltas (another symbol may move the
+    /// same account on another replica), positions as absolute values (only this symbol's lock
+    /// changes them).
+    fn apply_delta(
         &mut self,
-        change: &BalanceChange,
+        account: i64,
+        delta: &AccountDelta,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
     /// Stores a symbol's sequence numbers, status and last trade.
     fn update_symbol(
@@ -149,10 +174,10 @@ pub trait TradingTx: Send {
         symbol: &str,
         row: &SymbolRow,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
-    /// Appends an audit record.
-    fn audit(
+    /// Appends audit records in one statement.
+    fn audit_many(
         &mut self,
-        event: &NewAuditEvent,
+        events: &[NewAuditEvent],
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
 
@@ -298,7 +323,7 @@ macro_rules! impl_trading_tx {
             }
 
             async fn insert_pending(&mut self, o: &PendingOrder<'_>) -> Result<i64, sqlx::Error> {
-                let now = Utc::now();
+                let now = o.now;
                 sqlx::query(
                     "INSERT INTO orders (account_id, client_order_id, symbol, side, order_type, tif, price, qty, \
                      status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9) RETURNING id",
@@ -336,7 +361,7 @@ macro_rules! impl_trading_tx {
                 .bind(u.remaining)
                 .bind(u.priority)
                 .bind(u.cancel_reason)
-                .bind(Utc::now())
+                .bind(u.now)
                 .execute(&mut **self)
                 .await
                 .map(|_| ())
@@ -417,33 +442,34 @@ macro_rules! impl_trading_tx {
                 .map(|_| ())
             }
 
-            async fn apply_balance(&mut self, c: &BalanceChange) -> Result<(), sqlx::Error> {
-                let account = i64::try_from(c.account.0).map_err(|_| sqlx::Error::Protocol("account id".into()))?;
+            async fn apply_delta(&mut self, account: i64, d: &AccountDelta) -> Result<(), sqlx::Error> {
                 sqlx::query(
                     "UPDATE accounts SET cash = cash + $2, cash_reserved = cash_reserved + $3, \
                      open_orders = open_orders + $4 WHERE id = $1",
                 )
                 .bind(account)
-                .bind(to_i64(c.cash_delta)?)
-                .bind(to_i64(c.cash_reserved_delta)?)
-                .bind(c.open_orders_delta)
+                .bind(to_i64(d.cash)?)
+                .bind(to_i64(d.cash_reserved)?)
+                .bind(d.open_orders)
                 .execute(&mut **self)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO positions (account_id, symbol, qty, reserved, cost_basis, realized_pnl) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, symbol) DO UPDATE SET \
-                     qty = excluded.qty, reserved = excluded.reserved, cost_basis = excluded.cost_basis, \
-                     realized_pnl = excluded.realized_pnl",
-                )
-                .bind(account)
-                .bind(&c.symbol)
-                .bind(c.position.qty.raw())
-                .bind(c.position.reserved.raw())
-                .bind(to_i64(c.position.cost_basis)?)
-                .bind(to_i64(c.position.realized_pnl)?)
-                .execute(&mut **self)
-                .await
-                .map(|_| ())
+                for (symbol, p) in &d.positions {
+                    sqlx::query(
+                        "INSERT INTO positions (account_id, symbol, qty, reserved, cost_basis, realized_pnl) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, symbol) DO UPDATE SET \
+                         qty = excluded.qty, reserved = excluded.reserved, cost_basis = excluded.cost_basis, \
+                         realized_pnl = excluded.realized_pnl",
+                    )
+                    .bind(account)
+                    .bind(symbol)
+                    .bind(p.qty.raw())
+                    .bind(p.reserved.raw())
+                    .bind(to_i64(p.cost_basis)?)
+                    .bind(to_i64(p.realized_pnl)?)
+                    .execute(&mut **self)
+                    .await?;
+                }
+                Ok(())
             }
 
             async fn update_symbol(&mut self, symbol: &str, row: &SymbolRow) -> Result<(), sqlx::Error> {
@@ -463,8 +489,23 @@ macro_rules! impl_trading_tx {
                 .map(|_| ())
             }
 
-            async fn audit(&mut self, event: &NewAuditEvent) -> Result<(), sqlx::Error> {
-                crate::store::audit::audit_in!(&mut **self, event).map(|_| ())
+            async fn audit_many(&mut self, events: &[NewAuditEvent]) -> Result<(), sqlx::Error> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let now = Utc::now();
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO audit_events (occurred_at, actor, action, subject, request_id, details) ",
+                );
+                q.push_values(events, |mut row, e| {
+                    row.push_bind(now)
+                        .push_bind(e.actor.clone())
+                        .push_bind(e.action.clone())
+                        .push_bind(e.subject.clone())
+                        .push_bind(e.request_id.clone())
+                        .push_bind(e.details.to_string());
+                });
+                q.build().execute(&mut **self).await.map(|_| ())
             }
         }
     };
