@@ -120,6 +120,17 @@ impl Resilience {
         Ok(resilience)
     }
 
+    /// Takes one slot of the concurrency budget, or `None` when the request must be shed:
+    /// the general budget first, then (cancels only) the cancel reserve. The slot is released
+    /// when the permit is dropped.
+    pub fn admit(&self, cancel: bool) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.general.clone().try_acquire_owned().ok().or_else(|| {
+            cancel
+                .then(|| self.cancel_reserve.clone().try_acquire_owned().ok())
+                .flatten()
+        })
+    }
+
     /// The breakers, for `/health`.
     pub fn breakers(&self) -> [&Breaker; 2] {
         [&self.db_breaker, &self.redis_breaker]
@@ -157,12 +168,7 @@ pub async fn shed(State(state): State<AppState>, req: Request, next: Next) -> Re
     }
     let r = &state.resilience;
     let cancel = is_cancel(&req);
-    let permit = r.general.clone().try_acquire_owned().ok().or_else(|| {
-        cancel
-            .then(|| r.cancel_reserve.clone().try_acquire_owned().ok())
-            .flatten()
-    });
-    match permit {
+    match r.admit(cancel) {
         Some(permit) => {
             let response = next.run(req).await;
             drop(permit);
