@@ -662,3 +662,314 @@ async fn market_reads_are_cached_and_a_trade_invalidates_them() {
     .await;
     assert!(orders.to_string().contains("filled"), "{orders}");
 }
+
+/// Against the real Redis at `TEST_REDIS_URL`, and a private `redis-server` for the outage.
+mod redis {
+    use super::*;
+    use tradeplane_platform::resilience::ratelimit::LimitKind;
+
+    /// A random client address, so runs sharing the Redis server do not share quotas.
+    fn random_ip() -> String {
+        let n = uuid::Uuid::new_v4().as_u128();
+        format!("10.{}.{}.{}", (n >> 16) as u8, (n >> 8) as u8, n as u8)
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis: run through scripts/test"]
+    async fn the_limit_is_shared_by_replicas_and_recovers() {
+        let url = common::redis_url();
+        let vars = [
+            ("REDIS_URL", url.as_str()),
+            ("RATE_LIMIT_PER_SECOND", "10"),
+            ("RATE_LIMIT_BURST", "3"),
+        ];
+        let (d1, d2) = (
+            tempfile::tempdir().expect("d"),
+            tempfile::tempdir().expect("d"),
+        );
+        let a = common::started_state(&d1, &vars).await;
+        let b = common::started_state(&d2, &vars).await;
+        let ip = random_ip();
+        let statuses = [
+            call(&a, &ip, "GET", "/api/v1/instruments", None, None)
+                .await
+                .0,
+            call(&b, &ip, "GET", "/api/v1/instruments", None, None)
+                .await
+                .0,
+            call(&a, &ip, "GET", "/api/v1/instruments", None, None)
+                .await
+                .0,
+            call(&b, &ip, "GET", "/api/v1/instruments", None, None)
+                .await
+                .0,
+        ];
+        assert_eq!(
+            statuses,
+            [
+                StatusCode::OK,
+                StatusCode::OK,
+                StatusCode::OK,
+                StatusCode::TOO_MANY_REQUESTS
+            ],
+            "one quota across both replicas"
+        );
+        assert!(a.resilience.limiter.is_shared());
+        let d = a.resilience.limiter.peek(LimitKind::Ip, &ip).await;
+        assert!(d.shared && !d.allowed, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (status, _, _) = call(&b, &ip, "GET", "/api/v1/instruments", None, None).await;
+        assert_eq!(status, StatusCode::OK, "refilled");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis: run through scripts/test"]
+    async fn failed_login_lockout_is_shared_through_redis() {
+        let url = common::redis_url();
+        let vars = [
+            ("REDIS_URL", url.as_str()),
+            ("FAILED_LOGIN_LIMIT_PER_HOUR", "2"),
+            ("LOGIN_RATE_LIMIT_PER_MINUTE", "1000"),
+        ];
+        let (d1, d2) = (
+            tempfile::tempdir().expect("d"),
+            tempfile::tempdir().expect("d"),
+        );
+        let a = common::started_state(&d1, &vars).await;
+        let name = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        register(&a, &random_ip(), &name).await;
+        for _ in 0..2 {
+            let (status, _) = login(&a, &random_ip(), &name, "wrong-password").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        // Another replica (own process memory) sees the lock through Redis.
+        let b = common::started_state(&d2, &vars).await;
+        let lock = b
+            .resilience
+            .limiter
+            .peek(LimitKind::FailedLogin, &name)
+            .await;
+        assert!(lock.shared && !lock.allowed, "{lock:?}");
+        let (status, body) = login(&a, &random_ip(), &name, CREDS).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("login_locked"))
+        );
+    }
+
+    /// Runs a private `redis-server` on a spare port, stops it mid-test and starts it again.
+    #[tokio::test]
+    #[ignore = "needs redis-server: run through scripts/test"]
+    async fn redis_outage_switches_to_local_limiting_and_back() {
+        let _ = common::redis_url(); // same gate as the rest of the suite
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("spare port");
+            l.local_addr().expect("addr").port()
+        };
+        let start = || {
+            std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for this test")
+        };
+        let wait_up = || async {
+            for _ in 0..50 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("redis-server did not start on {port}");
+        };
+        let mut server = start();
+        wait_up().await;
+        let url = format!("redis://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().expect("d");
+        let state = common::started_state(
+            &dir,
+            &[
+                ("REDIS_URL", url.as_str()),
+                ("RATE_LIMIT_PER_SECOND", "1"),
+                ("RATE_LIMIT_BURST", "2"),
+                ("BREAKER_FAILURE_THRESHOLD", "1"),
+                ("BREAKER_OPEN_SECONDS", "1"),
+            ],
+        )
+        .await;
+        let limiter = &state.resilience.limiter;
+        assert!(limiter.check(LimitKind::Ip, "before").await.shared);
+
+        server.kill().expect("stop redis");
+        server.wait().expect("reap");
+        // Requests are still served, and still limited, by the local limiter.
+        let statuses = [
+            call(&state, "10.9.0.1", "GET", "/api/v1/instruments", None, None)
+                .await
+                .0,
+            call(&state, "10.9.0.1", "GET", "/api/v1/instruments", None, None)
+                .await
+                .0,
+            call(&state, "10.9.0.1", "GET", "/api/v1/instruments", None, None)
+                .await
+                .0,
+        ];
+        assert_eq!(statuses[2], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+        assert!(statuses[1] == StatusCode::OK, "{statuses:?}");
+        assert!(!limiter.is_shared(), "the redis breaker is open");
+        let (_, _, report) = call(&state, "10.9.0.9", "GET", "/health", None, None).await;
+        assert_eq!(report["breakers"]["redis"], "open", "{report}");
+
+        let mut server = start();
+        wait_up().await;
+        let mut back = false;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if limiter.check(LimitKind::Ip, "after").await.shared {
+                back = true;
+                break;
+            }
+        }
+        assert!(
+            back,
+            "the limiter goes back to Redis once its probe succeeds"
+        );
+        assert!(limiter.is_shared());
+        server.kill().ok();
+        server.wait().ok();
+    }
+}
+
+/// Against the real PostgreSQL at `TEST_DATABASE_URL`, through a TCP proxy the test cuts.
+mod pg {
+    use super::*;
+    use tokio::net::TcpListener;
+    use tokio::task::JoinSet;
+
+    /// A TCP proxy to PostgreSQL that can be cut (listener closed, connections dropped) and
+    /// restored on the same port.
+    struct Proxy {
+        port: u16,
+        target: String,
+        tasks: Option<JoinSet<()>>,
+    }
+
+    impl Proxy {
+        async fn start(target: String) -> Proxy {
+            let mut p = Proxy {
+                port: 0,
+                target,
+                tasks: None,
+            };
+            p.restore().await;
+            p
+        }
+
+        async fn restore(&mut self) {
+            let listener = TcpListener::bind(("127.0.0.1", self.port))
+                .await
+                .expect("bind proxy");
+            self.port = listener.local_addr().expect("addr").port();
+            let target = self.target.clone();
+            let mut tasks = JoinSet::new();
+            tasks.spawn(async move {
+                let mut conns = JoinSet::new();
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let target = target.clone();
+                    conns.spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            });
+            self.tasks = Some(tasks);
+        }
+
+        /// Drops the listener and every proxied connection (the JoinSets abort on drop).
+        fn cut(&mut self) {
+            self.tasks = None;
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL: run through scripts/test"]
+    async fn database_outage_gives_fast_503s_and_recovers_without_restart() {
+        let db = common::PgDatabase::create().await;
+        let (head, tail) = db.url.split_once('@').expect("url with user@host");
+        let (hostport, name) = tail.split_once('/').expect("url with database");
+        let mut proxy = Proxy::start(hostport.to_owned()).await;
+        let url = format!("{head}@127.0.0.1:{}/{name}", proxy.port);
+        let dir = tempfile::tempdir().expect("d");
+        let mut config = common::config(
+            &dir,
+            &[
+                ("BREAKER_FAILURE_THRESHOLD", "2"),
+                ("BREAKER_OPEN_SECONDS", "1"),
+                ("DATABASE_CONNECT_TIMEOUT_SECONDS", "1"),
+                ("LOGIN_RATE_LIMIT_PER_MINUTE", "1000"),
+            ],
+        );
+        config.database_url = url;
+        let state = tradeplane_platform::server::build_state(config)
+            .await
+            .expect("state");
+        state.store.migrate().await.expect("migrate");
+        state.health.mark_started();
+        register(&state, "10.10.0.1", "kim").await;
+        let (status, _) = login(&state, "10.10.0.1", "kim", CREDS).await;
+        assert_eq!(status, StatusCode::OK);
+
+        proxy.cut();
+        for _ in 0..2 {
+            let (status, body) = login(&state, "10.10.0.1", "kim", CREDS).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Some("dependency_unavailable")
+                ),
+                "{body}"
+            );
+        }
+        let begin = Instant::now();
+        let (status, body) = login(&state, "10.10.0.1", "kim", CREDS).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(
+            begin.elapsed() < Duration::from_millis(200),
+            "open: fast 503 {:?}",
+            begin.elapsed()
+        );
+
+        proxy.restore().await;
+        let mut recovered = false;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let (status, _) = login(&state, "10.10.0.1", "kim", CREDS).await;
+            if status == StatusCode::OK {
+                recovered = true;
+                break;
+            }
+        }
+        assert!(
+            recovered,
+            "the half-open probe closes the breaker once the database answers"
+        );
+        assert_eq!(
+            state.resilience.db_breaker.state(),
+            tradeplane_platform::resilience::breaker::BreakerState::Closed
+        );
+        state.store.close().await;
+        db.drop_now().await;
+    }
+}
