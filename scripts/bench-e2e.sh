@@ -14,7 +14,8 @@
 #
 # Settings (environment): LEVELS (1,4,16,64,128), ORDERS_PER_LEVEL (3000), MAX_SECONDS (20),
 # ACCOUNTS (32), PGBENCH_SECONDS (10), PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
-# CARGO_TARGET_DIR (target), SKIP_BUILD (0), OUT_DIR (a temporary directory, removed at the end
+# CARGO_TARGET_DIR (target), SKIP_BUILD (0), MAX_CONCURRENT_REQUESTS (1024; the rate limits are
+# lifted because every simulated trader comes from 127.0.0.1), OUT_DIR (a temporary directory, removed at the end
 # unless set).
 set -euo pipefail
 
@@ -115,6 +116,8 @@ LISTEN_ADDR="127.0.0.1:$PORT" \
   DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB_APP" \
   LOG_FORMAT=json RUST_LOG=warn \
   ADMIN_USERNAME=$ADMIN_USER ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+  RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 LOGIN_RATE_LIMIT_PER_MINUTE=100000 \
+  MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-1024} \
   "$BIN/tradeplane-platform" >"$WORK/platform.log" 2>&1 &
 PLATFORM_PID=$!
 
