@@ -915,6 +915,20 @@ pub struct Instrument {
     /// Smallest quantity increment, a positive decimal string, e.g. `0.0001`.
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
     pub lot_size: String,
+    /// Smallest accepted order quantity, a multiple of `lotSize`, e.g. `0.0001`.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub min_qty: String,
+    /// Largest accepted order quantity, a multiple of `lotSize`, e.g. `100`.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub max_qty: String,
+    /// Largest accepted order notional (price times quantity) in quote currency, e.g. `5000000`.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub max_notional: String,
+    /// Maximum distance of a limit price from the last trade, in basis points (1000 = 10%);
+    /// 0 disables the band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9999))]
+    pub price_band_bps: Option<i32>,
 }
 
 /// API rate limits.

@@ -209,7 +209,7 @@ fn secrets_come_from_secret_key_refs() {
 fn config_map_keys_follow_the_contract() {
     let d = build(
         json!({"settings": {"logLevel": "debug", "logFormat": "text",
-        "instruments": [{"symbol": "BTC-USD", "tickSize": "0.01", "lotSize": "0.001"}],
+        "instruments": [{"symbol": "BTC-USD", "tickSize": "0.01", "lotSize": "0.001", "minQty": "0.001", "maxQty": "10", "maxNotional": "100000"}],
         "rateLimits": {"perSecond": 7, "burst": 9, "loginPerMinute": 3},
         "databasePool": {"maxConnections": 4, "connectTimeoutSeconds": 2}},
         "shutdown": {"drainTimeoutSeconds": 12}}),
@@ -227,7 +227,7 @@ fn config_map_keys_follow_the_contract() {
     let inst: Value = serde_json::from_str(data["INSTRUMENTS"].as_str().unwrap()).unwrap();
     assert_eq!(
         inst,
-        json!([{"symbol": "BTC-USD", "tickSize": "0.01", "lotSize": "0.001"}])
+        json!([{"symbol": "BTC-USD", "tickSize": "0.01", "lotSize": "0.001", "minQty": "0.001", "maxQty": "10", "maxNotional": "100000"}])
     );
     // no instruments: key absent, the platform uses its built-in list
     assert!(j(build(json!({})).config_map.as_ref().unwrap())["data"]["INSTRUMENTS"].is_null());

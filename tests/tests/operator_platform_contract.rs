@@ -1,0 +1,159 @@
+//! The operator and the platform agree: what the operator renders for every example
+//! TradingPlatform is accepted by the platform's real command line and configuration parser.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+use serde_yaml::Value;
+use tradeplane_platform::cli::{Cli, Command};
+use tradeplane_platform::config::Config;
+
+fn examples() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../k8s/examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("k8s/examples exists")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 3,
+        "minimal, production and development examples: {files:?}"
+    );
+    files
+}
+
+fn rendered(path: &PathBuf) -> Vec<Value> {
+    let yaml = std::fs::read_to_string(path).expect("example readable");
+    let out = tradeplane_operator::cli::render_yaml(&yaml)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&out)
+        .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kind(v: &Value) -> &str {
+    v["kind"].as_str().unwrap_or("")
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn backup_cronjob_runs_a_command_the_platform_accepts() {
+    let mut cronjobs = 0;
+    for path in examples() {
+        for obj in rendered(&path).iter().filter(|o| kind(o) == "CronJob") {
+            cronjobs += 1;
+            let container =
+                &obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+            let mut argv = strings(&container["command"]);
+            argv.extend(strings(&container["args"]));
+            assert!(
+                argv.first()
+                    .is_some_and(|b| b.ends_with("tradeplane-platform")),
+                "{}: the CronJob runs the platform binary: {argv:?}",
+                path.display()
+            );
+            let cli = Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{}: {argv:?} does not parse: {e}", path.display()));
+            let Some(Command::Backup(args)) = cli.command else {
+                panic!("{}: not a backup command: {argv:?}", path.display())
+            };
+            assert_eq!(
+                args.dest,
+                Some(PathBuf::from("/backups")),
+                "{}",
+                path.display()
+            );
+            assert!(args.action.is_none(), "takes a backup, not verify");
+            let mounts = &container["volumeMounts"];
+            assert!(
+                mounts
+                    .as_sequence()
+                    .is_some_and(|m| m.iter().any(|m| m["mountPath"] == "/backups")),
+                "{}: the backup volume is mounted at --dest",
+                path.display()
+            );
+            let env: Vec<&str> = container["env"]
+                .as_sequence()
+                .map(|e| e.iter().filter_map(|x| x["name"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(env.contains(&"DATABASE_URL"), "{}: {env:?}", path.display());
+        }
+    }
+    assert!(cronjobs > 0, "at least one example enables backups");
+}
+
+#[test]
+fn deployment_probes_and_configmap_match_the_platform() {
+    for path in examples() {
+        let objects = rendered(&path);
+        let deployment = objects
+            .iter()
+            .find(|o| kind(o) == "Deployment")
+            .expect("a Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        for (probe, path_want) in [
+            ("startupProbe", "/health/startup"),
+            ("livenessProbe", "/health/live"),
+            ("readinessProbe", "/health/ready"),
+        ] {
+            assert_eq!(
+                container[probe]["httpGet"]["path"],
+                path_want,
+                "{}: {probe}",
+                path.display()
+            );
+        }
+        let ports: Vec<i64> = container["ports"]
+            .as_sequence()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|x| x["containerPort"].as_i64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            ports.contains(&8080),
+            "{}: the platform listens on 8080: {ports:?}",
+            path.display()
+        );
+
+        // The ConfigMap is loaded with envFrom: every key must be a variable the platform
+        // accepts with that value, or the pods would crash-loop on start.
+        let cm = objects
+            .iter()
+            .find(|o| kind(o) == "ConfigMap")
+            .expect("a ConfigMap");
+        let mut vars: Vec<(String, String)> = cm["data"]
+            .as_mapping()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            !vars.is_empty(),
+            "{}: the ConfigMap carries settings",
+            path.display()
+        );
+        vars.push(("DATABASE_URL".into(), "postgres://u@db/tradeplane".into()));
+        vars.push((
+            "JWT_SECRET".into(),
+            "0123456789abcdef0123456789abcdef".into(),
+        ));
+        Config::from_vars(vars.clone())
+            .unwrap_or_else(|e| panic!("{}: ConfigMap {vars:?} is refused: {e}", path.display()));
+    }
+}
