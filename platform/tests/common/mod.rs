@@ -120,3 +120,39 @@ pub fn redis_url() -> String {
         "TEST_REDIS_URL must point at a Redis server (e.g. redis://127.0.0.1:6379); run the suites through scripts/test",
     )
 }
+
+/// Sends one request through the router (no network) and returns the status and the JSON body
+/// (`Null` when empty).
+pub async fn send(
+    state: &tradeplane_platform::state::AppState,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(b.to_string())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .expect("request");
+    let resp = tradeplane_platform::http::router(state.clone())
+        .oneshot(req)
+        .await
+        .expect("infallible");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let json = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    };
+    (status, json)
+}
