@@ -26,8 +26,15 @@ impl Lcg {
 const TRADERS: usize = 6;
 const ORDERS_PER_TRADER: usize = 60;
 
-#[tokio::test]
-#[ignore = "needs PostgreSQL: run through scripts/test"]
+/// In a `pg` module so that `scripts/test` runs it with the PostgreSQL suite (`-- --ignored pg::`).
+mod pg {
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL: run through scripts/test"]
+    async fn two_replicas_keep_every_invariant() {
+        super::two_replicas_keep_every_invariant().await;
+    }
+}
+
 async fn two_replicas_keep_every_invariant() {
     let db = common::PgDatabase::create().await;
     let env: Vec<(&str, &str)> = vec![
