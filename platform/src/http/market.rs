@@ -69,10 +69,12 @@ async fn cached<F, Fut>(
     load: F,
 ) -> Result<Response, ApiError>
 where
-    F: FnOnce() -> Fut,
+    F: Fn() -> Fut,
     Fut: Future<Output = Result<Bytes, ApiError>>,
 {
     let r = &state.resilience;
+    // A miss is an idempotent read: retry its blips, within the retry budget.
+    let load = || crate::resilience::retry::idempotent(&r.retry_budget, &load);
     let bytes = r
         .market
         .get_or_load(cache, symbol, suffix, &r.db_breaker, load)
@@ -235,7 +237,7 @@ pub async fn ticker(
 ) -> Result<Response, ApiError> {
     let inst = instrument(&state, &symbol)?;
     cached(&state, "ticker", Some(&symbol), "", || {
-        ticker_view(&state, inst, symbol.clone())
+        ticker_view(&state, inst.clone(), symbol.clone())
     })
     .await
 }

@@ -9,6 +9,7 @@
 pub mod breaker;
 pub mod market_cache;
 pub mod ratelimit;
+pub mod retry;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Resilience {
     pub redis_breaker: Breaker,
     /// Market-data cache.
     pub market: MarketCache,
+    /// Budget for retrying idempotent reads (market data).
+    pub retry_budget: Arc<retry::RetryBudget>,
     general: Arc<Semaphore>,
     cancel_reserve: Arc<Semaphore>,
     shed: IntCounterVec,
@@ -87,6 +90,14 @@ impl Resilience {
             ),
             &["cache", "result"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "read_retries_total",
+                "Retries of idempotent reads, by outcome (retried, budget_exhausted).",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
@@ -106,6 +117,11 @@ impl Resilience {
         );
         let limiter = RateLimiter::new(config, redis, prefix, redis_breaker.clone(), refused);
         let resilience = Resilience {
+            retry_budget: Arc::new(retry::RetryBudget::new(
+                retry::DEFAULT_RATIO,
+                retry::DEFAULT_RESERVE,
+                Some(retries),
+            )),
             limiter: Arc::new(limiter),
             db_breaker,
             redis_breaker,
