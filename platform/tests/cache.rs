@@ -128,51 +128,19 @@ mod redis {
     #[ignore = "needs redis-server: run through scripts/test"]
     async fn outage_at_run_time_falls_back_and_recovers() {
         let _ = common::redis_url(); // same gate as the rest of the suite
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("spare port");
-            l.local_addr().expect("addr").port()
-        };
-        let start = || {
-            std::process::Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed for this test")
-        };
-        let wait_up = || async {
-            for _ in 0..50 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("redis-server did not start on {port}");
-        };
-        let mut server = start();
-        wait_up().await;
-        let url = format!("redis://127.0.0.1:{port}");
+        let mut server = common::PrivateRedis::start().await;
+        let url = server.url();
         let cache = Cache::connect(&url, "t:").await.expect("connect");
         assert_eq!(cache.mode(), CacheMode::Redis);
         cache.set("k", b"before", Duration::from_secs(60)).await;
 
-        server.kill().expect("stop redis");
-        server.wait().expect("reap");
+        server.stop();
         // The next call fails over instead of erroring; the value is written locally.
         cache.set("k", b"during", Duration::from_secs(60)).await;
         assert_eq!(cache.mode(), CacheMode::Fallback);
         assert_eq!(cache.get("k").await.as_deref(), Some(&b"during"[..]));
 
-        let mut server = start();
-        wait_up().await;
+        server.restart().await;
         let mut mode = cache.check().await;
         for _ in 0..20 {
             if mode == CacheMode::Redis {
@@ -188,7 +156,6 @@ mod redis {
         );
         // The fresh server is empty: reads come from Redis again, not the stale local copy.
         assert_eq!(cache.get("k").await, None);
-        server.kill().ok();
-        server.wait().ok();
+        server.stop();
     }
 }

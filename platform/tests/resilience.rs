@@ -762,38 +762,8 @@ mod redis {
     #[ignore = "needs redis-server: run through scripts/test"]
     async fn redis_outage_switches_to_local_limiting_and_back() {
         let _ = common::redis_url(); // same gate as the rest of the suite
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("spare port");
-            l.local_addr().expect("addr").port()
-        };
-        let start = || {
-            std::process::Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed for this test")
-        };
-        let wait_up = || async {
-            for _ in 0..50 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("redis-server did not start on {port}");
-        };
-        let mut server = start();
-        wait_up().await;
-        let url = format!("redis://127.0.0.1:{port}");
+        let mut server = common::PrivateRedis::start().await;
+        let url = server.url();
         let dir = tempfile::tempdir().expect("d");
         let state = common::started_state(
             &dir,
@@ -809,8 +779,7 @@ mod redis {
         let limiter = &state.resilience.limiter;
         assert!(limiter.check(LimitKind::Ip, "before").await.shared);
 
-        server.kill().expect("stop redis");
-        server.wait().expect("reap");
+        server.stop();
         // Requests are still served, and still limited, by the local limiter.
         let statuses = [
             call(&state, "10.9.0.1", "GET", "/api/v1/instruments", None, None)
@@ -829,8 +798,7 @@ mod redis {
         let (_, _, report) = call(&state, "10.9.0.9", "GET", "/health", None, None).await;
         assert_eq!(report["breakers"]["redis"], "open", "{report}");
 
-        let mut server = start();
-        wait_up().await;
+        server.restart().await;
         let mut back = false;
         for _ in 0..30 {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -844,8 +812,7 @@ mod redis {
             "the limiter goes back to Redis once its probe succeeds"
         );
         assert!(limiter.is_shared());
-        server.kill().ok();
-        server.wait().ok();
+        server.stop();
     }
 }
 

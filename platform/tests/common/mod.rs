@@ -156,3 +156,75 @@ pub async fn send(
     };
     (status, json)
 }
+
+/// A private `redis-server` on a spare loopback port, for outage tests: stop it, start it again.
+/// Stopped when dropped.
+pub struct PrivateRedis {
+    /// Its port.
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one and waits until it accepts connections.
+    pub async fn start() -> PrivateRedis {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("spare port");
+            l.local_addr().expect("addr").port()
+        };
+        let mut redis = PrivateRedis { port, child: None };
+        redis.restart().await;
+        redis
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an outage).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("stop redis");
+            child.wait().expect("reap redis");
+        }
+    }
+
+    /// Starts it again on the same port (empty: it keeps nothing) and waits until it is up.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let port = self.port.to_string();
+        self.child = Some(
+            std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for this test"),
+        );
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("redis-server did not start on {}", self.port);
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
