@@ -184,16 +184,11 @@ impl Matcher {
                 .with_label_values(&[symbol])
                 .inc_by(qty.raw() as f64 / tradeplane_engine::num::SCALE as f64);
         }
-        for (symbol, _) in self
-            .engine
-            .instruments()
-            .map(|i| (i.symbol.clone(), ()))
-            .collect::<Vec<_>>()
-        {
-            if let Some(book) = self.engine.book(&symbol) {
+        for instrument in self.engine.instruments() {
+            if let Some(book) = self.engine.book(&instrument.symbol) {
                 self.metrics
                     .open_orders
-                    .with_label_values(&[&symbol])
+                    .with_label_values(&[instrument.symbol.as_str()])
                     .set(book.len() as i64);
             }
         }

@@ -210,6 +210,38 @@ where
     })
 }
 
+/// The query of a symbol's row; a macro so that the locking variant can `concat!` to it.
+macro_rules! symbol_select {
+    () => {
+        "SELECT seq, md_seq, status, last_price, last_qty, last_trade_seq FROM symbols WHERE symbol = $1"
+    };
+}
+const SYMBOL_SELECT: &str = symbol_select!();
+
+/// Reads a [`SymbolRow`] from a row of `SYMBOL_SELECT`.
+fn symbol_from_row<R: Row>(row: &R) -> Result<SymbolRow, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Type<R::Database> + for<'r> sqlx::Decode<'r, R::Database>,
+    Option<i64>: sqlx::Type<R::Database> + for<'r> sqlx::Decode<'r, R::Database>,
+    String: sqlx::Type<R::Database> + for<'r> sqlx::Decode<'r, R::Database>,
+{
+    let last: (Option<i64>, Option<i64>, Option<i64>) = (
+        row.try_get("last_price")?,
+        row.try_get("last_qty")?,
+        row.try_get("last_trade_seq")?,
+    );
+    Ok(SymbolRow {
+        seq: row.try_get("seq")?,
+        md_seq: row.try_get("md_seq")?,
+        status: row.try_get("status")?,
+        last_trade: match last {
+            (Some(p), Some(q), Some(s)) => Some((p, q, s)),
+            _ => None,
+        },
+    })
+}
+
 const ORDER_COLUMNS: &str = "id, account_id, client_order_id, symbol, side, order_type, tif, price, qty, filled, \
                              remaining, status, cancel_reason, created_at, updated_at";
 
@@ -221,24 +253,11 @@ macro_rules! impl_trading_tx {
                     .bind(symbol)
                     .execute(&mut **self)
                     .await?;
-                let row = sqlx::query(concat!(
-                    "SELECT seq, md_seq, status, last_price, last_qty, last_trade_seq FROM symbols WHERE symbol = $1",
-                    $for_update
-                ))
+                let row = sqlx::query(concat!(symbol_select!(), $for_update))
                 .bind(symbol)
                 .fetch_one(&mut **self)
                 .await?;
-                let last: (Option<i64>, Option<i64>, Option<i64>) =
-                    (row.try_get("last_price")?, row.try_get("last_qty")?, row.try_get("last_trade_seq")?);
-                Ok(SymbolRow {
-                    seq: row.try_get("seq")?,
-                    md_seq: row.try_get("md_seq")?,
-                    status: row.try_get("status")?,
-                    last_trade: match last {
-                        (Some(p), Some(q), Some(s)) => Some((p, q, s)),
-                        _ => None,
-                    },
-                })
+                symbol_from_row(&row)
             }
 
             async fn resting_orders(&mut self, symbol: &str) -> Result<Vec<RestingOrder>, sqlx::Error> {
@@ -657,26 +676,8 @@ impl Store {
     /// A symbol's stored state (sequence numbers, status, last trade), if it ever traded.
     pub async fn symbol_state(&self, symbol: &str) -> Result<Option<SymbolRow>, sqlx::Error> {
         with_pool!(self, pool => {
-            let row = sqlx::query(
-                "SELECT seq, md_seq, status, last_price, last_qty, last_trade_seq FROM symbols WHERE symbol = $1",
-            )
-            .bind(symbol)
-            .fetch_optional(pool)
-            .await?;
-            row.map(|row| {
-                let last: (Option<i64>, Option<i64>, Option<i64>) =
-                    (row.try_get("last_price")?, row.try_get("last_qty")?, row.try_get("last_trade_seq")?);
-                Ok(SymbolRow {
-                    seq: row.try_get("seq")?,
-                    md_seq: row.try_get("md_seq")?,
-                    status: row.try_get("status")?,
-                    last_trade: match last {
-                        (Some(p), Some(q), Some(s)) => Some((p, q, s)),
-                        _ => None,
-                    },
-                })
-            })
-            .transpose()
+            let row = sqlx::query(SYMBOL_SELECT).bind(symbol).fetch_optional(pool).await?;
+            row.as_ref().map(symbol_from_row).transpose()
         })
     }
 
