@@ -248,7 +248,7 @@ def check_dashboard() -> None:
 # ---------------------------------------------------------------------------------------------
 # Rendering and validation of every rendered object.
 
-KUBE_VERSION = "1.33.0"  # the minimum supported Kubernetes version (see the README)
+KUBE_VERSION = "1.33.0"  # the minimum supported Kubernetes version (see docs/kubernetes.md)
 STANDARD_LABELS = (
     "helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance",
     "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "app.kubernetes.io/component",

@@ -2,7 +2,7 @@
 //!
 //! Every variable is validated here so that a typo fails the process at once with a message that
 //! names the variable, instead of surfacing later as a confusing runtime error. The names are part
-//! of the contract with the operator and the Helm chart; see the README's configuration table.
+//! of the contract with the operator and the Helm chart; see `docs/configuration.md`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

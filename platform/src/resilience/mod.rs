@@ -4,7 +4,7 @@
 //! [`Resilience`] holds the per-process state; the middlewares here are installed by
 //! [`crate::http::router`]. Requests to `/health*` and `/metrics` pass every one of them
 //! untouched, so probes and scrapes keep answering under overload, abuse and outages.
-//! See `platform/RESILIENCE.md` for the configuration and the policies.
+//! See `docs/resilience.md` for the configuration and the policies.
 
 pub mod breaker;
 pub mod market_cache;
