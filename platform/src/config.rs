@@ -41,6 +41,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `DATABASE_CONNECT_TIMEOUT_SECONDS`: how long acquiring a connection may take.
     pub database_connect_timeout: Duration,
+    /// `MATCHER_DB_TIMEOUT_MS`: bound on each of the matcher's database calls (connecting, a
+    /// batch's statements, its COMMIT); past it the matcher treats the database as unreachable.
+    pub matcher_db_timeout: Duration,
     /// `REDIS_URL`: optional; without it the in-process cache is used.
     pub redis_url: Option<String>,
     /// `JWT_SECRET`: key for signing access tokens.
@@ -315,6 +318,13 @@ impl Config {
                 1000,
             )? as u32,
             database_connect_timeout: secs("DATABASE_CONNECT_TIMEOUT_SECONDS", 5, 1, 300)?,
+            matcher_db_timeout: Duration::from_millis(number(
+                get("MATCHER_DB_TIMEOUT_MS"),
+                "MATCHER_DB_TIMEOUT_MS",
+                2000,
+                100,
+                60_000,
+            )?),
             redis_url,
             jwt_secret,
             jwt_secret_generated,

@@ -63,6 +63,17 @@ pub enum ApiError {
     /// `dependency_unavailable`); the request was not attempted, or failed without effect.
     #[error("{0}")]
     DependencyUnavailable(String),
+    /// An error with its own status and code (the order path's 408 `request_timeout`, 409
+    /// `idempotency_conflict`, 504 `outcome_unknown`).
+    #[error("{message}")]
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// Stable machine-readable reason.
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
     /// A bug or an unexpected failure; details go to the log, not the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -84,6 +95,7 @@ impl ApiError {
             | ApiError::Overloaded(_)
             | ApiError::DependencyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Status { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,7 +103,9 @@ impl ApiError {
     /// The stable code string clients can switch on.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unprocessable { code, .. } | ApiError::RateLimited { code, .. } => code,
+            ApiError::Unprocessable { code, .. }
+            | ApiError::RateLimited { code, .. }
+            | ApiError::Status { code, .. } => code,
             ApiError::Overloaded(_) => "overloaded",
             ApiError::DependencyUnavailable(_) => "dependency_unavailable",
             other => code_for_status(other.status()),

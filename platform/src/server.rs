@@ -46,8 +46,15 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new().context("registering metrics")?;
     let trading_metrics = crate::trading::TradingMetrics::register(metrics.registry())
         .context("registering trading metrics")?;
-    let trading =
-        crate::trading::Trading::start(store.clone(), config.instruments.clone(), trading_metrics)?;
+    let trading = crate::trading::Trading::start(
+        store.clone(),
+        config.instruments.clone(),
+        trading_metrics,
+        crate::trading::TradingOptions {
+            request_timeout: config.request_timeout,
+            db_timeout: config.matcher_db_timeout,
+        },
+    )?;
     let shutdown = CancellationToken::new();
     let redis_client = config
         .redis_url

@@ -6,7 +6,10 @@
 //! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
 
 pub(crate) mod audit;
+pub mod market;
+pub mod matching;
 mod users;
+pub mod views;
 
 pub use audit::{AuditEvent, NewAuditEvent};
 pub use users::{AccountRow, CreateUserError, PositionRow, RotateOutcome, UserRecord};

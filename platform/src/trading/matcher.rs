@@ -1,79 +1,125 @@
 //! The matcher task: batches commands and runs each batch in one transaction.
+//!
+//! A batch's life: start only the commands whose clients still wait ([`super::Ticket`]); lock
+//! the symbols; refresh the accounts another writer changed (versions); look up idempotency
+//! keys and allocate ids; plan everything in memory ([`super::batch::Plan`]); lock the changed
+//! accounts in id order and check that none moved; write; commit. On failure:
+//! - stale state (an account or order another writer changed, a constraint a concurrent
+//!   replica tripped): reload and run the same commands again, nothing having been committed;
+//! - the connection failed before COMMIT: run once more on a fresh connection, then declare
+//!   the database down — every queued and new command is answered 503 at once — and probe it
+//!   until it answers;
+//! - the COMMIT got no reply: ask PostgreSQL (`pg_xact_status`) whether the transaction
+//!   committed before anything else runs; the engine keeps or drops the batch accordingly, so
+//!   no order is ever executed twice;
+//! - anything else: run the commands one by one, so only the culprit fails.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 use tradeplane_engine::Engine;
-use tradeplane_engine::engine::{Batch, LastTrade, MarketState, OrderStatus, Outcome};
-use tradeplane_engine::events::{CancelReason, EventKind};
-use tradeplane_engine::instrument::TradingStatus;
+use tradeplane_engine::engine::{LastTrade, MarketState};
 use tradeplane_engine::num::{Price, Qty};
-use tradeplane_engine::order::{AccountId, NewOrder, OrderId, OrderType, TimeInForce};
+use tradeplane_engine::order::AccountId;
 
+use super::batch::{Loaded, Plan};
 use super::market::MarketEvent;
 use super::metrics::TradingMetrics;
-use super::persist::{
-    AccountDelta, OrderUpdate, PendingOrder, SymbolRow, TradingTx, side_str, status_from_str,
-};
-use super::views::OrderView;
-use super::{Command, Done, MAX_BATCH, Refusal, Reply, Request};
-use crate::store::{NewAuditEvent, Store};
+use super::{Command, Done, MAX_BATCH, Refusal, Request};
+use crate::store::NewAuditEvent;
+use crate::store::market::{SymbolRow, status_from_str};
+use crate::store::matching::{BatchWrites, CommitOutcome, MatchError, MatchPool, MatchTx};
 
-/// Owns the engine; see the module documentation of [`super`].
+/// How often a down database is probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Owns the engine; see the module documentation.
 pub(super) struct Matcher {
     engine: Engine,
-    store: Store,
+    pool: MatchPool,
+    rx: mpsc::Receiver<Command>,
     events: broadcast::Sender<Arc<MarketEvent>>,
     metrics: TradingMetrics,
     origin: String,
+    down: Arc<AtomicBool>,
+    db_timeout: Duration,
+    /// The stored version of each account as the engine's copy reflects it.
+    versions: HashMap<i64, i64>,
+    /// Whether every instrument has its `symbols` row (checked once per process).
+    symbols_created: bool,
 }
 
 /// What a committed batch produced.
 struct Committed {
-    replies: Vec<Reply>,
-    public: Vec<MarketEvent>,
-    /// (symbol, side, type, outcome) per place command, for metrics.
-    outcomes: Vec<(String, &'static str, &'static str, &'static str)>,
-    trades: Vec<(String, Qty)>,
-    /// Net balance change per account, written once at the end of the batch.
-    balances: BTreeMap<i64, AccountDelta>,
-    /// Audit records, written in one statement at the end of the batch.
-    audits: Vec<NewAuditEvent>,
+    plan: Plan,
+    statements: u32,
 }
 
-fn status_str(s: OrderStatus) -> &'static str {
-    match s {
-        OrderStatus::New => "new",
-        OrderStatus::PartiallyFilled => "partially_filled",
-        OrderStatus::Filled => "filled",
-        OrderStatus::Cancelled => "cancelled",
+/// How a failure is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Another writer changed what the batch read: reload and run again.
+    Stale,
+    /// The database could not be reached or dropped the connection.
+    Connection,
+    /// Anything else: a bug or a command the database refuses.
+    Other,
+}
+
+fn classify(e: &MatchError) -> Failure {
+    match e {
+        MatchError::Stale(_) => Failure::Stale,
+        MatchError::Timeout(_) => Failure::Connection,
+        MatchError::Corrupt(_) => Failure::Other,
+        MatchError::Db(e) => match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => Failure::Connection,
+            sqlx::Error::Database(d) => {
+                use sqlx::error::ErrorKind;
+                let code = d.code().unwrap_or_default();
+                match d.kind() {
+                    // A concurrent writer won a race the batch's reads could not see.
+                    ErrorKind::UniqueViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::CheckViolation => Failure::Stale,
+                    _ if code.starts_with("08")
+                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300") =>
+                    {
+                        Failure::Connection
+                    }
+                    // Serialization failure, deadlock, SQLite busy/locked: transient.
+                    _ if matches!(&*code, "40001" | "40P01" | "5" | "6" | "517") => Failure::Stale,
+                    _ => Failure::Other,
+                }
+            }
+            _ => Failure::Other,
+        },
     }
 }
 
-fn reason_str(r: CancelReason) -> &'static str {
-    match r {
-        CancelReason::Requested => "requested",
-        CancelReason::SelfTradePrevention => "self_trade_prevention",
-        CancelReason::IocRemainder => "ioc_remainder",
-        CancelReason::FokUnfillable => "fok_unfillable",
-        CancelReason::MarketRemainder => "market_remainder",
-    }
-}
-
-fn type_str(t: OrderType) -> &'static str {
-    match t {
-        OrderType::Limit => "limit",
-        OrderType::Market => "market",
-    }
-}
-
-fn tif_str(t: TimeInForce) -> &'static str {
-    match t {
-        TimeInForce::Gtc => "GTC",
-        TimeInForce::Ioc => "IOC",
-        TimeInForce::Fok => "FOK",
+/// Bounds a PostgreSQL call by `limit` (SQLite's run on a local file and are not cut off).
+async fn timed<T, E>(
+    postgres: bool,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, MatchError>
+where
+    MatchError: From<E>,
+{
+    if postgres {
+        match tokio::time::timeout(limit, f).await {
+            Ok(r) => r.map_err(MatchError::from),
+            Err(_) => Err(MatchError::Timeout(limit)),
+        }
+    } else {
+        f.await.map_err(MatchError::from)
     }
 }
 
@@ -81,33 +127,44 @@ fn id_u64(id: i64) -> u64 {
     u64::try_from(id).unwrap_or(0)
 }
 
-fn id_i64(id: u64) -> i64 {
-    i64::try_from(id).unwrap_or(i64::MAX)
-}
-
 impl Matcher {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         engine: Engine,
-        store: Store,
+        pool: MatchPool,
+        rx: mpsc::Receiver<Command>,
         events: broadcast::Sender<Arc<MarketEvent>>,
         metrics: TradingMetrics,
         origin: String,
+        down: Arc<AtomicBool>,
+        db_timeout: Duration,
     ) -> Matcher {
         Matcher {
             engine,
-            store,
+            pool,
+            rx,
             events,
             metrics,
             origin,
+            down,
+            db_timeout,
+            versions: HashMap::new(),
+            symbols_created: false,
         }
     }
 
     /// Receives commands until every sender is gone, handling them in batches.
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(first) = rx.recv().await {
+    pub(super) async fn run(mut self) {
+        loop {
+            if self.down.load(Ordering::Acquire) && !self.wait_for_database().await {
+                return;
+            }
+            let Some(first) = self.rx.recv().await else {
+                return;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
+                match self.rx.try_recv() {
                     Ok(c) => batch.push(c),
                     Err(_) => break,
                 }
@@ -116,538 +173,507 @@ impl Matcher {
         }
     }
 
+    /// Takes the commands whose clients still wait; answers the expired ones.
+    fn start(&self, commands: Vec<Command>) -> Vec<Command> {
+        let now = tokio::time::Instant::now();
+        let mut live = Vec::with_capacity(commands.len());
+        for c in commands {
+            if now >= c.deadline {
+                if c.ticket.abandon() {
+                    self.metrics.commands_expired.inc();
+                    let _ = c.reply.send(Err(Refusal::Expired));
+                }
+            } else if c.ticket.start() {
+                live.push(c);
+            } else {
+                self.metrics.commands_expired.inc();
+            }
+        }
+        live
+    }
+
     async fn handle(&mut self, commands: Vec<Command>) {
+        let commands = self.start(commands);
         // Asset credits change positions outside the engine: each runs in a transaction of its
         // own, so no order in the same transaction matches against the stale cached position.
-        let (credits, commands): (Vec<Command>, Vec<Command>) = commands
+        let (credits, orders): (Vec<Command>, Vec<Command>) = commands
             .into_iter()
             .partition(|c| matches!(c.request, Request::Credit { .. }));
         for credit in credits {
-            let request = [credit.request.clone()];
-            match self.run_batch(&request).await {
-                Ok(done) => self.finish(vec![credit], done),
-                Err(e) => Self::fail(credit, &e),
-            }
+            self.execute(vec![credit]).await;
         }
-        if commands.is_empty() {
-            return;
+        if !orders.is_empty() {
+            self.execute(orders).await;
         }
-        let started = Instant::now();
-        let requests: Vec<Request> = commands.iter().map(|c| c.request.clone()).collect();
-        let result = self.run_batch(&requests).await;
-        match result {
-            Ok(done) => {
-                self.metrics.batch_size.observe(requests.len() as f64);
-                self.metrics
-                    .match_latency
-                    .observe(started.elapsed().as_secs_f64());
-                self.finish(commands, done);
-            }
-            Err(e) if commands.len() > 1 => {
-                // One bad command (or a deadlock between replicas) must not fail its neighbours:
-                // run each alone, so only the culprit sees the error.
-                tracing::warn!(error = %e, size = commands.len(), "batch failed; retrying its commands one by one");
+    }
+
+    /// Runs commands as one batch; if that fails for a reason other than stale state or the
+    /// connection, runs each alone.
+    async fn execute(&mut self, mut commands: Vec<Command>) {
+        match self.attempt(&mut commands).await {
+            Ok(done) => self.finish(commands, done),
+            Err((Failure::Other, e)) if commands.len() > 1 => {
+                tracing::warn!(error = %e, size = commands.len(), "batch failed; running its commands one by one");
                 for command in commands {
-                    let request = [command.request.clone()];
-                    match self.run_batch(&request).await {
-                        Ok(done) => self.finish(vec![command], done),
-                        Err(e) => Self::fail(command, &e),
+                    let mut one = vec![command];
+                    match self.attempt(&mut one).await {
+                        Ok(done) => self.finish(one, done),
+                        Err((failure, e)) => self.fail(one, failure, &e),
                     }
                 }
             }
-            Err(e) => {
-                for command in commands {
-                    Self::fail(command, &e);
+            Err((failure, e)) => self.fail(commands, failure, &e),
+        }
+    }
+
+    /// Runs `commands` until they commit or fail for good: stale state is reloaded and run
+    /// again, a broken connection replaced once. Commands whose deadline passes meanwhile are
+    /// answered 408 and dropped (nothing of theirs was committed).
+    async fn attempt(
+        &mut self,
+        commands: &mut Vec<Command>,
+    ) -> Result<Committed, (Failure, MatchError)> {
+        let mut stale_retries = 0;
+        let mut connection_retries = 0;
+        loop {
+            let started = Instant::now();
+            let result = {
+                let requests: Vec<&Request> = commands.iter().map(|c| &c.request).collect();
+                match requests.as_slice() {
+                    [credit @ Request::Credit { .. }] => self.run_credit(credit).await,
+                    _ => self.run_batch(&requests).await,
+                }
+            };
+            let e = match result {
+                Ok(done) => {
+                    self.metrics
+                        .match_latency
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok(done);
+                }
+                Err(e) => e,
+            };
+            let failure = classify(&e);
+            let retry = match failure {
+                Failure::Stale if stale_retries < 3 => {
+                    stale_retries += 1;
+                    "stale"
+                }
+                Failure::Connection if connection_retries < 1 => {
+                    connection_retries += 1;
+                    self.pool = self.pool.fresh();
+                    "connection"
+                }
+                _ => return Err((failure, e)),
+            };
+            tracing::debug!(error = %e, reason = retry, "batch not committed; running it again");
+            self.metrics.batch_retries.with_label_values(&[retry]).inc();
+            let now = tokio::time::Instant::now();
+            let (keep, expired): (Vec<Command>, Vec<Command>) = std::mem::take(commands)
+                .into_iter()
+                .partition(|c| now < c.deadline && !c.reply.is_closed());
+            for c in expired {
+                self.metrics.commands_expired.inc();
+                let _ = c.reply.send(Err(Refusal::Expired));
+            }
+            *commands = keep;
+            if commands.is_empty() {
+                return Err((failure, e));
+            }
+        }
+    }
+
+    fn fail(&mut self, commands: Vec<Command>, failure: Failure, error: &MatchError) {
+        let refusal = match failure {
+            Failure::Connection => {
+                self.mark_down(error);
+                Refusal::DatabaseDown(
+                    "the database is unreachable; nothing was executed, retry later".into(),
+                )
+            }
+            Failure::Stale => {
+                tracing::warn!(error = %error, "batch kept meeting concurrent changes; nothing was applied");
+                Refusal::Unavailable(
+                    "the order met concurrent changes of the same account too often; nothing was \
+                     applied"
+                        .into(),
+                )
+            }
+            Failure::Other => {
+                tracing::error!(error = %error, "command failed; nothing was applied");
+                Refusal::Internal(format!("the matcher could not commit: {error}"))
+            }
+        };
+        for command in commands {
+            let _ = command.reply.send(Err(refusal.clone()));
+        }
+    }
+
+    /// Declares the database down: new commands are refused by [`super::Trading`] at once, the
+    /// queued ones here.
+    fn mark_down(&mut self, error: &MatchError) {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(error = %error, "the matcher lost its database; refusing orders until it answers");
+            self.metrics.database_down.set(1);
+        }
+        self.pool = self.pool.fresh();
+        self.refuse_queued();
+    }
+
+    fn refuse_queued(&mut self) {
+        self.link().refuse_queued();
+    }
+
+    /// The parts of the matcher that talk to the database and the queue, apart from the engine
+    /// (which a running batch borrows).
+    fn link(&mut self) -> Link<'_> {
+        Link {
+            pool: &mut self.pool,
+            rx: &mut self.rx,
+            down: &self.down,
+            metrics: &self.metrics,
+            db_timeout: self.db_timeout,
+        }
+    }
+
+    /// Refuses commands while probing the database; returns false when every sender is gone.
+    async fn wait_for_database(&mut self) -> bool {
+        let limit = self.db_timeout.min(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                command = self.rx.recv() => match command {
+                    Some(c) => refuse(c),
+                    None => return false,
+                },
+                () = tokio::time::sleep(PROBE_INTERVAL) => {
+                    if let Ok(Ok(())) = tokio::time::timeout(limit, self.pool.probe()).await {
+                        tracing::info!("the matcher's database answers again; accepting orders");
+                        self.down.store(false, Ordering::Release);
+                        self.metrics.database_down.set(0);
+                        return true;
+                    }
                 }
             }
         }
     }
 
-    fn fail(command: Command, error: &sqlx::Error) {
-        tracing::error!(error = %error, "command failed; nothing was applied");
-        let _ = command.reply.send(Err(Refusal::Unavailable(
-            "the order could not be committed; nothing was applied, retry".into(),
-        )));
+    async fn run_batch(&mut self, requests: &[&Request]) -> Result<Committed, MatchError> {
+        let postgres = self.pool.is_postgres();
+        let limit = self.db_timeout;
+        let mut tx = timed(postgres, limit, MatchTx::begin(&self.pool)).await?;
+        if !self.symbols_created {
+            let all: Vec<String> = self
+                .engine
+                .instruments()
+                .map(|i| i.symbol.clone())
+                .collect();
+            timed(postgres, limit, tx.ensure_symbols(&all)).await?;
+        }
+        // 1. Lock the symbols (sorted, so replicas never deadlock on them) and catch up.
+        let symbols: Vec<String> = requests
+            .iter()
+            .map(|r| r.symbol())
+            .filter(|s| self.engine.instrument(s).is_some())
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let rows = timed(postgres, limit, tx.lock_symbols(&symbols)).await?;
+        for (symbol, row) in &rows {
+            if self.engine.seq(symbol) != Some(id_u64(row.seq)) {
+                timed(postgres, limit * 10, self.catch_up(&mut tx, symbol, row)).await?;
+            }
+        }
+        // 2. The submitting accounts: reload those another writer changed.
+        let takers: Vec<i64> = requests
+            .iter()
+            .filter_map(|r| r.account())
+            .collect::<BTreeSet<i64>>()
+            .into_iter()
+            .collect();
+        let heads = timed(postgres, limit, tx.account_heads(&takers)).await?;
+        let present: HashSet<i64> = heads.iter().map(|h| h.id).collect();
+        let changed: Vec<i64> = heads
+            .iter()
+            .filter(|h| self.versions.get(&h.id) != Some(&h.version))
+            .map(|h| h.id)
+            .collect();
+        if !changed.is_empty() {
+            let positions = timed(postgres, limit, tx.positions(&changed)).await?;
+            let mut by_account: HashMap<i64, BTreeMap<String, _>> = HashMap::new();
+            for (account, symbol, position) in positions {
+                by_account
+                    .entry(account)
+                    .or_default()
+                    .insert(symbol, position);
+            }
+            for head in heads.into_iter().filter(|h| changed.contains(&h.id)) {
+                let mut account = head.account;
+                account.positions = by_account.remove(&head.id).unwrap_or_default();
+                self.engine.put_account(AccountId(id_u64(head.id)), account);
+                self.versions.insert(head.id, head.version);
+            }
+        }
+        // 3. Idempotency keys and order ids, one statement each.
+        let mut keys: Vec<(i64, String)> = requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Place { account, order, .. } if present.contains(account) => order
+                    .client_order_id
+                    .as_ref()
+                    .map(|k| (*account, k.clone())),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let existing: HashMap<(i64, String), _> =
+            timed(postgres, limit, tx.orders_by_client_ids(&keys))
+                .await?
+                .into_iter()
+                .filter_map(|o| {
+                    let key = o.client_order_id.clone()?;
+                    Some(((o.account_id, key), o))
+                })
+                .collect();
+        let places = requests
+            .iter()
+            .filter(|r| matches!(r, Request::Place { .. }))
+            .count();
+        let ids = timed(postgres, limit, tx.allocate_order_ids(places)).await?;
+
+        // 4. Match in memory.
+        let now = chrono::Utc::now();
+        let missing = |a: i64| !present.contains(&a);
+        let Matcher {
+            engine,
+            origin,
+            versions,
+            pool,
+            rx,
+            down,
+            metrics,
+            db_timeout,
+            ..
+        } = self;
+        let mut batch = engine.begin_batch();
+        let plan = Plan::build(
+            &mut batch,
+            requests,
+            Loaded {
+                existing: &existing,
+                missing: &missing,
+                symbols: rows,
+            },
+            &mut ids.into_iter(),
+            origin,
+            now,
+        );
+
+        // 5. Lock what changes, in id order, and check nobody moved it since it was loaded.
+        let lock: Vec<i64> = plan
+            .writes
+            .accounts
+            .keys()
+            .copied()
+            .chain(present.iter().copied())
+            .collect::<BTreeSet<i64>>()
+            .into_iter()
+            .collect();
+        let locked = timed(postgres, limit, tx.lock_accounts(&lock)).await?;
+        let moved: Vec<i64> = lock
+            .iter()
+            .copied()
+            .filter(|id| locked.get(id).is_none() || versions.get(id) != locked.get(id))
+            .collect();
+        if !moved.is_empty() {
+            drop(batch);
+            for id in &moved {
+                versions.remove(id);
+            }
+            return Err(MatchError::Stale(format!(
+                "accounts {moved:?} changed since they were loaded"
+            )));
+        }
+        if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
+            drop(batch);
+            return Err(e);
+        }
+        let statements = tx.statements() + 1;
+
+        // 6. Commit; only then does the engine keep the batch (a lost reply is resolved first).
+        let committed = Link {
+            pool,
+            rx,
+            down,
+            metrics,
+            db_timeout: *db_timeout,
+        }
+        .commit(tx)
+        .await;
+        match committed {
+            Ok(()) => batch.commit(),
+            Err(e) => {
+                batch.rollback();
+                return Err(e);
+            }
+        }
+        for id in &lock {
+            if let Some(v) = locked.get(id) {
+                let bumped = plan.writes.accounts.contains_key(id);
+                self.versions.insert(*id, if bumped { v + 1 } else { *v });
+            }
+        }
+        self.symbols_created = true;
+        Ok(Committed { plan, statements })
+    }
+
+    /// An asset deposit, in a transaction of its own; the account is then reloaded.
+    async fn run_credit(&mut self, request: &Request) -> Result<Committed, MatchError> {
+        let Request::Credit {
+            account,
+            symbol,
+            qty,
+            cost,
+            actor,
+            request_id,
+        } = request
+        else {
+            return Err(MatchError::Corrupt("not a credit".into()));
+        };
+        let postgres = self.pool.is_postgres();
+        let limit = self.db_timeout;
+        let mut plan = Plan::default();
+        let mut tx = timed(postgres, limit, MatchTx::begin(&self.pool)).await?;
+        timed(
+            postgres,
+            limit,
+            tx.ensure_symbols(std::slice::from_ref(symbol)),
+        )
+        .await?;
+        timed(
+            postgres,
+            limit,
+            tx.lock_symbols(std::slice::from_ref(symbol)),
+        )
+        .await?;
+        let cost_total = tradeplane_engine::num::notional(*cost, *qty);
+        let current = timed(postgres, limit, tx.positions(&[*account]))
+            .await?
+            .into_iter()
+            .find(|(_, s, _)| s == symbol)
+            .map(|(_, _, p)| p)
+            .unwrap_or_default();
+        let fits = i64::try_from(cost_total.raw())
+            .ok()
+            .and_then(|c| {
+                i64::try_from(current.cost_basis.raw())
+                    .ok()?
+                    .checked_add(c)
+                    .map(|_| c)
+            })
+            .filter(|_| current.qty.raw().checked_add(qty.raw()).is_some());
+        let Some(cost_total) = fits else {
+            plan.replies.push(Err(Refusal::Rule {
+                code: "amountTooLarge",
+                message: format!(
+                    "crediting {qty} {symbol} at {cost} would overflow the account's position"
+                ),
+            }));
+            return Ok(Committed {
+                plan,
+                statements: tx.statements(),
+            });
+        };
+        let credited = timed(
+            postgres,
+            limit,
+            tx.credit_position(*account, symbol, qty.raw(), cost_total),
+        )
+        .await?;
+        let Some(new_qty) = credited else {
+            plan.replies
+                .push(Err(Refusal::NotFound(format!("no account {account}"))));
+            return Ok(Committed {
+                plan,
+                statements: tx.statements(),
+            });
+        };
+        let writes = BatchWrites {
+            audits: vec![NewAuditEvent {
+                actor: actor.clone(),
+                action: "account.deposit".into(),
+                subject: Some(format!("account:{account}")),
+                request_id: request_id.clone(),
+                details: serde_json::json!({ "symbol": symbol, "qty": qty, "cost": cost }),
+            }],
+            ..BatchWrites::default()
+        };
+        timed(postgres, limit, tx.write(&writes, chrono::Utc::now())).await?;
+        let reloaded = timed(postgres, limit, tx.load_accounts(&[*account])).await?;
+        let statements = tx.statements() + 1;
+        self.link().commit(tx).await?;
+        for head in reloaded {
+            self.engine
+                .put_account(AccountId(id_u64(head.id)), head.account);
+            self.versions.insert(head.id, head.version);
+        }
+        plan.replies
+            .push(Ok(Done::Credited(Qty::from_raw(new_qty))));
+        Ok(Committed { plan, statements })
     }
 
     fn finish(&self, commands: Vec<Command>, done: Committed) {
-        for (symbol, side, kind, outcome) in &done.outcomes {
+        let Committed { plan, statements } = done;
+        self.metrics.batch_size.observe(commands.len() as f64);
+        self.metrics.batch_statements.observe(f64::from(statements));
+        for (symbol, side, kind, outcome) in &plan.outcomes {
             self.metrics
                 .orders
                 .with_label_values(&[symbol.as_str(), side, kind, outcome])
                 .inc();
         }
-        for (symbol, qty) in &done.trades {
+        for (symbol, qty) in &plan.trades {
             self.metrics.trades.with_label_values(&[symbol]).inc();
             self.metrics
                 .traded_quantity
                 .with_label_values(&[symbol])
                 .inc_by(qty.raw() as f64 / tradeplane_engine::num::SCALE as f64);
         }
-        for instrument in self.engine.instruments() {
-            if let Some(book) = self.engine.book(&instrument.symbol) {
+        for symbol in plan.writes.symbols.keys() {
+            if let Some(book) = self.engine.book(symbol) {
                 self.metrics
                     .open_orders
-                    .with_label_values(&[instrument.symbol.as_str()])
+                    .with_label_values(&[symbol.as_str()])
                     .set(book.len() as i64);
             }
         }
-        for (command, reply) in commands.into_iter().zip(done.replies) {
+        for (command, reply) in commands.into_iter().zip(plan.replies) {
             let _ = command.reply.send(reply);
         }
-        for event in done.public {
+        for event in plan.public {
             let _ = self.events.send(Arc::new(event));
         }
     }
 
-    async fn run_batch(&mut self, requests: &[Request]) -> Result<Committed, sqlx::Error> {
-        match self.store.clone() {
-            Store::Postgres(pool) => {
-                let tx = pool.begin().await?;
-                self.in_tx(tx, requests).await
-            }
-            Store::Sqlite(pool) => {
-                let tx = pool.begin().await?;
-                self.in_tx(tx, requests).await
-            }
-        }
-    }
-
-    async fn in_tx<T: TradingTx + Commit>(
-        &mut self,
-        mut tx: T,
-        requests: &[Request],
-    ) -> Result<Committed, sqlx::Error> {
-        // 1. Lock the symbols (sorted, so replicas never deadlock on them) and catch up.
-        let symbols: BTreeSet<&str> = requests
-            .iter()
-            .map(Request::symbol)
-            .filter(|s| self.engine.instrument(s).is_some())
-            .collect();
-        let mut rows: BTreeMap<String, SymbolRow> = BTreeMap::new();
-        for symbol in symbols {
-            let row = tx.lock_symbol(symbol).await?;
-            if self.engine.seq(symbol) != Some(id_u64(row.seq)) {
-                self.catch_up(&mut tx, symbol, &row).await?;
-            }
-            rows.insert(symbol.to_owned(), row);
-        }
-        // 2. Fresh, locked copies of the submitting accounts (sorted, for the same reason).
-        let accounts: BTreeSet<i64> = requests
-            .iter()
-            .filter_map(|r| match r {
-                Request::Place { account, .. } | Request::Cancel { account, .. } => Some(*account),
-                Request::SetStatus { .. } | Request::Credit { .. } => None,
-            })
-            .collect();
-        for id in accounts {
-            if let Some(account) = tx.load_account(id, true).await? {
-                self.engine.put_account(AccountId(id_u64(id)), account);
-            }
-        }
-
-        // 3. Match, persisting as we go.
-        let mut batch = self.engine.begin_batch();
-        let mut out = Committed {
-            replies: Vec::with_capacity(requests.len()),
-            public: Vec::new(),
-            outcomes: Vec::new(),
-            trades: Vec::new(),
-            balances: BTreeMap::new(),
-            audits: Vec::new(),
-        };
-        let mut first_with_key: HashMap<(i64, String), usize> = HashMap::new();
-        let mut credited_symbols: BTreeSet<String> = BTreeSet::new();
-        let mut duplicates: Vec<(usize, usize)> = Vec::new();
-        for (index, request) in requests.iter().enumerate() {
-            let reply = match request {
-                Request::Place {
-                    account,
-                    order,
-                    request_id,
-                } => {
-                    if let Some(key) = &order.client_order_id {
-                        if let Some(first) = first_with_key.get(&(*account, key.clone())) {
-                            duplicates.push((index, *first));
-                            out.replies
-                                .push(Err(Refusal::Unavailable("duplicate".into())));
-                            continue;
-                        }
-                        first_with_key.insert((*account, key.clone()), index);
-                        if let Some(existing) = tx.order_by_client_id(*account, key).await? {
-                            out.outcomes.push((
-                                order.symbol.clone(),
-                                side_str(order.side),
-                                type_str(order.order_type),
-                                "duplicate",
-                            ));
-                            out.replies.push(Ok(Done::Order(Box::new(existing))));
-                            continue;
-                        }
-                    }
-                    let origin = self.origin.as_str();
-                    Self::place(
-                        origin,
-                        &mut batch,
-                        &mut tx,
-                        &mut rows,
-                        &mut out,
-                        *account,
-                        order,
-                        request_id.as_deref(),
-                    )
-                    .await?
-                }
-                Request::Cancel {
-                    account,
-                    symbol,
-                    order_id,
-                    request_id,
-                } => {
-                    let result = batch.cancel(
-                        AccountId(id_u64(*account)),
-                        symbol,
-                        OrderId(id_u64(*order_id)),
-                    );
-                    match result {
-                        Err(reject) => Err(Refusal::Conflict(format!(
-                            "order {order_id} cannot be cancelled: {reject}"
-                        ))),
-                        Ok(outcome) => {
-                            let row = rows.entry(symbol.clone()).or_default();
-                            Self::persist(&mut tx, symbol, &outcome, row, &mut out, &self.origin)
-                                .await?;
-                            Self::final_update(
-                                &mut tx,
-                                *order_id,
-                                &outcome,
-                                None,
-                                chrono::Utc::now(),
-                            )
-                            .await?;
-                            out.audits.push(NewAuditEvent {
-                                actor: format!("account:{account}"),
-                                action: "order.cancelled".into(),
-                                subject: Some(format!("order:{order_id}")),
-                                request_id: request_id.clone(),
-                                details: serde_json::json!({ "symbol": symbol, "filled": outcome.filled }),
-                            });
-                            match tx.order(*order_id).await? {
-                                Some(view) => Ok(Done::Order(Box::new(view))),
-                                None => Err(Refusal::NotFound(format!("no order {order_id}"))),
-                            }
-                        }
-                    }
-                }
-                Request::Credit {
-                    account,
-                    symbol,
-                    qty,
-                    cost,
-                    actor,
-                    request_id,
-                } => {
-                    let cost_total = tradeplane_engine::num::notional(*cost, *qty);
-                    let cost_total = super::persist::to_i64(cost_total)?;
-                    match tx
-                        .credit_position(*account, symbol, qty.raw(), cost_total)
-                        .await?
-                    {
-                        None => Err(Refusal::NotFound(format!("no account {account}"))),
-                        Some(new_qty) => {
-                            out.audits.push(NewAuditEvent {
-                                actor: actor.clone(),
-                                action: "account.deposit".into(),
-                                subject: Some(format!("account:{account}")),
-                                request_id: request_id.clone(),
-                                details: serde_json::json!({ "symbol": symbol, "qty": qty, "cost": cost }),
-                            });
-                            credited_symbols.insert(symbol.clone());
-                            Ok(Done::Credited(Qty::from_raw(new_qty)))
-                        }
-                    }
-                }
-                Request::SetStatus {
-                    symbol,
-                    status,
-                    actor,
-                    request_id,
-                } => match batch.set_status(symbol, *status) {
-                    Err(reject) => Err(Refusal::Rule {
-                        code: reject.code(),
-                        message: reject.to_string(),
-                    }),
-                    Ok(event) => {
-                        let row = rows.entry(symbol.clone()).or_default();
-                        row.seq = id_i64(event.seq);
-                        if let Some(md) = event.md_seq {
-                            row.md_seq = id_i64(md);
-                        }
-                        row.status = if *status == TradingStatus::Halted {
-                            "halted"
-                        } else {
-                            "open"
-                        }
-                        .into();
-                        out.public
-                            .extend(MarketEvent::from_engine(symbol, &event, &self.origin));
-                        out.audits.push(NewAuditEvent {
-                            actor: actor.clone(),
-                            action: if *status == TradingStatus::Halted {
-                                "market.halted"
-                            } else {
-                                "market.resumed"
-                            }
-                            .into(),
-                            subject: Some(format!("symbol:{symbol}")),
-                            request_id: request_id.clone(),
-                            details: serde_json::json!({}),
-                        });
-                        Ok(Done::Status)
-                    }
-                },
-            };
-            out.replies.push(reply);
-        }
-        for (index, first) in duplicates {
-            out.replies[index] = out.replies[first].clone();
-        }
-        for (account, delta) in &out.balances {
-            tx.apply_delta(*account, delta).await?;
-        }
-        tx.audit_many(&out.audits).await?;
-        for (symbol, row) in &rows {
-            // A credit bumped the stored sequence itself (credits run alone, so nothing else
-            // touched the row in this transaction).
-            if !credited_symbols.contains(symbol) {
-                tx.update_symbol(symbol, row).await?;
-            }
-        }
-
-        // 4. Commit; only then does the engine keep the batch.
-        match tx.commit().await {
-            Ok(()) => {
-                batch.commit();
-                Ok(out)
-            }
-            Err(e) => {
-                batch.rollback();
-                Err(e)
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn place<T: TradingTx>(
-        origin: &str,
-        batch: &mut Batch<'_>,
-        tx: &mut T,
-        rows: &mut BTreeMap<String, SymbolRow>,
-        out: &mut Committed,
-        account: i64,
-        order: &super::PlaceOrder,
-        request_id: Option<&str>,
-    ) -> Result<Reply, sqlx::Error> {
-        let side = side_str(order.side);
-        let kind = type_str(order.order_type);
-        let tif = order.tif.unwrap_or(match order.order_type {
-            OrderType::Limit => TimeInForce::Gtc,
-            OrderType::Market => TimeInForce::Ioc,
-        });
-        let known = batch.engine().instrument(&order.symbol).is_some();
-        let metric_symbol = if known {
-            order.symbol.clone()
-        } else {
-            "unknown".to_owned()
-        };
-        let audit = |code: &'static str| NewAuditEvent {
-            actor: format!("account:{account}"),
-            action: "order.rejected".into(),
-            subject: None,
-            request_id: request_id.map(str::to_owned),
-            details: serde_json::json!({ "code": code, "symbol": order.symbol.chars().take(32).collect::<String>() }),
-        };
-        if !known {
-            out.outcomes.push((metric_symbol, side, kind, "rejected"));
-            out.audits.push(audit("unknownSymbol"));
-            let shown: String = order.symbol.chars().take(32).collect();
-            return Ok(Err(Refusal::Rule {
-                code: "unknownSymbol",
-                message: format!("unknown symbol {shown:?}"),
-            }));
-        }
-        let now = chrono::Utc::now();
-        if order.qty.raw() <= 0 {
-            // Checked before the row exists: the table refuses such rows, which would abort
-            // the whole batch's transaction on PostgreSQL.
-            out.outcomes.push((metric_symbol, side, kind, "rejected"));
-            out.audits.push(audit("invalidQuantity"));
-            return Ok(Err(Refusal::Rule {
-                code: "invalidQuantity",
-                message: "quantity must be positive".into(),
-            }));
-        }
-        let id = tx
-            .insert_pending(&PendingOrder {
-                account,
-                client_order_id: order.client_order_id.as_deref(),
-                symbol: &order.symbol,
-                side,
-                order_type: kind,
-                tif: tif_str(tif),
-                price: order.price.map(Price::raw),
-                qty: order.qty.raw(),
-                now,
-            })
-            .await?;
-        let new = NewOrder {
-            id: OrderId(id_u64(id)),
-            account: AccountId(id_u64(account)),
-            symbol: order.symbol.clone(),
-            side: order.side,
-            order_type: order.order_type,
-            price: order.price,
-            qty: order.qty,
-            tif,
-        };
-        match batch.submit(new) {
-            Err(r) => {
-                tx.delete_pending(id).await?;
-                out.outcomes.push((metric_symbol, side, kind, "rejected"));
-                out.audits.push(audit(r.code()));
-                Ok(Err(Refusal::Rule {
-                    code: r.code(),
-                    message: r.to_string(),
-                }))
-            }
-            Ok(outcome) => {
-                let row = rows.entry(order.symbol.clone()).or_default();
-                let priority = Self::persist(tx, &order.symbol, &outcome, row, out, origin).await?;
-                let reason = Self::final_update(tx, id, &outcome, priority, now).await?;
-                out.audits.push(NewAuditEvent {
-                    actor: format!("account:{account}"),
-                    action: "order.placed".into(),
-                    subject: Some(format!("order:{id}")),
-                    request_id: request_id.map(str::to_owned),
-                    details: serde_json::json!({
-                        "symbol": order.symbol, "side": side, "type": kind, "price": order.price,
-                        "qty": order.qty, "status": status_str(outcome.status), "filled": outcome.filled,
-                    }),
-                });
-                out.outcomes.push((metric_symbol, side, kind, "accepted"));
-                // Built from what was just written, saving a read per order.
-                Ok(Ok(Done::Order(Box::new(OrderView {
-                    id,
-                    account_id: account,
-                    client_order_id: order.client_order_id.clone(),
-                    symbol: order.symbol.clone(),
-                    side: side.to_owned(),
-                    order_type: kind.to_owned(),
-                    tif: tif_str(tif).to_owned(),
-                    price: order.price,
-                    qty: order.qty,
-                    filled: outcome.filled,
-                    remaining: outcome.resting,
-                    status: status_str(outcome.status).to_owned(),
-                    cancel_reason: reason.map(str::to_owned),
-                    created_at: now,
-                    updated_at: now,
-                }))))
-            }
-        }
-    }
-
-    /// Writes an outcome's events; returns the acceptance sequence (time priority), if any.
-    async fn persist<T: TradingTx>(
-        tx: &mut T,
-        symbol: &str,
-        outcome: &Outcome,
-        row: &mut SymbolRow,
-        out: &mut Committed,
-        origin: &str,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        let mut priority = None;
-        for event in &outcome.events {
-            row.seq = id_i64(event.seq);
-            if let Some(md) = event.md_seq {
-                row.md_seq = id_i64(md);
-            }
-            match &event.kind {
-                EventKind::OrderAccepted(_) => priority = Some(id_i64(event.seq)),
-                EventKind::Trade(t) => {
-                    tx.insert_trade(symbol, id_i64(event.seq), t).await?;
-                    tx.fill_maker(
-                        id_i64(t.maker_order.0),
-                        t.qty.raw(),
-                        t.maker_remaining.raw(),
-                    )
-                    .await?;
-                    row.last_trade = Some((t.price.raw(), t.qty.raw(), id_i64(event.seq)));
-                    out.trades.push((symbol.to_owned(), t.qty));
-                }
-                EventKind::OrderCancelled(c) if c.id != outcome.order_id => {
-                    tx.cancel_resting(id_i64(c.id.0), reason_str(c.reason))
-                        .await?;
-                }
-                EventKind::Balance(b) => {
-                    out.balances.entry(id_i64(b.account.0)).or_default().add(b)
-                }
-                EventKind::Status { status } => {
-                    row.status = if *status == TradingStatus::Halted {
-                        "halted"
-                    } else {
-                        "open"
-                    }
-                    .into();
-                }
-                EventKind::OrderCancelled(_)
-                | EventKind::OrderRested(_)
-                | EventKind::BookLevel(_) => {}
-            }
-            out.public
-                .extend(MarketEvent::from_engine(symbol, event, origin));
-        }
-        Ok(priority)
-    }
-
-    /// Sets the submitted (or cancelled) order's final state from the outcome.
-    async fn final_update<T: TradingTx>(
-        tx: &mut T,
-        id: i64,
-        outcome: &Outcome,
-        priority: Option<i64>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Option<&'static str>, sqlx::Error> {
-        let reason = outcome.events.iter().find_map(|e| match &e.kind {
-            EventKind::OrderCancelled(c) if c.id == outcome.order_id => Some(reason_str(c.reason)),
-            _ => None,
-        });
-        tx.update_order(&OrderUpdate {
-            id,
-            status: status_str(outcome.status),
-            filled: outcome.filled.raw(),
-            remaining: outcome.resting.raw(),
-            priority,
-            cancel_reason: reason,
-            now,
-        })
-        .await?;
-        Ok(reason)
-    }
-
     /// Rebuilds a symbol's book from the database (another replica matched since we last did).
-    async fn catch_up<T: TradingTx>(
+    async fn catch_up(
         &mut self,
-        tx: &mut T,
+        tx: &mut MatchTx,
         symbol: &str,
         row: &SymbolRow,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), MatchError> {
         let resting = tx.resting_orders(symbol).await?;
-        let owners: BTreeSet<u64> = resting.iter().map(|o| o.account.0).collect();
-        for owner in owners {
-            if let Some(account) = tx.load_account(id_i64(owner), false).await? {
-                self.engine.put_account(AccountId(owner), account);
-            }
+        let owners: Vec<i64> = resting
+            .iter()
+            .map(|o| i64::try_from(o.account.0).unwrap_or(i64::MAX))
+            .collect::<BTreeSet<i64>>()
+            .into_iter()
+            .collect();
+        for head in tx.load_accounts(&owners).await? {
+            self.engine
+                .put_account(AccountId(id_u64(head.id)), head.account);
+            self.versions.insert(head.id, head.version);
         }
         let state = MarketState {
             resting,
@@ -660,21 +686,88 @@ impl Matcher {
             }),
             status: status_from_str(&row.status),
         };
-        self.engine.restore_market(symbol, state).map_err(|e| {
-            sqlx::Error::Protocol(format!("stored book of {symbol} is inconsistent: {e}"))
-        })?;
+        self.engine
+            .restore_market(symbol, state)
+            .map_err(|e| MatchError::Corrupt(format!("stored book of {symbol}: {e}")))?;
         tracing::info!(symbol, seq = row.seq, "caught up with the stored book");
         Ok(())
     }
 }
 
-/// Committing a transaction, for either backend.
-pub(super) trait Commit {
-    fn commit(self) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send;
+/// Answers a command that was queued while the database was down: not executed, 503.
+fn refuse(c: Command) {
+    if c.ticket.start() {
+        let _ = c.reply.send(Err(Refusal::DatabaseDown(
+            "the database is unreachable; nothing was executed, retry later".into(),
+        )));
+    }
 }
 
-impl<'c, DB: sqlx::Database> Commit for sqlx::Transaction<'c, DB> {
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        sqlx::Transaction::commit(self).await
+/// The matcher's connection to the database and its queue, borrowed apart from the engine.
+struct Link<'a> {
+    pool: &'a mut MatchPool,
+    rx: &'a mut mpsc::Receiver<Command>,
+    down: &'a AtomicBool,
+    metrics: &'a TradingMetrics,
+    db_timeout: Duration,
+}
+
+impl Link<'_> {
+    fn refuse_queued(&mut self) {
+        while let Ok(c) = self.rx.try_recv() {
+            refuse(c);
+        }
+    }
+
+    /// Commits `tx`. When the COMMIT gets no answer, waits until PostgreSQL knows whether the
+    /// transaction committed, refusing queued commands meanwhile (the database is as good as
+    /// down until then): `Ok` means durable, `Err` means it never will be.
+    async fn commit(&mut self, tx: MatchTx) -> Result<(), MatchError> {
+        let postgres = self.pool.is_postgres();
+        let Some(xid) = tx.xid().map(str::to_owned) else {
+            return timed(postgres, self.db_timeout, tx.commit()).await;
+        };
+        let error = match timed(postgres, self.db_timeout, tx.commit()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let limit = self.db_timeout.min(Duration::from_secs(1));
+        let mut waited = false;
+        loop {
+            let pool = self.pool.fresh();
+            match tokio::time::timeout(limit, pool.commit_outcome(&xid)).await {
+                Ok(Ok(Some(outcome))) => {
+                    tracing::warn!(xid, ?outcome, error = %error, "resolved a COMMIT whose reply was lost");
+                    let label = match outcome {
+                        CommitOutcome::Committed => "committed",
+                        CommitOutcome::Aborted => "aborted",
+                    };
+                    self.metrics
+                        .commit_resolutions
+                        .with_label_values(&[label])
+                        .inc();
+                    *self.pool = pool;
+                    if waited {
+                        self.down.store(false, Ordering::Release);
+                        self.metrics.database_down.set(0);
+                    }
+                    return match outcome {
+                        CommitOutcome::Committed => Ok(()),
+                        CommitOutcome::Aborted => Err(error),
+                    };
+                }
+                Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(Err(_)) | Err(_) => {
+                    if !waited {
+                        tracing::warn!(xid, error = %error, "a COMMIT's reply was lost and the database does not answer; waiting to learn its outcome");
+                        waited = true;
+                        self.down.store(true, Ordering::Release);
+                        self.metrics.database_down.set(1);
+                    }
+                    self.refuse_queued();
+                    tokio::time::sleep(PROBE_INTERVAL).await;
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! Trading metrics, registered in the platform's registry.
 
 use prometheus::{
-    CounterVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// Counters and histograms of the order flow.
@@ -21,6 +22,18 @@ pub struct TradingMetrics {
     pub open_orders: IntGaugeVec,
     /// Connected WebSocket clients.
     pub websocket_subscribers: IntGauge,
+    /// SQL statements per committed batch (BEGIN and COMMIT included).
+    pub batch_statements: Histogram,
+    /// Batches run again without having committed, by reason (`stale`, `connection`).
+    pub batch_retries: IntCounterVec,
+    /// Commands dropped unexecuted because their client stopped waiting.
+    pub commands_expired: IntCounter,
+    /// Lost COMMIT replies, by what the database said had happened (`committed`, `aborted`).
+    pub commit_resolutions: IntCounterVec,
+    /// Requests answered 504 `outcome_unknown` (their batch's COMMIT was still unresolved).
+    pub outcome_unknown: IntCounter,
+    /// 1 while the matcher sees its database as unreachable and refuses orders.
+    pub database_down: IntGauge,
 }
 
 impl TradingMetrics {
@@ -68,6 +81,47 @@ impl TradingMetrics {
             "websocket_subscribers",
             "Connected market-data WebSocket clients.",
         )?;
+        let batch_statements = Histogram::with_opts(
+            HistogramOpts::new(
+                "match_batch_statements",
+                "SQL statements sent for one committed batch, BEGIN and COMMIT included.",
+            )
+            .buckets(vec![
+                2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 30.0, 50.0,
+            ]),
+        )?;
+        let batch_retries = IntCounterVec::new(
+            Opts::new(
+                "match_batch_retries_total",
+                "Batches run again without having committed, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let commands_expired = IntCounter::new(
+            "matcher_commands_expired_total",
+            "Commands dropped unexecuted because their client stopped waiting.",
+        )?;
+        let commit_resolutions = IntCounterVec::new(
+            Opts::new(
+                "match_commit_resolutions_total",
+                "COMMITs whose reply was lost, by what the database said had happened.",
+            ),
+            &["outcome"],
+        )?;
+        let outcome_unknown = IntCounter::new(
+            "order_outcome_unknown_total",
+            "Requests answered 504 outcome_unknown while their batch's COMMIT was unresolved.",
+        )?;
+        let database_down = IntGauge::new(
+            "matcher_database_down",
+            "1 while the matcher sees its database as unreachable and refuses orders.",
+        )?;
+        registry.register(Box::new(batch_statements.clone()))?;
+        registry.register(Box::new(batch_retries.clone()))?;
+        registry.register(Box::new(commands_expired.clone()))?;
+        registry.register(Box::new(commit_resolutions.clone()))?;
+        registry.register(Box::new(outcome_unknown.clone()))?;
+        registry.register(Box::new(database_down.clone()))?;
         registry.register(Box::new(orders.clone()))?;
         registry.register(Box::new(trades.clone()))?;
         registry.register(Box::new(traded_quantity.clone()))?;
@@ -83,6 +137,12 @@ impl TradingMetrics {
             batch_size,
             open_orders,
             websocket_subscribers,
+            batch_statements,
+            batch_retries,
+            commands_expired,
+            commit_resolutions,
+            outcome_unknown,
+            database_down,
         })
     }
 }

@@ -2,21 +2,29 @@
 //!
 //! One matcher task per process owns the engine. Requests send it [`Command`]s over a channel;
 //! it drains whatever is queued (up to [`MAX_BATCH`]) and handles the whole batch in **one**
-//! database transaction, so throughput comes from batching rather than one commit per order.
-//! An order is acknowledged only after that transaction commits; if the commit fails the
-//! engine's batch is rolled back too, so memory never runs ahead of the database.
+//! database transaction with a fixed number of set-based statements ([`batch`] plans the rows in
+//! memory, [`crate::store::matching`] writes them), so throughput comes from batching rather than
+//! one commit per order. An order is acknowledged only after that transaction commits; if the
+//! commit fails the engine's batch is rolled back too, so memory never runs ahead of the
+//! database.
+//!
+//! Every command carries a deadline and a ticket: the matcher only starts commands whose client
+//! is still waiting, and a client is told "not executed" only for a command the matcher never
+//! started. When a COMMIT's reply is lost, the matcher asks PostgreSQL whether that transaction
+//! committed before it does anything else (see [`matcher`]).
 //!
 //! Several replicas can share one PostgreSQL: each batch locks the rows of the symbols it
-//! touches (`SELECT … FOR UPDATE` on `symbols`), and a replica whose in-memory sequence for a
-//! symbol differs from the stored one reloads that symbol's book before matching. With SQLite
-//! the platform runs as a single replica.
+//! touches (`SELECT … FOR UPDATE` on `symbols`) and, at the end, every account it changes, in id
+//! order. A replica whose in-memory sequence for a symbol differs from the stored one reloads
+//! that symbol's book before matching, and one whose remembered account version differs reloads
+//! that account. With SQLite the platform runs as a single replica.
 
+mod batch;
 pub mod fanout;
 pub mod market;
 mod matcher;
 mod metrics;
-mod persist;
-pub mod views;
+pub use crate::store::views;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +36,9 @@ use tradeplane_engine::instrument::{Instrument, TradingStatus};
 use tradeplane_engine::num::{Price, Qty};
 use tradeplane_engine::order::{OrderType, Side, TimeInForce};
 
+pub use crate::store::market::status_from_str as persist_status;
 pub use market::MarketEvent;
 pub use metrics::TradingMetrics;
-pub use persist::status_from_str as persist_status;
 pub use views::OrderView;
 
 use crate::error::ApiError;
@@ -82,17 +90,44 @@ pub enum Refusal {
     NotFound(String),
     /// The order exists but cannot be cancelled (409).
     Conflict(String),
-    /// The batch could not be committed (503); nothing was applied.
+    /// The `client_order_id` names a different order (409 `idempotency_conflict`).
+    IdempotencyConflict(String),
+    /// The submitting account no longer exists (401).
+    AccountGone,
+    /// The database is unreachable; the command was not executed (503
+    /// `dependency_unavailable`).
+    DatabaseDown(String),
+    /// The command's deadline passed before the matcher started it; it was not executed (408).
+    Expired,
+    /// Nothing was applied, for a reason the client cannot fix by retrying at once (503).
     Unavailable(String),
+    /// An unexpected failure (500); nothing was applied, details are in the log.
+    Internal(String),
 }
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> ApiError {
+        use axum::http::StatusCode;
         match r {
             Refusal::Rule { code, message } => ApiError::Unprocessable { code, message },
             Refusal::NotFound(m) => ApiError::NotFound(m),
             Refusal::Conflict(m) => ApiError::Conflict(m),
+            Refusal::IdempotencyConflict(message) => ApiError::Status {
+                status: StatusCode::CONFLICT,
+                code: "idempotency_conflict",
+                message,
+            },
+            Refusal::AccountGone => {
+                ApiError::Unauthorized("the account of this token no longer exists".into())
+            }
+            Refusal::DatabaseDown(m) => ApiError::DependencyUnavailable(m),
+            Refusal::Expired => ApiError::Status {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "request_timeout",
+                message: "the command was not executed: it waited too long for the matcher".into(),
+            },
             Refusal::Unavailable(m) => ApiError::Unavailable(m),
+            Refusal::Internal(m) => ApiError::Internal(anyhow::anyhow!(m)),
         }
     }
 }
@@ -109,6 +144,8 @@ pub(crate) enum Request {
         account: i64,
         symbol: String,
         order_id: i64,
+        /// The order as read before the cancel was sent; the reply is built from it.
+        view: Box<OrderView>,
         request_id: Option<String>,
     },
     SetStatus {
@@ -137,6 +174,14 @@ impl Request {
             | Request::Credit { symbol, .. } => symbol,
         }
     }
+
+    /// The account whose balances the command uses, if any.
+    fn account(&self) -> Option<i64> {
+        match self {
+            Request::Place { account, .. } | Request::Cancel { account, .. } => Some(*account),
+            Request::SetStatus { .. } | Request::Credit { .. } => None,
+        }
+    }
 }
 
 /// What a command produced.
@@ -153,10 +198,77 @@ pub(crate) enum Done {
 /// The matcher's answer to one command.
 pub(crate) type Reply = Result<Done, Refusal>;
 
-/// A command and where to send its answer.
+/// Where a command is in its life; shared by the waiting request and the matcher, so that
+/// exactly one of them decides whether it runs.
+mod ticket {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const QUEUED: u8 = 0;
+    const RUNNING: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    /// A command's state: queued, then either started by the matcher or abandoned by its client.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Ticket(Arc<AtomicU8>);
+
+    impl Ticket {
+        /// The matcher starts the command; false if its client gave up first.
+        pub(crate) fn start(&self) -> bool {
+            self.0
+                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        }
+
+        /// The client gives up; false if the matcher already started the command.
+        pub(crate) fn abandon(&self) -> bool {
+            self.0
+                .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .map_or_else(|state| state == ABANDONED, |_| true)
+        }
+    }
+}
+pub(crate) use ticket::Ticket;
+
+/// A command, where to send its answer, and until when its client waits.
 pub(crate) struct Command {
     request: Request,
     reply: oneshot::Sender<Reply>,
+    ticket: Ticket,
+    deadline: tokio::time::Instant,
+}
+
+/// Timing of the order path, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct TradingOptions {
+    /// How long a request may take in all (`REQUEST_TIMEOUT_SECONDS`): a command's deadline is
+    /// set early enough that its client gets the matcher's own answer before this expires.
+    pub request_timeout: std::time::Duration,
+    /// Bound on the matcher's database calls (`MATCHER_DB_TIMEOUT_MS`): connecting, a batch's
+    /// statements, its COMMIT.
+    pub db_timeout: std::time::Duration,
+}
+
+impl Default for TradingOptions {
+    fn default() -> Self {
+        TradingOptions {
+            request_timeout: std::time::Duration::from_secs(30),
+            db_timeout: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
+impl TradingOptions {
+    /// How long a queued command may wait before it is dropped unexecuted, and how long its
+    /// client then waits for a command already started (its COMMIT's outcome).
+    fn waits(&self) -> (std::time::Duration, std::time::Duration) {
+        let grace = self.db_timeout * 2 + std::time::Duration::from_millis(500);
+        let queue = self
+            .request_timeout
+            .saturating_sub(grace + std::time::Duration::from_millis(500))
+            .max(std::time::Duration::from_millis(500));
+        (queue, grace)
+    }
 }
 
 /// Handle to the trading service; cheap to clone.
@@ -168,6 +280,8 @@ pub struct Trading {
     store: Store,
     metrics: TradingMetrics,
     origin: Arc<str>,
+    database_down: Arc<std::sync::atomic::AtomicBool>,
+    options: TradingOptions,
 }
 
 impl Trading {
@@ -176,20 +290,25 @@ impl Trading {
         store: Store,
         instruments: Vec<Instrument>,
         metrics: TradingMetrics,
+        options: TradingOptions,
     ) -> anyhow::Result<Trading> {
         let engine =
             Engine::new(instruments.clone()).map_err(|e| anyhow::anyhow!("INSTRUMENTS: {e}"))?;
         let (commands, rx) = mpsc::channel(QUEUE_DEPTH);
         let (events, _) = broadcast::channel(BROADCAST_DEPTH);
         let origin: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let database_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let matcher = matcher::Matcher::new(
             engine,
-            store.clone(),
+            store.matcher_pool(options.db_timeout),
+            rx,
             events.clone(),
             metrics.clone(),
             origin.to_string(),
+            database_down.clone(),
+            options.db_timeout,
         );
-        tokio::spawn(matcher.run(rx));
+        tokio::spawn(matcher.run());
         Ok(Trading {
             commands,
             events,
@@ -202,6 +321,8 @@ impl Trading {
             store,
             metrics,
             origin,
+            database_down,
+            options,
         })
     }
 
@@ -230,19 +351,70 @@ impl Trading {
         let _ = self.events.send(event);
     }
 
+    /// Whether the matcher currently sees its database as unreachable (orders are refused
+    /// at once with 503 until it answers again).
+    pub fn database_down(&self) -> bool {
+        self.database_down
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Sends a command and waits for its answer. A command the matcher never started is
+    /// dropped at its deadline and answered 408; one it started is waited for (its COMMIT may be
+    /// in flight) and answered 504 `outcome_unknown` only if even that takes too long.
     async fn call(&self, request: Request) -> Result<Done, ApiError> {
-        let (reply, rx) = oneshot::channel();
+        if self.database_down() {
+            return Err(ApiError::DependencyUnavailable(
+                "the database is unreachable; nothing was executed, retry later".into(),
+            ));
+        }
+        let (queue_wait, grace) = self.options.waits();
+        let (reply, mut rx) = oneshot::channel();
+        let ticket = Ticket::default();
+        // Dropped with the request (client gone, or the outer timeout): a command still queued
+        // then never runs.
+        struct AbandonOnDrop(Ticket);
+        impl Drop for AbandonOnDrop {
+            fn drop(&mut self) {
+                self.0.abandon();
+            }
+        }
+        let _guard = AbandonOnDrop(ticket.clone());
+        let deadline = tokio::time::Instant::now() + queue_wait;
         self.commands
-            .try_send(Command { request, reply })
+            .try_send(Command {
+                request,
+                reply,
+                ticket: ticket.clone(),
+                deadline,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
-                    ApiError::Unavailable("the matching queue is full, retry later".into())
+                    ApiError::Overloaded("the matching queue is full, retry later".into())
                 }
                 mpsc::error::TrySendError::Closed(_) => {
                     ApiError::Unavailable("the matcher has stopped".into())
                 }
             })?;
-        rx.await
+        let answer = match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(answer) => answer,
+            Err(_) if ticket.abandon() => return Err(Refusal::Expired.into()),
+            Err(_) => match tokio::time::timeout(grace, &mut rx).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.metrics.outcome_unknown.inc();
+                    return Err(ApiError::Status {
+                        status: axum::http::StatusCode::GATEWAY_TIMEOUT,
+                        code: "outcome_unknown",
+                        message:
+                            "the command reached the database but its outcome is not known yet; \
+                                  look the order up (GET /api/v1/orders?…, or retry with the same \
+                                  client_order_id, which never executes twice)"
+                                .into(),
+                    });
+                }
+            },
+        };
+        answer
             .map_err(|_| ApiError::Unavailable("the matcher stopped before answering".into()))?
             .map_err(ApiError::from)
     }
@@ -299,8 +471,9 @@ impl Trading {
         match self
             .call(Request::Cancel {
                 account,
-                symbol: order.symbol,
+                symbol: order.symbol.clone(),
                 order_id,
+                view: Box::new(order),
                 request_id,
             })
             .await?
@@ -340,6 +513,14 @@ impl Trading {
             return Err(ApiError::Unprocessable {
                 code: "invalidPrice",
                 message: "cost must not be negative".into(),
+            });
+        }
+        if i64::try_from(tradeplane_engine::num::notional(cost, qty).raw()).is_err() {
+            return Err(ApiError::Unprocessable {
+                code: "amountTooLarge",
+                message: format!(
+                    "the cost of this deposit ({qty} × {cost}) does not fit in an account"
+                ),
             });
         }
         match self
