@@ -92,6 +92,31 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     })
 }
 
+/// Takes the SQLite file's lock ([`Store::lock_file`]), waiting (and saying why) while another
+/// process holds it, as during a rolling restart. `Ok(None)` when `stop` fired first;
+/// `Ok(Some(None))` when there is nothing to lock (PostgreSQL).
+async fn wait_for_file_lock(
+    store: &Store,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Option<crate::store::FileLock>>> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match store.lock_file() {
+            Ok(lock) => return Ok(Some(lock)),
+            Err(e @ crate::store::FileLockError::InUse(_)) => {
+                if waited.as_secs().is_multiple_of(10) {
+                    tracing::warn!(waited = ?waited, "{e}; waiting for it to stop");
+                }
+            }
+            Err(e) => return Err(e).context("DATABASE_URL"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => waited += Duration::from_secs(1),
+        }
+    }
+}
+
 /// Runs migrations, retrying with capped exponential backoff until they succeed or `stop` fires.
 async fn migrate_with_retry(store: &Store, stop: &CancellationToken) -> anyhow::Result<bool> {
     let mut delay = Duration::from_millis(250);
@@ -202,8 +227,11 @@ pub async fn run(
         let state = state.clone();
         let stop = stop.clone();
         async move {
+            let Some(file_lock) = wait_for_file_lock(&state.store, &stop).await? else {
+                return anyhow::Ok(None);
+            };
             if !migrate_with_retry(&state.store, &stop).await? {
-                return anyhow::Ok(());
+                return anyhow::Ok(None);
             }
             ensure_admin(&state).await?;
             if state.config.demo {
@@ -217,21 +245,26 @@ pub async fn run(
                 "start-up complete"
             );
             state.health.spawn_checker(check_interval, stop);
-            Ok(())
+            Ok(file_lock)
         }
     };
 
     tokio::pin!(shutdown);
     let mut startup = std::pin::pin!(startup);
     let mut startup_done = false;
+    // Held until the process has drained: no second process serves the same SQLite file.
+    let mut _file_lock = None;
     loop {
         tokio::select! {
             res = &mut startup, if !startup_done => {
                 startup_done = true;
-                if let Err(e) = res {
-                    stop.cancel();
-                    let _ = server.await;
-                    return Err(e);
+                match res {
+                    Ok(lock) => _file_lock = lock,
+                    Err(e) => {
+                        stop.cancel();
+                        let _ = server.await;
+                        return Err(e);
+                    }
                 }
             }
             res = &mut server => {

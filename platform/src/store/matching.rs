@@ -402,6 +402,10 @@ impl MatchTx {
     }
 }
 
+/// A row of `orders` as a book rebuild reads it: id, account, side, price, qty, remaining,
+/// priority.
+type RestingRow = (i64, i64, String, Option<i64>, i64, i64, Option<i64>);
+
 /// Checks that an `UPDATE` touched every row it was meant to.
 fn expect_rows(done: u64, wanted: usize, what: &str) -> Result<(), MatchError> {
     if done == wanted as u64 {
@@ -737,7 +741,7 @@ impl MatchTx {
     pub async fn resting_orders(&mut self, symbol: &str) -> Result<Vec<RestingOrder>, MatchError> {
         const SQL: &str = "SELECT id, account_id, side, price, qty, remaining, priority FROM orders \
                            WHERE symbol = $1 AND status IN ('new', 'partially_filled')";
-        let rows: Vec<(i64, i64, String, Option<i64>, i64, i64, Option<i64>)> = on_tx!(self, c,
+        let rows: Vec<RestingRow> = on_tx!(self, c,
             pg => sqlx::query_as(SQL).bind(symbol).fetch_all(&mut *c).await?,
             sqlite => sqlx::query_as(SQL).bind(symbol).fetch_all(&mut *c).await?
         );

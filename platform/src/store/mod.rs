@@ -65,6 +65,23 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
 }
 
+/// The lock [`Store::lock_file`] takes; released when dropped (or when the process exits).
+#[derive(Debug)]
+pub struct FileLock(#[allow(dead_code)] std::fs::File);
+
+/// Why [`Store::lock_file`] could not take the lock.
+#[derive(Debug, thiserror::Error)]
+pub enum FileLockError {
+    /// Another process serves this SQLite file.
+    #[error(
+        "the SQLite database is in use by another tradeplane process (it holds {0}); SQLite serves one replica: stop the other process, or use PostgreSQL for several"
+    )]
+    InUse(std::path::PathBuf),
+    /// The lock file could not be opened or locked.
+    #[error("cannot lock {0}: {1}")]
+    Io(std::path::PathBuf, #[source] std::io::Error),
+}
+
 /// A handle to the database; cheap to clone (it wraps a pool).
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -141,6 +158,34 @@ impl Store {
             idle: pool.num_idle() as u32,
             max: pool.options().get_max_connections(),
         })
+    }
+
+    /// For SQLite, takes an exclusive lock on `<database file>.lock` for as long as the returned
+    /// guard lives: one platform process serves an SQLite file (two would race on migrations and
+    /// each match against a stale book). `Ok(None)` for PostgreSQL and in-memory databases;
+    /// [`FileLockError::InUse`] when another process holds it.
+    pub fn lock_file(&self) -> Result<Option<FileLock>, FileLockError> {
+        let Store::Sqlite(pool) = self else {
+            return Ok(None);
+        };
+        let file = pool.connect_options().get_filename().to_path_buf();
+        if file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:") {
+            return Ok(None);
+        }
+        let mut path = file.into_os_string();
+        path.push(".lock");
+        let path = std::path::PathBuf::from(path);
+        let handle = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| FileLockError::Io(path.clone(), e))?;
+        match handle.try_lock() {
+            Ok(()) => Ok(Some(FileLock(handle))),
+            Err(std::fs::TryLockError::WouldBlock) => Err(FileLockError::InUse(path)),
+            Err(std::fs::TryLockError::Error(e)) => Err(FileLockError::Io(path, e)),
+        }
     }
 
     /// Closes every connection; used at the end of a graceful shutdown.

@@ -260,8 +260,18 @@ impl Matcher {
                     "stale"
                 }
                 Failure::Connection if connection_retries < 1 => {
+                    // One broken connection (a restarted server, an idle connection cut) is
+                    // worth a retry on a fresh one, but only if the server answers at all: a
+                    // pool would keep retrying a refused connection until its timeout.
                     connection_retries += 1;
+                    let limit = self.db_timeout.min(Duration::from_millis(500));
                     self.pool = self.pool.fresh();
+                    if !matches!(
+                        tokio::time::timeout(limit, self.pool.probe()).await,
+                        Ok(Ok(()))
+                    ) {
+                        return Err((failure, e));
+                    }
                     "connection"
                 }
                 _ => return Err((failure, e)),
@@ -484,7 +494,7 @@ impl Matcher {
         let moved: Vec<i64> = lock
             .iter()
             .copied()
-            .filter(|id| locked.get(id).is_none() || versions.get(id) != locked.get(id))
+            .filter(|id| !locked.contains_key(id) || versions.get(id) != locked.get(id))
             .collect();
         if !moved.is_empty() {
             drop(batch);

@@ -1,6 +1,9 @@
 //! Helpers shared by the platform's integration tests.
 #![allow(dead_code)]
 
+pub mod pg_proxy;
+pub mod process;
+
 use tradeplane_platform::config::Config;
 use tradeplane_platform::state::AppState;
 use tradeplane_platform::store::{Store, StoreOptions};
