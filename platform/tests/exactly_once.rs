@@ -15,7 +15,7 @@ mod pg {
     use tradeplane_platform::state::AppState;
     use tradeplane_platform::store::Store;
 
-    use super::common::{self, pg_proxy::PgProxy, send};
+    use super::common::{self, pg_proxy::PgProxy, send, send_to};
 
     const TRADERS: usize = 8;
 
@@ -125,7 +125,7 @@ mod pg {
     ) -> Vec<Answer> {
         let mut tasks = Vec::new();
         for (i, token) in tokens.into_iter().enumerate() {
-            let (state, stop) = (state.clone(), stop.clone());
+            let (router, stop) = (tradeplane_platform::http::router(state.clone()), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
                 let mut n = 0u64;
@@ -145,7 +145,7 @@ mod pg {
                     }
                     let sent = Instant::now();
                     let (status, body) =
-                        send(&state, "POST", "/api/v1/orders", Some(&token), Some(body)).await;
+                        send_to(&router, "POST", "/api/v1/orders", Some(&token), Some(body)).await;
                     let refused = status == StatusCode::SERVICE_UNAVAILABLE;
                     out.push(Answer {
                         sent,
@@ -339,6 +339,10 @@ mod pg {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: run through scripts/test"]
     async fn a_cut_database_fails_orders_fast_and_nothing_refused_runs_later() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("info,sqlx=warn")
+            .try_init();
         let mut setup = setup().await;
         let stop = Arc::new(AtomicBool::new(false));
         let state = setup.state.clone();
@@ -389,7 +393,7 @@ mod pg {
             .filter(|a| a.sent >= restored && a.status == StatusCode::CREATED)
             .map(|a| a.sent + a.took)
             .min()
-            .expect("orders succeed again after the restore");
+            .unwrap_or_else(|| panic!("orders succeed again after the restore: {:?}", answers.iter().filter(|a| a.sent >= restored).map(|a| (a.status.as_u16(), a.body.to_string())).take(5).collect::<Vec<_>>()));
         assert!(
             first_ok - restored <= Duration::from_secs(2),
             "recovered {:?} after the restore",

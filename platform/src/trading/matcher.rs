@@ -349,13 +349,16 @@ impl Matcher {
     /// Refuses commands while probing the database; returns false when every sender is gone.
     async fn wait_for_database(&mut self) -> bool {
         let limit = self.db_timeout.min(Duration::from_millis(500));
+        // A fixed cadence: commands arriving meanwhile must not postpone the next probe.
+        let mut probes = tokio::time::interval(PROBE_INTERVAL);
+        probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = self.rx.recv() => match command {
                     Some(c) => refuse(c),
                     None => return false,
                 },
-                () = tokio::time::sleep(PROBE_INTERVAL) => {
+                _ = probes.tick() => {
                     if let Ok(Ok(())) = tokio::time::timeout(limit, self.pool.probe()).await {
                         tracing::info!("the matcher's database answers again; accepting orders");
                         self.down.store(false, Ordering::Release);

@@ -133,6 +133,24 @@ pub async fn send(
     token: Option<&str>,
     body: Option<serde_json::Value>,
 ) -> (axum::http::StatusCode, serde_json::Value) {
+    send_to(
+        &tradeplane_platform::http::router(state.clone()),
+        method,
+        path,
+        token,
+        body,
+    )
+    .await
+}
+
+/// [`send`] through a router built once (cheaper in load loops).
+pub async fn send_to(
+    router: &axum::Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (axum::http::StatusCode, serde_json::Value) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let mut req = axum::http::Request::builder().method(method).uri(path);
@@ -146,10 +164,7 @@ pub async fn send(
         None => req.body(axum::body::Body::empty()),
     }
     .expect("request");
-    let resp = tradeplane_platform::http::router(state.clone())
-        .oneshot(req)
-        .await
-        .expect("infallible");
+    let resp = router.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let json = if bytes.is_empty() {
