@@ -125,7 +125,10 @@ mod pg {
     ) -> Vec<Answer> {
         let mut tasks = Vec::new();
         for (i, token) in tokens.into_iter().enumerate() {
-            let (router, stop) = (tradeplane_platform::http::router(state.clone()), stop.clone());
+            let (router, stop) = (
+                tradeplane_platform::http::router(state.clone()),
+                stop.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut out = Vec::new();
                 let mut n = 0u64;
@@ -393,7 +396,17 @@ mod pg {
             .filter(|a| a.sent >= restored && a.status == StatusCode::CREATED)
             .map(|a| a.sent + a.took)
             .min()
-            .unwrap_or_else(|| panic!("orders succeed again after the restore: {:?}", answers.iter().filter(|a| a.sent >= restored).map(|a| (a.status.as_u16(), a.body.to_string())).take(5).collect::<Vec<_>>()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "orders succeed again after the restore: {:?}",
+                    answers
+                        .iter()
+                        .filter(|a| a.sent >= restored)
+                        .map(|a| (a.status.as_u16(), a.body.to_string()))
+                        .take(5)
+                        .collect::<Vec<_>>()
+                )
+            });
         assert!(
             first_ok - restored <= Duration::from_secs(2),
             "recovered {:?} after the restore",

@@ -157,28 +157,37 @@ impl Plan {
                                 }
                                 _ => false,
                             };
-                            if same {
+                            let outcome = if same {
                                 repeats.push((index, first));
                                 plan.replies.push(Err(Refusal::Unavailable(String::new())));
+                                "duplicate"
                             } else {
                                 plan.replies.push(Err(key_conflict(key)));
-                            }
-                            continue;
-                        }
-                        first_with_key.insert((*account, key), index);
-                        if let Some(existing) = loaded.existing.get(&(*account, key.to_owned())) {
-                            let outcome = if same_order(existing, order) {
-                                Ok(Done::Order(Box::new(existing.clone())))
-                            } else {
-                                Err(key_conflict(key))
+                                "idempotency_conflict"
                             };
                             plan.outcomes.push((
                                 order.symbol.clone(),
                                 side_str(order.side),
                                 type_str(order.order_type),
-                                "duplicate",
+                                outcome,
                             ));
-                            plan.replies.push(outcome);
+                            continue;
+                        }
+                        first_with_key.insert((*account, key), index);
+                        if let Some(existing) = loaded.existing.get(&(*account, key.to_owned())) {
+                            // Labelled with the stored order's fields when it is a true repeat.
+                            let (reply, label) = if same_order(existing, order) {
+                                (Ok(Done::Order(Box::new(existing.clone()))), "duplicate")
+                            } else {
+                                (Err(key_conflict(key)), "idempotency_conflict")
+                            };
+                            plan.outcomes.push((
+                                order.symbol.clone(),
+                                side_str(order.side),
+                                type_str(order.order_type),
+                                label,
+                            ));
+                            plan.replies.push(reply);
                             continue;
                         }
                     }
@@ -543,5 +552,406 @@ fn stored_status(status: TradingStatus) -> &'static str {
         "halted"
     } else {
         "open"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use tradeplane_engine::Engine;
+    use tradeplane_engine::ledger::{Account, Position};
+    use tradeplane_engine::num::{Cash, Price, Qty};
+    use tradeplane_engine::order::{AccountId, OrderType, Side};
+
+    use super::*;
+
+    fn q(s: &str) -> Qty {
+        s.parse().expect("qty")
+    }
+    fn p(s: &str) -> Price {
+        s.parse().expect("price")
+    }
+
+    /// Symbol "T" (tick 1, lot 1), accounts 1..=3 with 100,000 cash and 1,000 units each.
+    fn engine() -> Engine {
+        let t = serde_json::from_str(
+            r#"{"symbol":"T","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"1000",
+                "maxNotional":"1000000","priceBandBps":1000}"#,
+        )
+        .expect("instrument");
+        let mut e = Engine::new(vec![t]).expect("engine");
+        for id in 1..=3 {
+            let mut a = Account::with_cash("100000".parse::<Cash>().expect("cash"));
+            a.positions.insert(
+                "T".into(),
+                Position {
+                    qty: q("1000"),
+                    cost_basis: "100000".parse().expect("cash"),
+                    ..Position::default()
+                },
+            );
+            e.put_account(AccountId(id), a);
+        }
+        e
+    }
+
+    fn limit(account: i64, side: Side, price: &str, qty: &str, key: Option<&str>) -> Request {
+        Request::Place {
+            account,
+            order: PlaceOrder {
+                symbol: "T".into(),
+                side,
+                order_type: OrderType::Limit,
+                price: Some(p(price)),
+                qty: q(qty),
+                tif: None,
+                client_order_id: key.map(str::to_owned),
+            },
+            request_id: Some("req".into()),
+        }
+    }
+
+    fn build(
+        engine: &mut Engine,
+        requests: &[Request],
+        existing: &HashMap<(i64, String), OrderView>,
+    ) -> Plan {
+        // Order ids never repeat across calls.
+        static NEXT_ID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(100);
+        let first = NEXT_ID.fetch_add(1000, std::sync::atomic::Ordering::Relaxed);
+        let refs: Vec<&Request> = requests.iter().collect();
+        let mut ids = first..;
+        let mut batch = engine.begin_batch();
+        let plan = Plan::build(
+            &mut batch,
+            &refs,
+            Loaded {
+                existing,
+                missing: &|a| a == 9,
+                symbols: BTreeMap::from([("T".to_owned(), SymbolRow::default())]),
+            },
+            &mut ids,
+            "origin",
+            chrono::Utc::now(),
+        );
+        batch.commit();
+        plan
+    }
+
+    fn order_of(reply: &Reply) -> &OrderView {
+        match reply {
+            Ok(Done::Order(o)) => o,
+            other => panic!("not an order: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_order_filled_later_in_the_batch_is_inserted_in_its_final_state() {
+        let mut e = engine();
+        let plan = build(
+            &mut e,
+            &[
+                limit(1, Side::Sell, "100", "5", None),
+                limit(2, Side::Buy, "100", "3", None),
+            ],
+            &HashMap::new(),
+        );
+        let w = &plan.writes;
+        assert_eq!(w.new_orders.len(), 2);
+        assert!(w.order_changes.is_empty(), "nothing pre-existing changed");
+        let maker = &w.new_orders[0];
+        assert_eq!(
+            (maker.filled, maker.remaining, maker.status),
+            (q("3").raw(), q("2").raw(), "partially_filled")
+        );
+        assert_eq!(maker.priority, Some(1), "accepted at seq 1");
+        let taker = &w.new_orders[1];
+        assert_eq!(
+            (taker.id, taker.filled, taker.remaining, taker.status),
+            (maker.id + 1, q("3").raw(), 0, "filled")
+        );
+        assert!(
+            taker.priority > maker.priority,
+            "time priority follows arrival"
+        );
+        assert_eq!(w.trades.len(), 1);
+        assert_eq!(
+            (
+                w.trades[0].maker_order_id,
+                w.trades[0].taker_order_id,
+                w.trades[0].qty
+            ),
+            (maker.id, taker.id, q("3").raw())
+        );
+        // Cash moved 300 from the buyer to the seller; the seller's reservation is units, not cash.
+        assert_eq!(
+            w.accounts[&1].cash,
+            "300".parse::<Cash>().expect("c").raw() as i64
+        );
+        assert_eq!(
+            w.accounts[&2].cash,
+            -("300".parse::<Cash>().expect("c").raw() as i64)
+        );
+        assert_eq!(
+            w.accounts[&1].open_orders, 1,
+            "the seller's remainder rests"
+        );
+        assert_eq!(w.positions[&(1, "T".to_owned())].qty, q("997"));
+        assert_eq!(w.positions[&(1, "T".to_owned())].reserved, q("2"));
+        assert_eq!(w.positions[&(2, "T".to_owned())].qty, q("1003"));
+        let row = &w.symbols["T"];
+        assert_eq!(
+            row.last_trade,
+            Some((p("100").raw(), q("3").raw(), w.trades[0].seq))
+        );
+        assert!(row.seq >= w.trades[0].seq && row.md_seq > 0);
+        assert_eq!(order_of(&plan.replies[1]).status, "filled");
+        assert_eq!(
+            plan.outcomes.iter().filter(|o| o.3 == "accepted").count(),
+            2
+        );
+        assert_eq!(plan.trades, vec![("T".to_owned(), q("3"))]);
+        assert!(plan.public.iter().any(|m| m.kind == "trade"));
+    }
+
+    #[test]
+    fn fills_and_a_cancel_of_a_resting_order_merge_into_one_change() {
+        let mut e = engine();
+        // A resting sell from an earlier batch.
+        let first = build(
+            &mut e,
+            &[limit(1, Side::Sell, "100", "10", None)],
+            &HashMap::new(),
+        );
+        let resting = order_of(&first.replies[0]).clone();
+        let cancel = Request::Cancel {
+            account: 1,
+            symbol: "T".into(),
+            order_id: resting.id,
+            view: Box::new(resting.clone()),
+            request_id: None,
+        };
+        let plan = build(
+            &mut e,
+            &[
+                limit(2, Side::Buy, "100", "4", None),
+                limit(3, Side::Buy, "100", "1", None),
+                cancel,
+            ],
+            &HashMap::new(),
+        );
+        let w = &plan.writes;
+        assert_eq!(
+            w.order_changes.len(),
+            1,
+            "one row for the maker however often it changed"
+        );
+        let change = &w.order_changes[0];
+        assert_eq!(change.id, resting.id);
+        assert_eq!(
+            change.filled,
+            q("5").raw(),
+            "filled in this batch, added to the stored value"
+        );
+        assert_eq!(
+            (change.remaining, change.status, change.cancel_reason),
+            (0, "cancelled", Some("requested"))
+        );
+        let view = order_of(&plan.replies[2]);
+        assert_eq!(
+            (view.status.as_str(), view.filled, view.remaining),
+            ("cancelled", q("5"), Qty::ZERO)
+        );
+        assert_eq!(w.accounts[&1].open_orders, -1);
+        assert_eq!(
+            w.positions[&(1, "T".to_owned())].reserved,
+            Qty::ZERO,
+            "the reservation is released"
+        );
+        assert_eq!(
+            w.audits
+                .iter()
+                .filter(|a| a.action == "order.cancelled")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn repeated_keys_share_the_first_answer_and_different_bodies_conflict() {
+        let mut e = engine();
+        let plan = build(
+            &mut e,
+            &[
+                limit(1, Side::Buy, "90", "1", Some("k1")),
+                limit(1, Side::Buy, "90", "1", Some("k1")),
+                limit(1, Side::Buy, "91", "1", Some("k1")),
+                limit(2, Side::Buy, "90", "1", Some("k1")),
+            ],
+            &HashMap::new(),
+        );
+        assert_eq!(
+            plan.writes.new_orders.len(),
+            2,
+            "one order per (account, key)"
+        );
+        let first = order_of(&plan.replies[0]);
+        assert_eq!(
+            order_of(&plan.replies[1]),
+            first,
+            "the repeat gets the same order"
+        );
+        assert!(matches!(
+            plan.replies[2],
+            Err(Refusal::IdempotencyConflict(_))
+        ));
+        assert_ne!(
+            order_of(&plan.replies[3]).id,
+            first.id,
+            "keys are per account"
+        );
+    }
+
+    #[test]
+    fn a_stored_key_returns_the_stored_order_or_a_conflict() {
+        let mut e = engine();
+        let stored = order_of(
+            &build(
+                &mut e,
+                &[limit(1, Side::Buy, "90", "2", Some("k"))],
+                &HashMap::new(),
+            )
+            .replies[0],
+        )
+        .clone();
+        let existing = HashMap::from([((1, "k".to_owned()), stored.clone())]);
+        let plan = build(
+            &mut e,
+            &[
+                limit(1, Side::Buy, "90", "2", Some("k")),
+                limit(1, Side::Sell, "90", "2", Some("k")),
+            ],
+            &existing,
+        );
+        assert_eq!(order_of(&plan.replies[0]), &stored);
+        assert!(matches!(
+            plan.replies[1],
+            Err(Refusal::IdempotencyConflict(_))
+        ));
+        assert!(plan.writes.new_orders.is_empty(), "nothing new is written");
+        assert_eq!(
+            plan.outcomes.iter().filter(|o| o.3 == "duplicate").count(),
+            1
+        );
+        assert_eq!(
+            plan.outcomes
+                .iter()
+                .filter(|o| o.3 == "idempotency_conflict")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn rejections_and_missing_accounts_write_nothing_but_an_audit_record() {
+        let mut e = engine();
+        let mut unknown = limit(1, Side::Buy, "90", "1", None);
+        if let Request::Place { order, .. } = &mut unknown {
+            order.symbol = "NOPE".into();
+        }
+        let plan = build(
+            &mut e,
+            &[
+                limit(9, Side::Buy, "90", "1", None),
+                unknown,
+                limit(1, Side::Buy, "90.5", "1", None),
+            ],
+            &HashMap::new(),
+        );
+        assert!(matches!(plan.replies[0], Err(Refusal::AccountGone)));
+        assert!(matches!(
+            &plan.replies[1],
+            Err(Refusal::Rule {
+                code: "unknownSymbol",
+                ..
+            })
+        ));
+        assert!(matches!(
+            &plan.replies[2],
+            Err(Refusal::Rule {
+                code: "priceNotOnTick",
+                ..
+            })
+        ));
+        assert!(plan.writes.new_orders.is_empty() && plan.writes.accounts.is_empty());
+        assert_eq!(
+            plan.writes
+                .audits
+                .iter()
+                .filter(|a| a.action == "order.rejected")
+                .count(),
+            2
+        );
+        assert_eq!(plan.outcomes.iter().filter(|o| o.0 == "unknown").count(), 1);
+    }
+
+    #[test]
+    fn a_dropped_batch_leaves_the_engine_as_it_was() {
+        let mut e = engine();
+        build(
+            &mut e,
+            &[limit(1, Side::Sell, "100", "5", None)],
+            &HashMap::new(),
+        );
+        let before = (
+            e.market_state("T"),
+            e.account(AccountId(1)).cloned(),
+            e.account(AccountId(2)).cloned(),
+        );
+        {
+            let requests = [limit(2, Side::Buy, "100", "5", None)];
+            let refs: Vec<&Request> = requests.iter().collect();
+            let mut batch = e.begin_batch();
+            let plan = Plan::build(
+                &mut batch,
+                &refs,
+                Loaded {
+                    existing: &HashMap::new(),
+                    missing: &|_| false,
+                    symbols: BTreeMap::new(),
+                },
+                &mut (200..),
+                "origin",
+                chrono::Utc::now(),
+            );
+            assert_eq!(plan.writes.trades.len(), 1, "it traded inside the batch");
+            // Dropped without commit: the COMMIT failed.
+        }
+        let after = (
+            e.market_state("T"),
+            e.account(AccountId(1)).cloned(),
+            e.account(AccountId(2)).cloned(),
+        );
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn a_halt_updates_the_symbol_row_and_is_audited() {
+        let mut e = engine();
+        let plan = build(
+            &mut e,
+            &[Request::SetStatus {
+                symbol: "T".into(),
+                status: TradingStatus::Halted,
+                actor: "user:1".into(),
+                request_id: None,
+            }],
+            &HashMap::new(),
+        );
+        assert!(matches!(plan.replies[0], Ok(Done::Status)));
+        assert_eq!(plan.writes.symbols["T"].status, "halted");
+        assert_eq!(plan.writes.audits[0].action, "market.halted");
+        assert!(plan.public.iter().any(|m| m.kind == "status"));
     }
 }
