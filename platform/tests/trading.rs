@@ -445,6 +445,176 @@ async fn bad_orders_change_nothing(state: AppState) {
     assert_eq!(pf["cash_reserved"], "0");
 }
 
+/// A histogram's count at or below `le` and its total count, from `/metrics`.
+fn histogram(state: &AppState, name: &str, le: &str) -> (f64, f64) {
+    let text = state
+        .metrics
+        .render(&state.store, &state.cache)
+        .expect("metrics");
+    let value = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value(&format!("{name}_bucket{{le=\"{le}\"}}")),
+        value(&format!("{name}_count")),
+    )
+}
+
+/// Steady state: a batch's statements do not grow with its orders, trades or accounts.
+async fn a_batch_costs_a_bounded_number_of_statements(state: AppState) {
+    let admin = admin_token(&state).await;
+    let mut traders = Vec::new();
+    for i in 0..6 {
+        traders.push(trader(&state, &format!("bulk{i}"), "1000000", &admin).await);
+    }
+    for (_, account) in &traders {
+        let (status, body) = send(
+            &state,
+            "POST",
+            &format!("/api/v1/admin/accounts/{account}/deposits"),
+            Some(&admin),
+            Some(json!({"amount": "1000", "symbol": "AAPL", "cost": "100"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Warm up: the first batch of a process creates the symbols' rows and loads the book.
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&traders[0].0),
+        Some(json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "90", "qty": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (within_before, count_before) = histogram(&state, "match_batch_statements", "16");
+    let (small_before, batches_before) = histogram(&state, "match_batch_size", "8");
+
+    // Many orders at once from several accounts, crossing each other, with and without keys.
+    let router = tradeplane_platform::http::router(state.clone());
+    let mut tasks = Vec::new();
+    for n in 0..240usize {
+        let (router, token) = (router.clone(), traders[n % traders.len()].0.clone());
+        tasks.push(tokio::spawn(async move {
+            let side = if n % 2 == 0 { "buy" } else { "sell" };
+            let mut body = json!({"symbol": "AAPL", "side": side, "type": "limit",
+                                  "price": (99 + n % 3).to_string(), "qty": (1 + n % 4).to_string()});
+            if n % 3 == 0 {
+                body["client_order_id"] = json!(format!("bulk-{n}"));
+            }
+            common::send_to(&router, "POST", "/api/v1/orders", Some(&token), Some(body)).await
+        }));
+    }
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (within, count) = histogram(&state, "match_batch_statements", "16");
+    let (small, batches) = histogram(&state, "match_batch_size", "8");
+    assert!(count > count_before, "batches were committed");
+    assert_eq!(
+        within - within_before,
+        count - count_before,
+        "every batch took at most 16 statements"
+    );
+    assert!(
+        (batches - batches_before) - (small - small_before) > 0.0,
+        "some batches held more than 8 orders, so the bound was tested with large batches"
+    );
+}
+
+/// The same `client_order_id` with the same order returns it; with another order it is a
+/// conflict, as Stripe's idempotency keys.
+async fn idempotency_keys_refuse_a_different_order(state: AppState) {
+    let admin = admin_token(&state).await;
+    let (token, _) = trader(&state, "idem", "100000", &admin).await;
+    let order = json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "90",
+                       "qty": "2", "client_order_id": "retry-me"});
+    let (status, first) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&token),
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&token),
+        Some(order.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["id"], first["id"], "the retry returns the original");
+    let mut other = order.clone();
+    other["qty"] = json!("3");
+    let (status, body) = send(&state, "POST", "/api/v1/orders", Some(&token), Some(other)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "idempotency_conflict");
+    let (_, orders) = send(&state, "GET", "/api/v1/orders", Some(&token), None).await;
+    assert_eq!(
+        orders.as_array().expect("list").len(),
+        1,
+        "one order was placed"
+    );
+}
+
+/// An order from an account that no longer exists is refused as unauthenticated, never as a
+/// database error to retry.
+async fn an_order_of_a_deleted_account_is_unauthorized(state: AppState) {
+    use tradeplane_platform::store::Store;
+    let admin = admin_token(&state).await;
+    let (token, account) = trader(&state, "ghost", "100000", &admin).await;
+    let sql = "DELETE FROM accounts WHERE id = $1";
+    match &state.store {
+        Store::Postgres(p) => sqlx::query(sql).bind(account).execute(p).await.map(|_| ()),
+        Store::Sqlite(p) => sqlx::query(sql).bind(account).execute(p).await.map(|_| ()),
+    }
+    .expect("account deleted");
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&token),
+        Some(json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "90", "qty": "1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], "unauthorized");
+}
+
+/// An asset deposit whose cost does not fit is refused with a coded reason, and changes nothing.
+async fn an_overflowing_asset_deposit_is_refused(state: AppState) {
+    let admin = admin_token(&state).await;
+    let (_, account) = trader(&state, "whale", "1", &admin).await;
+    let (status, body) = send(
+        &state,
+        "POST",
+        &format!("/api/v1/admin/accounts/{account}/deposits"),
+        Some(&admin),
+        Some(json!({"amount": "10000000", "symbol": "AAPL", "cost": "90000000000"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "amountTooLarge", "{body}");
+    let (status, body) = send(
+        &state,
+        "POST",
+        &format!("/api/v1/admin/accounts/{account}/deposits"),
+        Some(&admin),
+        Some(json!({"amount": "5", "symbol": "AAPL", "cost": "100"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "a sane deposit still works: {body}");
+}
+
 /// Generates one SQLite test and one PostgreSQL test per suite function.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -477,6 +647,20 @@ macro_rules! both_backends {
     };
 }
 
-const ADMIN_ENV: &[(&str, &str)] = &[("ADMIN_USERNAME", ADMIN.0), ("ADMIN_PASSWORD", ADMIN.1)];
+const ADMIN_ENV: &[(&str, &str)] = &[
+    ("ADMIN_USERNAME", ADMIN.0),
+    ("ADMIN_PASSWORD", ADMIN.1),
+    // Every simulated trader comes from the same (absent) address.
+    ("LOGIN_RATE_LIMIT_PER_MINUTE", "1000"),
+    ("RATE_LIMIT_PER_SECOND", "100000"),
+    ("RATE_LIMIT_BURST", "100000"),
+];
 
-both_backends!(two_traders_trade, bad_orders_change_nothing);
+both_backends!(
+    two_traders_trade,
+    bad_orders_change_nothing,
+    a_batch_costs_a_bounded_number_of_statements,
+    idempotency_keys_refuse_a_different_order,
+    an_order_of_a_deleted_account_is_unauthorized,
+    an_overflowing_asset_deposit_is_refused,
+);
