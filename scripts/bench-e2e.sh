@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: orders over HTTP against PostgreSQL, next to pgbench's single-row-insert
-# rate on the same machine and the same PostgreSQL (issue 4, "Benchmarks").
+# End-to-end benchmark: orders over HTTP, next to the database's own one-row-INSERT commit rate
+# on the same machine: pgbench for PostgreSQL, tradeplane-sqlite-bench (same file settings as
+# the platform: WAL, synchronous=FULL) for SQLite.
 #
 #   scripts/bench-e2e.sh
 #
-# 1. builds tradeplane-platform and tradeplane-loadgen in release (SKIP_BUILD=1 reuses them),
-# 2. creates two throwaway databases (one for the platform, one for pgbench),
-# 3. starts the platform on a spare loopback port and waits for /health/ready,
-# 4. runs the load generator at each concurrency level,
-# 5. stops the platform (SIGTERM), then runs pgbench with a one-row INSERT per transaction at
-#    the same levels (clients capped below max_connections),
-# 6. prints both side by side; the databases and the platform are cleaned up on any exit.
+# 1. builds tradeplane-platform, tradeplane-loadgen and tradeplane-sqlite-bench in release
+#    (SKIP_BUILD=1 reuses them),
+# 2. per backend (BACKENDS): starts the platform on a spare loopback port on a throwaway database,
+#    waits for /health/ready, runs the load generator once per concurrency level and reads the
+#    platform's /metrics and CPU time around each level (SQL statements per batch, CPU per
+#    order), stops it (SIGTERM),
+# 3. runs the reference at the same levels (pgbench -c C, clients capped below max_connections;
+#    the SQLite writer with C connections),
+# 4. prints both side by side with the machine's load average; the databases and the platform
+#    are cleaned up on any exit.
 #
-# Settings (environment): LEVELS (1,4,16,64,128), ORDERS_PER_LEVEL (3000), MAX_SECONDS (20),
-# ACCOUNTS (32), PGBENCH_SECONDS (10), PGHOST (127.0.0.1), PGPORT (5432), PGUSER (postgres),
-# CARGO_TARGET_DIR (target), SKIP_BUILD (0), MAX_CONCURRENT_REQUESTS (1024; the rate limits are
-# lifted because every simulated trader comes from 127.0.0.1), OUT_DIR (a temporary directory, removed at the end
-# unless set).
+# Settings (environment): BACKENDS (postgres,sqlite), LEVELS (1,4,16,64,128), ORDERS_PER_LEVEL
+# (3000), MAX_SECONDS (20), ACCOUNTS (32), PGBENCH_SECONDS (10), PGHOST (127.0.0.1), PGPORT
+# (5432), PGUSER (postgres), CARGO_TARGET_DIR (target), SKIP_BUILD (0), MAX_CONCURRENT_REQUESTS
+# (1024; the rate limits are lifted because every simulated trader comes from 127.0.0.1), OUT_DIR
+# (a temporary directory, removed at the end unless set).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BACKENDS=${BACKENDS:-postgres,sqlite}
 LEVELS=${LEVELS:-1,4,16,64,128}
 ORDERS_PER_LEVEL=${ORDERS_PER_LEVEL:-3000}
 MAX_SECONDS=${MAX_SECONDS:-20}
@@ -28,14 +33,15 @@ PGBENCH_SECONDS=${PGBENCH_SECONDS:-10}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
+HZ=$(getconf CLK_TCK)
 
-for tool in cargo psql createdb dropdb pgbench curl; do
+need=(cargo curl)
+[[ ",$BACKENDS," == *,postgres,* ]] && need+=(psql createdb dropdb pgbench)
+for tool in "${need[@]}"; do
   command -v "$tool" >/dev/null || { echo "bench-e2e: $tool is required" >&2; exit 1; }
 done
 
 SUFFIX="$$_$(date +%s)"
-DB_APP="tp_bench_app_$SUFFIX"
-DB_PGB="tp_bench_pgb_$SUFFIX"
 if [[ -n "${OUT_DIR:-}" ]]; then
   mkdir -p "$OUT_DIR"
   WORK=$OUT_DIR
@@ -87,85 +93,87 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   echo "== building (release) into $TARGET_DIR" >&2
   (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p tradeplane-platform -p tradeplane-tests)
 fi
-for b in tradeplane-platform tradeplane-loadgen; do
+for b in tradeplane-platform tradeplane-loadgen tradeplane-sqlite-bench; do
   [[ -x "$BIN/$b" ]] || { echo "bench-e2e: $BIN/$b is missing (build first)" >&2; exit 1; }
 done
 
 # A loopback port nothing listens on (bash's /dev/tcp: a refused connect means free).
-PORT=""
-for _ in $(seq 1 200); do
-  candidate=$((20000 + RANDOM % 20000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-    PORT=$candidate
-    break
-  fi
-done
-[[ -n "$PORT" ]] || { echo "bench-e2e: no free port found" >&2; exit 1; }
-
-createdb "$DB_APP"
-CREATED_DBS+=("$DB_APP")
-createdb "$DB_PGB"
-CREATED_DBS+=("$DB_PGB")
+free_port() {
+  local candidate
+  for _ in $(seq 1 200); do
+    candidate=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  echo "bench-e2e: no free port found" >&2
+  return 1
+}
 
 ADMIN_USER=benchadmin
 ADMIN_PASSWORD="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-URL="http://127.0.0.1:$PORT"
 
-echo "== platform on $URL, database $DB_APP" >&2
-LISTEN_ADDR="127.0.0.1:$PORT" \
-  DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB_APP" \
-  LOG_FORMAT=json RUST_LOG=warn \
-  ADMIN_USERNAME=$ADMIN_USER ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-  RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 LOGIN_RATE_LIMIT_PER_MINUTE=100000 \
-  MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-1024} \
-  "$BIN/tradeplane-platform" >"$WORK/platform.log" 2>&1 &
-PLATFORM_PID=$!
-
-ready=0
-for _ in $(seq 1 120); do
-  if ! kill -0 "$PLATFORM_PID" 2>/dev/null; then
-    echo "bench-e2e: the platform exited during start-up:" >&2
-    tail -n 30 "$WORK/platform.log" >&2
-    exit 1
-  fi
-  if curl -fsS -o /dev/null --max-time 2 "$URL/health/ready"; then
-    ready=1
-    break
-  fi
-  sleep 0.5
-done
-if [[ $ready != 1 ]]; then
+# Starts the platform on DATABASE_URL=$1, logging to $2; sets URL and PLATFORM_PID.
+start_platform() {
+  local db_url=$1 log=$2 port
+  port=$(free_port)
+  URL="http://127.0.0.1:$port"
+  LISTEN_ADDR="127.0.0.1:$port" DATABASE_URL="$db_url" \
+    LOG_FORMAT=json RUST_LOG=warn \
+    ADMIN_USERNAME=$ADMIN_USER ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+    RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 LOGIN_RATE_LIMIT_PER_MINUTE=100000 \
+    MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-1024} \
+    "$BIN/tradeplane-platform" >"$log" 2>&1 &
+  PLATFORM_PID=$!
+  for _ in $(seq 1 120); do
+    if ! kill -0 "$PLATFORM_PID" 2>/dev/null; then
+      echo "bench-e2e: the platform exited during start-up:" >&2
+      tail -n 30 "$log" >&2
+      exit 1
+    fi
+    curl -fsS -o /dev/null --max-time 2 "$URL/health/ready" && return 0
+    sleep 0.5
+  done
   echo "bench-e2e: the platform did not become ready within 60s:" >&2
-  tail -n 30 "$WORK/platform.log" >&2
+  tail -n 30 "$log" >&2
   exit 1
-fi
-# Start-up lines (e.g. the 503s of /health/ready while it was starting) are not the run's.
-log_lines_at_ready=$(wc -l <"$WORK/platform.log")
+}
 
-echo "== load generator: levels $LEVELS, $ORDERS_PER_LEVEL requests or ${MAX_SECONDS}s per level, $ACCOUNTS accounts" >&2
-LOADGEN_ADMIN_PASSWORD="$ADMIN_PASSWORD" "$BIN/tradeplane-loadgen" \
-  --url "$URL" --admin-user "$ADMIN_USER" \
-  --levels "$LEVELS" --orders-per-level "$ORDERS_PER_LEVEL" --max-seconds "$MAX_SECONDS" \
-  --accounts "$ACCOUNTS" --csv "$WORK/platform.csv" | tee "$WORK/platform.txt"
+# Sum of a metric's samples (all label sets) on the running platform's /metrics.
+metric() { curl -fsS --max-time 5 "$URL/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PLATFORM_PID/stat"; }
 
-if tail -n +"$((log_lines_at_ready + 1))" "$WORK/platform.log" | grep -q '"level":"ERROR"'; then
-  echo "bench-e2e: the platform logged errors during the run (first lines):" >&2
-  tail -n +"$((log_lines_at_ready + 1))" "$WORK/platform.log" | grep '"level":"ERROR"' | head -n 5 >&2
-fi
-# Where the time went: the platform's CPU seconds, and what the run wrote per table and commit.
-if [[ -r /proc/$PLATFORM_PID/stat ]]; then
-  awk -v hz="$(getconf CLK_TCK)" '{ printf "platform CPU: %.1fs user, %.1fs system\n", $14 / hz, $15 / hz }' \
-    "/proc/$PLATFORM_PID/stat" | tee "$WORK/platform-cpu.txt" >&2
-fi
-psql -Atq -F' ' -d "$DB_APP" -c "
-  SELECT 'commits', xact_commit, 'rollbacks', xact_rollback FROM pg_stat_database WHERE datname = current_database();
-  SELECT relname, 'ins', n_tup_ins, 'upd', n_tup_upd, 'del', n_tup_del FROM pg_stat_user_tables
-   WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname;" | tee "$WORK/db-writes.txt" >&2
-# Stop the platform first so pgbench has the machine (and the connection slots) to itself.
-stop_platform
+# Runs every level against the running platform; writes $1.csv: the load generator's columns
+# plus statements per batch and platform CPU microseconds per 2xx answer.
+run_levels() {
+  local out=$1 first=1 c
+  IFS=, read -r -a levels <<<"$LEVELS"
+  for c in "${levels[@]}"; do
+    local s0 n0 t0 s1 n1 t1
+    s0=$(metric match_batch_statements_sum); n0=$(metric match_batch_statements_count); t0=$(cpu_ticks)
+    LOADGEN_ADMIN_PASSWORD="$ADMIN_PASSWORD" "$BIN/tradeplane-loadgen" \
+      --url "$URL" --admin-user "$ADMIN_USER" \
+      --levels "$c" --orders-per-level "$ORDERS_PER_LEVEL" --max-seconds "$MAX_SECONDS" \
+      --accounts "$ACCOUNTS" --csv "$out-$c.csv" >"$out-$c.txt" 2>"$out-$c.err" || {
+      echo "bench-e2e: the load generator failed at $c:" >&2; tail -n 5 "$out-$c.err" >&2; exit 1; }
+    grep -E '^loadgen: c=' "$out-$c.err" >&2 || true
+    s1=$(metric match_batch_statements_sum); n1=$(metric match_batch_statements_count); t1=$(cpu_ticks)
+    if [[ $first == 1 ]]; then
+      head -n 1 "$out-$c.csv" | sed 's/$/,statements_per_batch,cpu_us_per_order/' >"$out.csv"
+      first=0
+    fi
+    tail -n +2 "$out-$c.csv" | awk -F, -v s="$((s1 - s0))" -v n="$((n1 - n0))" -v t="$((t1 - t0))" -v hz="$HZ" \
+      '{ printf "%s,%.2f,%.0f\n", $0, (n > 0 ? s / n : 0), ($3 > 0 ? t / hz * 1e6 / $3 : 0) }' >>"$out.csv"
+  done
+}
 
-echo "== pgbench: one-row INSERT per transaction, ${PGBENCH_SECONDS}s per level, database $DB_PGB" >&2
-psql -q -v ON_ERROR_STOP=1 -d "$DB_PGB" <<'SQL'
+# pgbench, one-row INSERT per transaction, at every level: writes $1 (concurrency,clients,tps,p50,p99).
+pgbench_levels() {
+  local out=$1 db="tp_bench_pgb_$SUFFIX" c
+  createdb "$db"
+  CREATED_DBS+=("$db")
+  psql -q -v ON_ERROR_STOP=1 -d "$db" <<'SQL'
 CREATE TABLE bench_insert (
     id         bigserial PRIMARY KEY,
     account    bigint      NOT NULL,
@@ -173,58 +181,118 @@ CREATE TABLE bench_insert (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 SQL
-cat >"$WORK/insert.sql" <<'SQL'
+  cat >"$WORK/insert.sql" <<'SQL'
 \set account random(1, 100000)
 INSERT INTO bench_insert (account, payload) VALUES (:account, 'BTC-USD buy limit 30000.00 0.0100');
 SQL
+  local max_conn in_use reserved cap
+  max_conn=$(psql -Atqc "SHOW max_connections" -d "$db")
+  in_use=$(psql -Atqc "SELECT count(*) FROM pg_stat_activity" -d "$db")
+  reserved=$(psql -Atqc "SHOW superuser_reserved_connections" -d "$db")
+  cap=$((max_conn - reserved - in_use - 2))
+  echo "concurrency,clients,tps,p50_ms,p99_ms" >"$out"
+  IFS=, read -r -a levels <<<"$LEVELS"
+  for c in "${levels[@]}"; do
+    local clients=$c jobs logdir tps p50 p99
+    if ((clients > cap)); then
+      echo "bench-e2e: pgbench clients capped at $cap for level $c (max_connections=$max_conn, $in_use in use)" >&2
+      clients=$cap
+    fi
+    jobs=$((clients < 2 ? clients : 2))
+    logdir="$WORK/pgbench-$c"
+    mkdir -p "$logdir"
+    (cd "$logdir" && pgbench -n -f "$WORK/insert.sql" -c "$clients" -j "$jobs" -T "$PGBENCH_SECONDS" \
+      -l --log-prefix=tx "$db") >"$WORK/pgbench-$c.txt" 2>&1 || {
+      echo "bench-e2e: pgbench failed at $c clients:" >&2
+      tail -n 5 "$WORK/pgbench-$c.txt" >&2
+      exit 1
+    }
+    tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench-$c.txt" | head -n 1)
+    # Per-transaction log: the third field is the latency in microseconds.
+    read -r p50 p99 < <(cat "$logdir"/tx.* | awk '{print $3}' | sort -n | awk '
+      { v[NR] = $1 }
+      END {
+        if (NR == 0) { print "0 0"; exit }
+        i50 = int(NR * 0.50 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
+        printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000
+      }')
+    echo "$c,$clients,$tps,$p50,$p99" >>"$out"
+    rm -rf "$logdir"
+  done
+}
 
-max_conn=$(psql -Atqc "SHOW max_connections" -d "$DB_PGB")
-in_use=$(psql -Atqc "SELECT count(*) FROM pg_stat_activity" -d "$DB_PGB")
-reserved=$(psql -Atqc "SHOW superuser_reserved_connections" -d "$DB_PGB")
-cap=$((max_conn - reserved - in_use - 2))
+# The SQLite writer at every level, on a fresh file: writes $1 in pgbench's columns.
+sqlite_levels() {
+  local out=$1 c
+  echo "concurrency,clients,tps,p50_ms,p99_ms" >"$out"
+  IFS=, read -r -a levels <<<"$LEVELS"
+  for c in "${levels[@]}"; do
+    rm -f "$WORK"/ref.db*
+    echo "$c,$("$BIN/tradeplane-sqlite-bench" "$WORK/ref.db" "$c" "$PGBENCH_SECONDS")" >>"$out"
+  done
+}
 
-echo "concurrency,clients,tps,p50_ms,p99_ms" >"$WORK/pgbench.csv"
-IFS=, read -r -a levels <<<"$LEVELS"
-for c in "${levels[@]}"; do
-  clients=$c
-  if ((clients > cap)); then
-    echo "bench-e2e: pgbench clients capped at $cap for level $c (max_connections=$max_conn, $in_use in use)" >&2
-    clients=$cap
+# Prints the platform's levels ($1) next to the reference's ($2), named $3.
+side_by_side() {
+  awk -F, -v ref="$3" '
+    NR == FNR { if (FNR > 1) { tps[$1] = $3; pc[$1] = $2; p50[$1] = $4; p99[$1] = $5 } next }
+    FNR == 1 {
+      printf "%5s | %9s %8s %8s %5s %5s %6s %7s | %8s %9s %8s %8s | %6s\n",
+        "conc", "orders/s", "p50ms", "p99ms", "4xx", "5xx+e", "stmt/b", "cpu_us", "ref cli", ref "/s", "p50ms", "p99ms", "ratio"
+      next
+    }
+    {
+      c = $1; r = (tps[c] > 0) ? $5 / tps[c] : 0
+      printf "%5s | %9.0f %8.2f %8.2f %5d %5d %6.1f %7.0f | %8s %9.0f %8.2f %8.2f | %5.2fx\n",
+        c, $5, $6, $8, $10, $11 + $12, $(NF - 1), $NF, pc[c], tps[c], p50[c], p99[c], r
+    }' "$2" "$1"
+}
+
+echo "== load before the run: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$WORK/load.txt"
+IFS=, read -r -a backends <<<"$BACKENDS"
+for backend in "${backends[@]}"; do
+  case $backend in
+    postgres)
+      db="tp_bench_app_$SUFFIX"
+      createdb "$db"
+      CREATED_DBS+=("$db")
+      db_url="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
+      ;;
+    sqlite) db_url="sqlite://$WORK/platform.db?mode=rwc" ;;
+    *) echo "bench-e2e: unknown backend $backend (postgres, sqlite)" >&2; exit 1 ;;
+  esac
+  echo "== $backend: platform, levels $LEVELS, $ORDERS_PER_LEVEL requests or ${MAX_SECONDS}s per level, $ACCOUNTS accounts" >&2
+  start_platform "$db_url" "$WORK/$backend-platform.log"
+  run_levels "$WORK/$backend-platform"
+  if grep -q '"level":"ERROR"' "$WORK/$backend-platform.log"; then
+    echo "bench-e2e: the platform logged errors during the run (first lines):" >&2
+    grep '"level":"ERROR"' "$WORK/$backend-platform.log" | head -n 5 >&2
   fi
-  jobs=$((clients < 2 ? clients : 2))
-  logdir="$WORK/pgbench-$c"
-  mkdir -p "$logdir"
-  (cd "$logdir" && pgbench -n -f "$WORK/insert.sql" -c "$clients" -j "$jobs" -T "$PGBENCH_SECONDS" \
-    -l --log-prefix=tx "$DB_PGB") >"$WORK/pgbench-$c.txt" 2>&1 || {
-    echo "bench-e2e: pgbench failed at $c clients:" >&2
-    tail -n 5 "$WORK/pgbench-$c.txt" >&2
-    exit 1
-  }
-  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench-$c.txt" | head -n 1)
-  # Per-transaction log: the third field is the latency in microseconds.
-  read -r p50 p99 < <(cat "$logdir"/tx.* | awk '{print $3}' | sort -n | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "0 0"; exit }
-      i50 = int(NR * 0.50 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
-      printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000
-    }')
-  echo "$c,$clients,$tps,$p50,$p99" >>"$WORK/pgbench.csv"
-  rm -rf "$logdir"
-done
-
-echo
-echo "== platform (orders over HTTP) vs pgbench (one-row INSERT per commit), same machine"
-awk -F, '
-  NR == FNR { if (FNR > 1) { tps[$1] = $3; pc[$1] = $2; p50[$1] = $4; p99[$1] = $5 } next }
-  FNR == 1 {
-    printf "%5s | %9s %8s %8s %5s %5s | %8s %9s %8s %8s | %6s\n",
-      "conc", "orders/s", "p50ms", "p99ms", "4xx", "5xx+e", "pgb cli", "inserts/s", "p50ms", "p99ms", "ratio"
-    next
-  }
+  if [[ $backend == postgres ]]; then
+    psql -Atq -F' ' -d "$db" -c "
+      SELECT 'commits', xact_commit, 'rollbacks', xact_rollback FROM pg_stat_database WHERE datname = current_database();
+      SELECT relname, 'ins', n_tup_ins, 'upd', n_tup_upd, 'del', n_tup_del FROM pg_stat_user_tables
+       WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname;" >"$WORK/db-writes.txt"
+  fi
+  # Stop the platform first so the reference has the machine to itself.
+  stop_platform
+  echo "== $backend: reference" >&2
+  if [[ $backend == postgres ]]; then
+    pgbench_levels "$WORK/postgres-ref.csv"
+    ref="pgbench"
+  else
+    sqlite_levels "$WORK/sqlite-ref.csv"
+    ref="sqlite"
+  fi
   {
-    c = $1; r = (tps[c] > 0) ? $5 / tps[c] : 0
-    printf "%5s | %9.0f %8.2f %8.2f %5d %5d | %8s %9.0f %8.2f %8.2f | %5.2fx\n",
-      c, $5, $6, $8, $10, $11 + $12, pc[c], tps[c], p50[c], p99[c], r
-  }' "$WORK/pgbench.csv" "$WORK/platform.csv" | tee "$WORK/summary.txt"
-echo "(orders/s counts 2xx answers to POST /orders and DELETE /orders/{id}; ratio = platform / pgbench)"
+    echo
+    echo "== $backend: platform (orders over HTTP, durable) vs $ref (one-row INSERT per commit), same machine"
+    side_by_side "$WORK/$backend-platform.csv" "$WORK/$backend-ref.csv" "$ref"
+  } >>"$WORK/summary.txt"
+done
+echo "== load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$WORK/load.txt"
+cat "$WORK/summary.txt"
+cat "$WORK/load.txt"
+echo "(orders/s counts 2xx answers to POST /orders and DELETE /orders/{id}; stmt/b = SQL statements"
+echo " per committed batch, BEGIN and COMMIT included; cpu_us = platform CPU per 2xx answer;"
+echo " ratio = platform / reference; SQLite runs with synchronous=FULL, as the platform does)"
