@@ -44,6 +44,13 @@ pub struct Config {
     /// `MATCHER_DB_TIMEOUT_MS`: bound on each of the matcher's database calls (connecting, a
     /// batch's statements, its COMMIT); past it the matcher treats the database as unreachable.
     pub matcher_db_timeout: Duration,
+    /// `ADVERTISE_ADDR`: `host:port` where other replicas reach this one to forward orders for
+    /// the symbols it owns. Default: `$POD_IP` (or `$HOSTNAME`) with `LISTEN_ADDR`'s port when
+    /// `LISTEN_ADDR` listens on every address, else `LISTEN_ADDR` itself.
+    pub advertise_addr: String,
+    /// `SYMBOL_LEASE_SECONDS`: how long a replica's lease on a symbol lasts without renewal —
+    /// the bound on how long a killed replica's symbols stay without an owner.
+    pub symbol_lease: Duration,
     /// `REDIS_URL`: optional; without it the in-process cache is used.
     pub redis_url: Option<String>,
     /// `JWT_SECRET`: key for signing access tokens.
@@ -132,6 +139,30 @@ impl Config {
                 var: "LISTEN_ADDR",
                 reason: format!("{v:?} is not a socket address such as 0.0.0.0:8080 ({e})"),
             })?,
+        };
+
+        let advertise_addr = match get("ADVERTISE_ADDR") {
+            Some(v) => {
+                let valid = v.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && port.parse::<u16>().is_ok_and(|p| p > 0)
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c))
+                });
+                if !valid {
+                    return Err(ConfigError {
+                        var: "ADVERTISE_ADDR",
+                        reason: format!("{v:?} is not host:port (e.g. 10.0.0.7:8080)"),
+                    });
+                }
+                v.to_owned()
+            }
+            None if listen_addr.ip().is_unspecified() => {
+                let host = get("POD_IP").or(get("HOSTNAME")).unwrap_or("127.0.0.1");
+                format!("{host}:{}", listen_addr.port())
+            }
+            None => listen_addr.to_string(),
         };
 
         let database_url = get("DATABASE_URL")
@@ -318,6 +349,8 @@ impl Config {
                 1000,
             )? as u32,
             database_connect_timeout: secs("DATABASE_CONNECT_TIMEOUT_SECONDS", 5, 1, 300)?,
+            advertise_addr,
+            symbol_lease: secs("SYMBOL_LEASE_SECONDS", 3, 1, 60)?,
             matcher_db_timeout: Duration::from_millis(number(
                 get("MATCHER_DB_TIMEOUT_MS"),
                 "MATCHER_DB_TIMEOUT_MS",

@@ -46,6 +46,20 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let metrics = Metrics::new().context("registering metrics")?;
     let trading_metrics = crate::trading::TradingMetrics::register(metrics.registry())
         .context("registering trading metrics")?;
+    let me = crate::store::leases::Replica {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        address: config.advertise_addr.clone(),
+    };
+    let lease_pool = crate::store::leases::pool(&store, config.matcher_db_timeout);
+    let (ownership, forwarder) = match &lease_pool {
+        Some(_) => (
+            crate::trading::ownership::Ownership::leased(me),
+            Some(crate::trading::forward::Forwarder::new(
+                crate::trading::forward::ForwardKey::derive(config.jwt_secret.as_bytes()),
+            )),
+        ),
+        None => (crate::trading::ownership::Ownership::single(me), None),
+    };
     let trading = crate::trading::Trading::start(
         store.clone(),
         config.instruments.clone(),
@@ -54,8 +68,19 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             request_timeout: config.request_timeout,
             db_timeout: config.matcher_db_timeout,
         },
+        ownership,
+        forwarder,
     )?;
     let shutdown = CancellationToken::new();
+    if let Some(pool) = lease_pool {
+        trading.spawn_leases(
+            pool,
+            crate::trading::ownership::LeaseOptions {
+                lease: config.symbol_lease,
+            },
+            shutdown.clone(),
+        );
+    }
     let redis_client = config
         .redis_url
         .as_deref()
@@ -277,6 +302,9 @@ pub async fn run(
 
     tracing::info!(drain_timeout = ?drain_timeout, "draining: readiness now fails, finishing in-flight requests");
     state.health.mark_draining();
+    // Hand this replica's symbols over while still serving (other replicas keep forwarding
+    // here until they learn the new owners).
+    state.trading.hand_over_all(drain_timeout).await;
     stop.cancel();
     match tokio::time::timeout(drain_timeout, &mut server).await {
         Ok(res) => res.context("server task")?.context("serving HTTP")?,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod debug;
 pub mod extract;
 pub mod health;
+pub mod internal;
 pub mod market;
 pub mod middleware;
 pub mod openapi;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/health/startup", get(health::startup))
         .route("/metrics", get(metrics))
+        .route(crate::trading::forward::PATH, post(internal::commands))
         .nest("/api/v1", api());
     if config.enable_debug_endpoints {
         routes = routes.route("/debug/sleep", get(debug::sleep));

@@ -244,19 +244,32 @@ impl MatchTx {
 
     /// Locks the symbols' rows in sorted order (they serialize matching of a symbol across
     /// replicas) and, on PostgreSQL, assigns and returns the transaction id, so that a lost
-    /// COMMIT reply can be resolved with [`MatchPool::commit_outcome`].
+    /// COMMIT reply can be resolved with [`MatchPool::commit_outcome`]. With `owner`, only the
+    /// rows whose lease `owner` still holds under the given fencing token are locked and
+    /// returned: a replica that lost a lease gets nothing back for that symbol and writes
+    /// nothing for it.
     pub async fn lock_symbols(
         &mut self,
-        symbols: &[String],
+        symbols: &[(String, i64)],
+        owner: Option<&str>,
     ) -> Result<BTreeMap<String, SymbolRow>, sqlx::Error> {
         let mut out = BTreeMap::new();
+        let names: Vec<&str> = symbols.iter().map(|s| s.0.as_str()).collect();
+        let tokens: Vec<i64> = symbols.iter().map(|s| s.1).collect();
         let xid = on_tx!(self, c,
             pg => {
+                let cols = SYMBOL_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("s.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let sql = format!(
-                    "SELECT {SYMBOL_COLUMNS}, pg_current_xact_id()::text AS xid FROM symbols \
-                     WHERE symbol = ANY($1) ORDER BY symbol FOR UPDATE"
+                    "SELECT {cols}, pg_current_xact_id()::text AS xid FROM symbols s \
+                     JOIN UNNEST($1::text[], $2::bigint[]) AS k(symbol, token) ON s.symbol = k.symbol \
+                     WHERE $3::text IS NULL OR (s.owner = $3 AND s.lease_token = k.token) \
+                     ORDER BY s.symbol FOR UPDATE OF s"
                 );
-                let rows = sqlx::query(&sql).bind(symbols).fetch_all(&mut *c).await?;
+                let rows = sqlx::query(&sql).bind(&names).bind(&tokens).bind(owner).fetch_all(&mut *c).await?;
                 let mut xid = None;
                 for r in &rows {
                     out.insert(r.try_get("symbol")?, symbol_from_row(r)?);
@@ -271,7 +284,7 @@ impl MatchTx {
                 let sql = format!(
                     "SELECT {SYMBOL_COLUMNS} FROM symbols WHERE symbol IN (SELECT value FROM json_each($1)) ORDER BY symbol"
                 );
-                let list = Value::from(symbols.to_vec()).to_string();
+                let list = Value::from(names.clone()).to_string();
                 for r in &sqlx::query(&sql).bind(list).fetch_all(&mut *c).await? {
                     out.insert(r.try_get("symbol")?, symbol_from_row(r)?);
                 }

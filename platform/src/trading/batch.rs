@@ -222,8 +222,8 @@ impl Plan {
                     actor,
                     request_id,
                 } => plan.set_status(batch, symbol, *status, actor, request_id, origin),
-                Request::Credit { .. } => Err(Refusal::Unavailable(
-                    "asset deposits run in a transaction of their own".into(),
+                Request::Credit { .. } | Request::Barrier => Err(Refusal::Internal(
+                    "asset deposits and barriers are not matched in a batch".into(),
                 )),
             };
             plan.replies.push(reply);

@@ -50,6 +50,8 @@ pub(super) struct Matcher {
     versions: HashMap<i64, i64>,
     /// Whether every instrument has its `symbols` row (checked once per process).
     symbols_created: bool,
+    /// Which symbols this replica matches, and under which lease.
+    ownership: super::ownership::Ownership,
 }
 
 /// What a committed batch produced.
@@ -138,6 +140,7 @@ impl Matcher {
         origin: String,
         down: Arc<AtomicBool>,
         db_timeout: Duration,
+        ownership: super::ownership::Ownership,
     ) -> Matcher {
         Matcher {
             engine,
@@ -150,6 +153,7 @@ impl Matcher {
             db_timeout,
             versions: HashMap::new(),
             symbols_created: false,
+            ownership,
         }
     }
 
@@ -194,6 +198,10 @@ impl Matcher {
 
     async fn handle(&mut self, commands: Vec<Command>) {
         let commands = self.start(commands);
+        // Barriers are answered after everything queued before them has run.
+        let (barriers, commands): (Vec<Command>, Vec<Command>) = commands
+            .into_iter()
+            .partition(|c| matches!(c.request, Request::Barrier));
         // Asset credits change positions outside the engine: each runs in a transaction of its
         // own, so no order in the same transaction matches against the stale cached position.
         let (credits, orders): (Vec<Command>, Vec<Command>) = commands
@@ -204,6 +212,9 @@ impl Matcher {
         }
         if !orders.is_empty() {
             self.execute(orders).await;
+        }
+        for barrier in barriers {
+            let _ = barrier.reply.send(Ok(Done::Status));
         }
     }
 
@@ -382,16 +393,26 @@ impl Matcher {
                 .collect();
             timed(postgres, limit, tx.ensure_symbols(&all)).await?;
         }
-        // 1. Lock the symbols (sorted, so replicas never deadlock on them) and catch up.
-        let symbols: Vec<String> = requests
+        // 1. Lock the symbols this replica owns, with their leases' fencing tokens (sorted, so
+        // replicas never deadlock on them), and catch up.
+        let symbols: Vec<(String, i64)> = requests
             .iter()
             .map(|r| r.symbol())
             .filter(|s| self.engine.instrument(s).is_some())
             .collect::<BTreeSet<&str>>()
             .into_iter()
-            .map(str::to_owned)
+            .filter_map(|s| Some((s.to_owned(), self.ownership.token(s)?)))
             .collect();
-        let rows = timed(postgres, limit, tx.lock_symbols(&symbols)).await?;
+        let leased = self
+            .ownership
+            .is_leased()
+            .then(|| self.ownership.me().id.clone());
+        let rows = timed(
+            postgres,
+            limit,
+            tx.lock_symbols(&symbols, leased.as_deref()),
+        )
+        .await?;
         for (symbol, row) in &rows {
             if self.engine.seq(symbol) != Some(id_u64(row.seq)) {
                 timed(postgres, limit * 10, self.catch_up(&mut tx, symbol, row)).await?;
@@ -455,7 +476,13 @@ impl Matcher {
             .count();
         let ids = timed(postgres, limit, tx.allocate_order_ids(places)).await?;
 
-        // 4. Match in memory.
+        // 4. Match in memory what this replica still owns; the rest goes back to be routed.
+        let (mine, others): (Vec<(usize, &Request)>, Vec<(usize, &Request)>) =
+            requests.iter().copied().enumerate().partition(|(_, r)| {
+                self.engine.instrument(r.symbol()).is_none() || rows.contains_key(r.symbol())
+            });
+        let requests: Vec<&Request> = mine.iter().map(|(_, r)| *r).collect();
+        let requests = requests.as_slice();
         let now = chrono::Utc::now();
         let missing = |a: i64| !present.contains(&a);
         let Matcher {
@@ -470,7 +497,7 @@ impl Matcher {
             ..
         } = self;
         let mut batch = engine.begin_batch();
-        let plan = Plan::build(
+        let mut plan = Plan::build(
             &mut batch,
             requests,
             Loaded {
@@ -538,6 +565,16 @@ impl Matcher {
             }
         }
         self.symbols_created = true;
+        if !others.is_empty() {
+            // Put the replies back in the batch's order, the not-owned commands refused.
+            let mut merged: Vec<super::Reply> = (0..mine.len() + others.len())
+                .map(|_| Err(Refusal::NotOwner))
+                .collect();
+            for ((index, _), reply) in mine.iter().zip(plan.replies.drain(..)) {
+                merged[*index] = reply;
+            }
+            plan.replies = merged;
+        }
         Ok(Committed { plan, statements })
     }
 
@@ -564,12 +601,24 @@ impl Matcher {
             tx.ensure_symbols(std::slice::from_ref(symbol)),
         )
         .await?;
-        timed(
-            postgres,
-            limit,
-            tx.lock_symbols(std::slice::from_ref(symbol)),
-        )
-        .await?;
+        let leased = self
+            .ownership
+            .is_leased()
+            .then(|| self.ownership.me().id.clone());
+        let locked = match self.ownership.token(symbol) {
+            Some(token) => {
+                let wanted = [(symbol.clone(), token)];
+                timed(postgres, limit, tx.lock_symbols(&wanted, leased.as_deref())).await?
+            }
+            None => BTreeMap::new(),
+        };
+        if locked.is_empty() {
+            plan.replies.push(Err(Refusal::NotOwner));
+            return Ok(Committed {
+                plan,
+                statements: tx.statements(),
+            });
+        }
         let cost_total = tradeplane_engine::num::notional(*cost, *qty);
         let current = timed(postgres, limit, tx.positions(&[*account]))
             .await?

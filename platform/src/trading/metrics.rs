@@ -34,6 +34,10 @@ pub struct TradingMetrics {
     pub outcome_unknown: IntCounter,
     /// 1 while the matcher sees its database as unreachable and refuses orders.
     pub database_down: IntGauge,
+    /// Commands forwarded to the replica that owns their symbol.
+    pub forwarded: IntCounter,
+    /// Symbols this replica owns (matches) now.
+    pub owned_symbols: IntGauge,
 }
 
 impl TradingMetrics {
@@ -116,6 +120,16 @@ impl TradingMetrics {
             "matcher_database_down",
             "1 while the matcher sees its database as unreachable and refuses orders.",
         )?;
+        let forwarded = IntCounter::new(
+            "orders_forwarded_total",
+            "Commands forwarded to the replica that owns their symbol.",
+        )?;
+        let owned_symbols = IntGauge::new(
+            "owned_symbols",
+            "Symbols this replica holds the lease of and matches.",
+        )?;
+        registry.register(Box::new(forwarded.clone()))?;
+        registry.register(Box::new(owned_symbols.clone()))?;
         registry.register(Box::new(batch_statements.clone()))?;
         registry.register(Box::new(batch_retries.clone()))?;
         registry.register(Box::new(commands_expired.clone()))?;
@@ -143,6 +157,8 @@ impl TradingMetrics {
             commit_resolutions,
             outcome_unknown,
             database_down,
+            forwarded,
+            owned_symbols,
         })
     }
 }

@@ -21,9 +21,11 @@
 
 mod batch;
 pub mod fanout;
+pub mod forward;
 pub mod market;
 mod matcher;
 mod metrics;
+pub mod ownership;
 pub use crate::store::views;
 
 use std::collections::BTreeMap;
@@ -103,6 +105,11 @@ pub enum Refusal {
     Unavailable(String),
     /// An unexpected failure (500); nothing was applied, details are in the log.
     Internal(String),
+    /// This replica does not own the command's symbol (any more): it is routed again, and never
+    /// reaches a client unless the handover outlasts the deadline (503).
+    NotOwner,
+    /// A forwarded command's reply was lost; it may have executed (504 `outcome_unknown`).
+    OutcomeUnknown,
 }
 
 impl From<Refusal> for ApiError {
@@ -128,13 +135,18 @@ impl From<Refusal> for ApiError {
             },
             Refusal::Unavailable(m) => ApiError::Unavailable(m),
             Refusal::Internal(m) => ApiError::Internal(anyhow::anyhow!(m)),
+            Refusal::NotOwner => ApiError::Unavailable(
+                "the symbol is moving to another replica; nothing was executed, retry".into(),
+            ),
+            Refusal::OutcomeUnknown => outcome_unknown(),
         }
     }
 }
 
 /// What a command asks the matcher to do.
-#[derive(Debug, Clone)]
-pub(crate) enum Request {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
     Place {
         account: i64,
         order: PlaceOrder,
@@ -163,6 +175,10 @@ pub(crate) enum Request {
         actor: String,
         request_id: Option<String>,
     },
+    /// Answered once the matcher has run every command queued before it (a handover's
+    /// barrier). Never forwarded.
+    #[serde(skip)]
+    Barrier,
 }
 
 impl Request {
@@ -172,6 +188,7 @@ impl Request {
             Request::Cancel { symbol, .. }
             | Request::SetStatus { symbol, .. }
             | Request::Credit { symbol, .. } => symbol,
+            Request::Barrier => "",
         }
     }
 
@@ -179,14 +196,24 @@ impl Request {
     fn account(&self) -> Option<i64> {
         match self {
             Request::Place { account, .. } | Request::Cancel { account, .. } => Some(*account),
-            Request::SetStatus { .. } | Request::Credit { .. } => None,
+            Request::SetStatus { .. } | Request::Credit { .. } | Request::Barrier => None,
+        }
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Request::Place { request_id, .. }
+            | Request::Cancel { request_id, .. }
+            | Request::SetStatus { request_id, .. }
+            | Request::Credit { request_id, .. } => request_id.as_deref(),
+            Request::Barrier => None,
         }
     }
 }
 
 /// What a command produced.
 #[derive(Debug, Clone)]
-pub(crate) enum Done {
+pub enum Done {
     /// The order after placing or cancelling.
     Order(Box<OrderView>),
     /// A status change was applied.
@@ -196,7 +223,7 @@ pub(crate) enum Done {
 }
 
 /// The matcher's answer to one command.
-pub(crate) type Reply = Result<Done, Refusal>;
+pub type Reply = Result<Done, Refusal>;
 
 /// Where a command is in its life; shared by the waiting request and the matcher, so that
 /// exactly one of them decides whether it runs.
@@ -271,6 +298,44 @@ impl TradingOptions {
     }
 }
 
+/// 504 `outcome_unknown`: the command may have executed.
+fn outcome_unknown() -> ApiError {
+    ApiError::Status {
+        status: axum::http::StatusCode::GATEWAY_TIMEOUT,
+        code: "outcome_unknown",
+        message: "the command reached the matcher but its outcome is not known yet; look the \
+                  order up (GET /api/v1/orders), or retry with the same client_order_id, which \
+                  never executes twice"
+            .into(),
+    }
+}
+
+/// The refusal an error of [`Trading::local`] stands for, to answer a forwarding replica.
+fn refusal_of(e: ApiError) -> Refusal {
+    match e {
+        ApiError::DependencyUnavailable(m) => Refusal::DatabaseDown(m),
+        ApiError::Overloaded(m) | ApiError::Unavailable(m) => Refusal::Unavailable(m),
+        ApiError::Status {
+            code: "request_timeout",
+            ..
+        } => Refusal::Expired,
+        ApiError::Status {
+            code: "idempotency_conflict",
+            message,
+            ..
+        } => Refusal::IdempotencyConflict(message),
+        ApiError::Unprocessable { code, message } => Refusal::Rule { code, message },
+        ApiError::NotFound(m) => Refusal::NotFound(m),
+        ApiError::Conflict(m) => Refusal::Conflict(m),
+        ApiError::Unauthorized(_) => Refusal::AccountGone,
+        ApiError::Status {
+            code: "outcome_unknown",
+            ..
+        } => Refusal::OutcomeUnknown,
+        other => Refusal::Internal(other.to_string()),
+    }
+}
+
 /// Handle to the trading service; cheap to clone.
 #[derive(Clone)]
 pub struct Trading {
@@ -282,6 +347,10 @@ pub struct Trading {
     origin: Arc<str>,
     database_down: Arc<std::sync::atomic::AtomicBool>,
     options: TradingOptions,
+    ownership: ownership::Ownership,
+    forwarder: Option<forward::Forwarder>,
+    /// Cancelled when this replica starts handing its symbols over (a graceful shutdown).
+    leaving: tokio_util::sync::CancellationToken,
 }
 
 impl Trading {
@@ -291,12 +360,14 @@ impl Trading {
         instruments: Vec<Instrument>,
         metrics: TradingMetrics,
         options: TradingOptions,
+        ownership: ownership::Ownership,
+        forwarder: Option<forward::Forwarder>,
     ) -> anyhow::Result<Trading> {
         let engine =
             Engine::new(instruments.clone()).map_err(|e| anyhow::anyhow!("INSTRUMENTS: {e}"))?;
         let (commands, rx) = mpsc::channel(QUEUE_DEPTH);
         let (events, _) = broadcast::channel(BROADCAST_DEPTH);
-        let origin: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let origin: Arc<str> = ownership.me().id.as_str().into();
         let database_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let matcher = matcher::Matcher::new(
             engine,
@@ -307,6 +378,7 @@ impl Trading {
             origin.to_string(),
             database_down.clone(),
             options.db_timeout,
+            ownership.clone(),
         );
         tokio::spawn(matcher.run());
         Ok(Trading {
@@ -323,7 +395,95 @@ impl Trading {
             origin,
             database_down,
             options,
+            ownership,
+            forwarder,
+            leaving: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// Starts the lease task (PostgreSQL): see [`ownership`]. It ends when `stop` fires.
+    pub fn spawn_leases(
+        &self,
+        pool: sqlx::PgPool,
+        options: ownership::LeaseOptions,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let this = self.clone();
+        let symbols = self.instruments.keys().cloned().collect();
+        let gauge = self.metrics.owned_symbols.clone();
+        let ownership = self.ownership.clone();
+        let mut changes = ownership.subscribe();
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                loop {
+                    gauge.set(i64::try_from(ownership.owned()).unwrap_or(i64::MAX));
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        r = changes.changed() => if r.is_err() { return },
+                    }
+                }
+            }
+        });
+        self.ownership.spawn_leases(
+            pool,
+            symbols,
+            options,
+            move || {
+                let this = this.clone();
+                async move { this.barrier().await }
+            },
+            self.leaving.clone(),
+            stop,
+        );
+    }
+
+    /// Hands every symbol this replica owns over to the others, waiting up to `limit` for it
+    /// (a graceful shutdown). Without leases there is nobody to hand over to.
+    pub async fn hand_over_all(&self, limit: std::time::Duration) {
+        if !self.ownership.is_leased() {
+            return;
+        }
+        self.leaving.cancel();
+        let mut changes = self.ownership.subscribe();
+        let until = tokio::time::Instant::now() + limit;
+        while self.ownership.owned() > 0 {
+            if tokio::time::timeout_at(until, changes.changed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    owned = self.ownership.owned(),
+                    "stopping before every symbol was handed over; its lease will expire"
+                );
+                return;
+            }
+        }
+        tracing::info!("handed every symbol over");
+    }
+
+    /// Who matches which symbol.
+    pub fn ownership(&self) -> &ownership::Ownership {
+        &self.ownership
+    }
+
+    /// The forwarder (and its key), when several replicas may run.
+    pub fn forwarder(&self) -> Option<&forward::Forwarder> {
+        self.forwarder.as_ref()
+    }
+
+    /// Returns once the matcher has run every command queued before this call (a handover).
+    pub async fn barrier(&self) {
+        let (reply, rx) = oneshot::channel();
+        let command = Command {
+            request: Request::Barrier,
+            reply,
+            ticket: Ticket::default(),
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
+        };
+        if self.commands.send(command).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// This replica's id, stamped on the market data it publishes.
@@ -358,16 +518,100 @@ impl Trading {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Sends a command and waits for its answer. A command the matcher never started is
-    /// dropped at its deadline and answered 408; one it started is waited for (its COMMIT may be
-    /// in flight) and answered 504 `outcome_unknown` only if even that takes too long.
+    /// Runs a command on the replica that owns its symbol: this one's matcher, or the owner's
+    /// through its internal endpoint; while ownership moves (a handover, a failover) it waits
+    /// for the new owner until the deadline.
     async fn call(&self, request: Request) -> Result<Done, ApiError> {
+        let (queue_wait, _) = self.options.waits();
+        let deadline = tokio::time::Instant::now() + queue_wait;
+        let mut changes = self.ownership.subscribe();
+        loop {
+            let reply = match self.ownership.route(request.symbol()) {
+                ownership::Route::Local(_) => self.local(request.clone(), deadline).await?,
+                ownership::Route::Remote(address) => self
+                    .forward(&address, &request, deadline)
+                    .await
+                    .unwrap_or(Err(Refusal::NotOwner)),
+                ownership::Route::Unknown => Err(Refusal::NotOwner),
+            };
+            if !matches!(reply, Err(Refusal::NotOwner)) || tokio::time::Instant::now() >= deadline {
+                return reply.map_err(ApiError::from);
+            }
+            // Wait for the next change of ownership, or a short while (the forward may just
+            // have missed a takeover).
+            let retry = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+            let _ = tokio::time::timeout_at(deadline.min(retry), changes.changed()).await;
+        }
+    }
+
+    /// Sends `request` to the owner at `address`; `None` when it was not delivered (route
+    /// again).
+    async fn forward(
+        &self,
+        address: &str,
+        request: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Option<Reply> {
+        let forwarder = self.forwarder.as_ref()?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let command = forward::Forwarded {
+            request: request.clone(),
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.metrics.forwarded.inc();
+        match forwarder
+            .send(address, &command, request.request_id())
+            .await
+        {
+            Ok(Err(Refusal::NotOwner)) => None,
+            Ok(reply) => Some(reply),
+            Err(forward::ForwardError::NotSent(e)) => {
+                tracing::debug!(error = %e, "forward not delivered; routing again");
+                None
+            }
+            Err(forward::ForwardError::Unknown(e)) => {
+                tracing::warn!(error = %e, "a forwarded command's reply was lost");
+                self.metrics.outcome_unknown.inc();
+                Some(Err(Refusal::OutcomeUnknown))
+            }
+        }
+    }
+
+    /// Runs a command forwarded by another replica on this replica's matcher, never
+    /// forwarding it again (the sender routes once more on [`Refusal::NotOwner`]).
+    pub async fn run_forwarded(&self, command: forward::Forwarded) -> Reply {
+        if matches!(command.request, Request::Barrier) {
+            return Err(Refusal::Internal("barriers are not forwarded".into()));
+        }
+        if self.ownership.token(command.request.symbol()).is_none() {
+            return Err(Refusal::NotOwner);
+        }
+        let (queue_wait, _) = self.options.waits();
+        let wait = std::time::Duration::from_millis(command.timeout_ms).min(queue_wait);
+        match self
+            .local(command.request, tokio::time::Instant::now() + wait)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => Err(refusal_of(e)),
+        }
+    }
+
+    /// Sends a command to this replica's matcher and waits for its answer. A command the
+    /// matcher never started is dropped at `deadline` and answered 408; one it started is
+    /// waited for (its COMMIT may be in flight) and answered 504 `outcome_unknown` only if even
+    /// that takes too long.
+    async fn local(
+        &self,
+        request: Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<Reply, ApiError> {
         if self.database_down() {
             return Err(ApiError::DependencyUnavailable(
                 "the database is unreachable; nothing was executed, retry later".into(),
             ));
         }
-        let (queue_wait, grace) = self.options.waits();
+        let (_, grace) = self.options.waits();
         let (reply, mut rx) = oneshot::channel();
         let ticket = Ticket::default();
         // Dropped with the request (client gone, or the outer timeout): a command still queued
@@ -379,7 +623,6 @@ impl Trading {
             }
         }
         let _guard = AbandonOnDrop(ticket.clone());
-        let deadline = tokio::time::Instant::now() + queue_wait;
         self.commands
             .try_send(Command {
                 request,
@@ -397,26 +640,16 @@ impl Trading {
             })?;
         let answer = match tokio::time::timeout_at(deadline, &mut rx).await {
             Ok(answer) => answer,
-            Err(_) if ticket.abandon() => return Err(Refusal::Expired.into()),
+            Err(_) if ticket.abandon() => return Ok(Err(Refusal::Expired)),
             Err(_) => match tokio::time::timeout(grace, &mut rx).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     self.metrics.outcome_unknown.inc();
-                    return Err(ApiError::Status {
-                        status: axum::http::StatusCode::GATEWAY_TIMEOUT,
-                        code: "outcome_unknown",
-                        message:
-                            "the command reached the database but its outcome is not known yet; \
-                                  look the order up (GET /api/v1/orders?…, or retry with the same \
-                                  client_order_id, which never executes twice)"
-                                .into(),
-                    });
+                    return Err(outcome_unknown());
                 }
             },
         };
-        answer
-            .map_err(|_| ApiError::Unavailable("the matcher stopped before answering".into()))?
-            .map_err(ApiError::from)
+        answer.map_err(|_| ApiError::Unavailable("the matcher stopped before answering".into()))
     }
 
     /// Places an order for `account`; returns once its effects are committed.
