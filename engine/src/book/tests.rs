@@ -322,4 +322,10 @@ fn insert_at_priority_puts_equal_priorities_after_each_other() {
     twin.priority = 1;
     assert_eq!(b.insert_at_priority(twin, None), 1);
     assert_eq!(ids_at(&b, ASK, 100), [1, 2, 3]);
+    // A hint of equal priority is not "after it": the search starts from the back instead.
+    let mut b = Book::default();
+    b.insert(order(1, ASK, 100, 1));
+    b.insert(order(3, ASK, 100, 1));
+    assert_eq!(b.insert_at_priority(twin, Some(OrderId(1))), 1);
+    assert_eq!(ids_at(&b, ASK, 100), [1, 2, 3]);
 }
