@@ -12,8 +12,10 @@ pub struct Latencies(Histogram<u64>);
 
 impl Default for Latencies {
     fn default() -> Self {
-        // Auto-resizing, so no bound to configure: a request can take at most --timeout (600 s).
-        Latencies(Histogram::new(3).expect("3 significant digits is a valid precision"))
+        // 1 µs to 1 h: a request can take at most --timeout (600 s); longer ones saturate.
+        Latencies(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds and precision"),
+        )
     }
 }
 
@@ -26,7 +28,7 @@ impl Latencies {
 
     /// Adds another worker's latencies.
     pub fn merge(&mut self, other: &Latencies) {
-        // Both auto-resize, so adding can only fail on allocation, which aborts anyway.
+        // Same bounds on both sides, so adding cannot fail.
         let _ = self.0.add(&other.0);
     }
 
