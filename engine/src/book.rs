@@ -1,16 +1,22 @@
 //! The order book of one symbol: resting limit orders in price-time priority.
 //!
-//! Each side is a `BTreeMap` from price to a FIFO level; an index maps order ids to their
-//! side and price so cancels find their level in `O(log n)`. During a batch the book keeps an
-//! undo log of its own mutations, so rolling back a failed batch costs time proportional to
-//! the batch, not to the book (cloning a 100k-order book per batch would dominate).
+//! Each side is a `BTreeMap` from price to a level; a level is a FIFO queue linked through one
+//! slab shared by the whole book ([`queue`]), and an index maps each order id to its slab key.
+//! So a cancel finds its order in `O(1)` and unlinks it in `O(1)` whatever the depth of its
+//! level, plus `O(log levels)` to update the level. During a batch the book keeps an undo log
+//! of its own mutations, so rolling back a failed batch costs time proportional to the batch,
+//! not to the book (cloning a 100k-order book per batch would dominate); each removal records
+//! the order that followed it, so putting it back needs no walk of the queue either.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod queue;
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::num::{Cash, Price, Qty, notional};
 use crate::order::{AccountId, OrderId, Side};
+use queue::{Nodes, Queue};
 
 /// An order resting in the book; also the record the platform stores and reloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +52,7 @@ pub struct DepthLevel {
 
 #[derive(Debug, Clone, Default)]
 struct Level {
-    orders: VecDeque<RestingOrder>,
+    queue: Queue,
     total: Qty,
 }
 
@@ -55,8 +61,12 @@ struct Level {
 enum Undo {
     /// An order was appended; undo removes it.
     Inserted(OrderId),
-    /// An order (as it was) left the book; undo puts it back at its priority.
-    Removed(RestingOrder),
+    /// An order (as it was) left the book; undo puts it back at its priority, just before
+    /// `next` (the order that followed it then) when that still holds.
+    Removed {
+        order: RestingOrder,
+        next: Option<OrderId>,
+    },
     /// An order was partly filled; undo gives the quantity back.
     Filled(OrderId, Qty),
 }
@@ -66,7 +76,8 @@ enum Undo {
 pub struct Book {
     bids: BTreeMap<Price, Level>,
     asks: BTreeMap<Price, Level>,
-    index: HashMap<OrderId, (Side, Price)>,
+    nodes: Nodes,
+    index: HashMap<OrderId, usize>,
     undo: Option<Vec<Undo>>,
 }
 
@@ -75,13 +86,6 @@ impl Book {
         match side {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
-        }
-    }
-
-    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<Price, Level> {
-        match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
         }
     }
 
@@ -110,12 +114,7 @@ impl Book {
 
     /// A resting order by id.
     pub fn get(&self, id: OrderId) -> Option<&RestingOrder> {
-        let (side, price) = self.index.get(&id)?;
-        self.side(*side)
-            .get(price)?
-            .orders
-            .iter()
-            .find(|o| o.id == id)
+        self.nodes.get(*self.index.get(&id)?)
     }
 
     /// Best (highest) bid level.
@@ -135,7 +134,7 @@ impl Book {
             .map(|(p, l)| DepthLevel {
                 price: *p,
                 qty: l.total,
-                orders: l.orders.len() as u32,
+                orders: l.queue.len(),
             })
             .collect()
     }
@@ -146,7 +145,7 @@ impl Book {
         DepthLevel {
             price,
             qty: l.map_or(Qty::ZERO, |l| l.total),
-            orders: l.map_or(0, |l| l.orders.len() as u32),
+            orders: l.map_or(0, |l| l.queue.len()),
         }
     }
 
@@ -155,7 +154,7 @@ impl Book {
     pub fn orders(&self) -> impl Iterator<Item = &RestingOrder> + '_ {
         self.levels(Side::Buy)
             .chain(self.levels(Side::Sell))
-            .flat_map(|(_, l)| l.orders.iter())
+            .flat_map(|(_, l)| self.nodes.iter(&l.queue))
     }
 
     /// Starts recording an undo log (batch begins).
@@ -176,13 +175,21 @@ impl Book {
                 Undo::Inserted(id) => {
                     self.remove(id);
                 }
-                Undo::Removed(o) => self.insert_at_priority(o),
+                Undo::Removed { order, next } => {
+                    self.insert_at_priority(order, next);
+                }
                 Undo::Filled(id, q) => {
-                    if let Some((side, price)) = self.index.get(&id).copied()
-                        && let Some(level) = self.side_mut(side).get_mut(&price)
-                        && let Some(o) = level.orders.iter_mut().find(|o| o.id == id)
+                    let Some(&key) = self.index.get(&id) else {
+                        continue;
+                    };
+                    let Some(o) = self.nodes.get_mut(key) else {
+                        continue;
+                    };
+                    o.remaining += q;
+                    let (side, price) = (o.side, o.price);
+                    if let Some(level) =
+                        side_mut(&mut self.bids, &mut self.asks, side).get_mut(&price)
                     {
-                        o.remaining += q;
                         level.total += q;
                     }
                 }
@@ -196,59 +203,93 @@ impl Book {
         }
     }
 
-    /// Puts an order back into its level at the place its priority gives it.
-    fn insert_at_priority(&mut self, o: RestingOrder) {
-        self.index.insert(o.id, (o.side, o.price));
-        let level = self.side_mut(o.side).entry(o.price).or_default();
-        let at = level.orders.partition_point(|x| x.priority < o.priority);
+    /// Puts an order back into its level at the place its priority gives it: after every
+    /// order of lower or equal priority, before every order of higher priority. The search
+    /// starts at `next` (the order that followed it when it was removed) when that order
+    /// rests at the same level with a higher priority, else at the back of the level, and
+    /// walks towards the front; returns how many orders it stepped over (0 when `next` was
+    /// right, which is always the case in a rollback).
+    fn insert_at_priority(&mut self, o: RestingOrder, next: Option<OrderId>) -> usize {
+        let nodes = &mut self.nodes;
+        let start = next
+            .and_then(|id| self.index.get(&id).copied())
+            .filter(|&k| {
+                nodes.get(k).is_some_and(|n| {
+                    n.side == o.side && n.price == o.price && n.priority > o.priority
+                })
+            });
+        let level = side_mut(&mut self.bids, &mut self.asks, o.side)
+            .entry(o.price)
+            .or_default();
+        let mut before = start;
+        let mut steps = 0;
+        loop {
+            let prev = match before {
+                Some(k) => nodes.prev(k),
+                None => level.queue.tail(),
+            };
+            match prev.and_then(|p| nodes.get(p).map(|n| (p, n.priority))) {
+                Some((p, priority)) if priority > o.priority => {
+                    before = Some(p);
+                    steps += 1;
+                }
+                _ => break,
+            }
+        }
+        let key = nodes.insert_before(&mut level.queue, before, o);
         level.total += o.remaining;
-        level.orders.insert(at, o);
+        self.index.insert(o.id, key);
+        steps
     }
 
     /// Appends an order at the back of its level (it has the newest priority).
     pub(crate) fn insert(&mut self, o: RestingOrder) {
         self.log(Undo::Inserted(o.id));
-        self.index.insert(o.id, (o.side, o.price));
-        let level = self.side_mut(o.side).entry(o.price).or_default();
+        let level = side_mut(&mut self.bids, &mut self.asks, o.side)
+            .entry(o.price)
+            .or_default();
+        let key = self.nodes.insert_before(&mut level.queue, None, o);
         level.total += o.remaining;
-        level.orders.push_back(o);
+        self.index.insert(o.id, key);
     }
 
-    /// Removes an order wherever it sits in its level.
+    /// Removes an order wherever it sits in its level, in `O(1)` of the level's depth.
     pub(crate) fn remove(&mut self, id: OrderId) -> Option<RestingOrder> {
-        let (side, price) = self.index.remove(&id)?;
-        let levels = self.side_mut(side);
+        let key = self.index.remove(&id)?;
+        let (side, price) = self.nodes.get(key).map(|o| (o.side, o.price))?;
+        let levels = side_mut(&mut self.bids, &mut self.asks, side);
         let level = levels.get_mut(&price)?;
-        let pos = level.orders.iter().position(|o| o.id == id)?;
-        let o = level.orders.remove(pos)?;
+        let (o, next) = self.nodes.remove(&mut level.queue, key)?;
         level.total -= o.remaining;
-        if level.orders.is_empty() {
+        if level.queue.len() == 0 {
             levels.remove(&price);
         }
-        self.log(Undo::Removed(o));
+        let next = next.and_then(|k| self.nodes.get(k)).map(|n| n.id);
+        self.log(Undo::Removed { order: o, next });
         Some(o)
     }
 
     /// The first order in time priority at the best level of `side`.
     pub(crate) fn front(&self, side: Side) -> Option<RestingOrder> {
-        self.levels(side)
-            .next()
-            .and_then(|(_, l)| l.orders.front().copied())
+        let (_, level) = self.levels(side).next()?;
+        self.nodes.get(level.queue.head()?).copied()
     }
 
     /// Fills `qty` of the front order of the best level of `side`; returns its remaining
     /// quantity, removing it (and the level if emptied) when fully filled.
     pub(crate) fn fill_front(&mut self, side: Side, qty: Qty) -> Qty {
         let best = match side {
-            Side::Buy => self.bids.keys().next_back().copied(),
-            Side::Sell => self.asks.keys().next().copied(),
+            Side::Buy => self.bids.last_entry(),
+            Side::Sell => self.asks.first_entry(),
         };
-        let Some(price) = best else { return Qty::ZERO };
-        let levels = self.side_mut(side);
-        let Some(level) = levels.get_mut(&price) else {
+        let Some(mut entry) = best else {
             return Qty::ZERO;
         };
-        let Some(front) = level.orders.front_mut() else {
+        let level = entry.get_mut();
+        let Some(key) = level.queue.head() else {
+            return Qty::ZERO;
+        };
+        let Some(front) = self.nodes.get_mut(key) else {
             return Qty::ZERO;
         };
         let before = *front;
@@ -257,12 +298,19 @@ impl Book {
         level.total -= fill;
         let left = front.remaining;
         if left == Qty::ZERO {
-            level.orders.pop_front();
-            if level.orders.is_empty() {
-                levels.remove(&price);
+            let next = self
+                .nodes
+                .remove(&mut level.queue, key)
+                .and_then(|(_, next)| next);
+            if level.queue.len() == 0 {
+                entry.remove();
             }
             self.index.remove(&before.id);
-            self.log(Undo::Removed(before));
+            let next = next.and_then(|k| self.nodes.get(k)).map(|n| n.id);
+            self.log(Undo::Removed {
+                order: before,
+                next,
+            });
         } else {
             self.log(Undo::Filled(before.id, fill));
         }
@@ -285,7 +333,7 @@ impl Book {
             if filled >= qty || !acceptable(*price) {
                 break;
             }
-            for o in &level.orders {
+            for o in self.nodes.iter(&level.queue) {
                 if o.account == account {
                     continue;
                 }
@@ -300,3 +348,18 @@ impl Book {
         (filled, cost)
     }
 }
+
+/// One side's levels, borrowed apart from the rest of the book so the slab stays usable.
+fn side_mut<'a>(
+    bids: &'a mut BTreeMap<Price, Level>,
+    asks: &'a mut BTreeMap<Price, Level>,
+    side: Side,
+) -> &'a mut BTreeMap<Price, Level> {
+    match side {
+        Side::Buy => bids,
+        Side::Sell => asks,
+    }
+}
+
+#[cfg(test)]
+mod tests;
