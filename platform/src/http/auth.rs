@@ -179,6 +179,12 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// `POST /api/v1/auth/login`: checks the password and returns an access and a refresh token.
+///
+/// Besides the per-IP login limit (in the rate limit middleware), attempts are limited per
+/// username (`LOGIN_RATE_LIMIT_PER_MINUTE`, against credential stuffing from many addresses) and
+/// failed logins per username are capped per hour (`FAILED_LOGIN_LIMIT_PER_HOUR`): the failure
+/// that uses the cap up is audited as `login.locked`, and until the hour refills every login of
+/// that username, even with the right password, is refused with 429 `login_locked`.
 #[utoipa::path(
     post,
     path = "/auth/login",
@@ -193,12 +199,6 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         (status = 422, description = "`invalid_text`: a control character or more than 256 characters.", body = crate::error::ErrorBody),
     )
 )]
-///
-/// Besides the per-IP login limit (in the rate limit middleware), attempts are limited per
-/// username (`LOGIN_RATE_LIMIT_PER_MINUTE`, against credential stuffing from many addresses) and
-/// failed logins per username are capped per hour (`FAILED_LOGIN_LIMIT_PER_HOUR`): the failure
-/// that uses the cap up is audited as `login.locked`, and until the hour refills every login of
-/// that username, even with the right password, is refused with 429 `login_locked`.
 pub async fn login(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,

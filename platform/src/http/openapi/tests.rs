@@ -279,3 +279,213 @@ async fn the_router_serves_exactly_the_documented_operations() {
     let served: Value = serde_json::from_slice(&bytes).expect("served JSON");
     assert_eq!(served, document());
 }
+
+/// Resolves `$ref`s (to components) until a non-reference is reached.
+fn deref<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
+    for _ in 0..8 {
+        match v["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {
+            Some(p) => v = doc.pointer(p).unwrap_or(v),
+            None => break,
+        }
+    }
+    v
+}
+
+/// A validator for `schema` in the document's context (its `$ref`s resolve to components).
+fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = schema.clone();
+    if let Value::Object(m) = &mut root {
+        m.insert("components".into(), doc["components"].clone());
+    } else {
+        root = serde_json::json!({"allOf": [schema], "components": doc["components"]});
+    }
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("schema {schema} compiles: {e}"))
+}
+
+/// An example of `schema`: its own, or that of what it refers to (arrays: of their items).
+fn schema_example(doc: &Value, schema: &Value) -> Option<Value> {
+    let s = deref(doc, schema);
+    if let Some(e) = s.get("example").or_else(|| s["examples"].get(0)) {
+        return Some(e.clone());
+    }
+    if s["type"] == "array" {
+        return schema_example(doc, &s["items"]).map(|e| Value::Array(vec![e]));
+    }
+    None
+}
+
+/// Every JSON request and response body of every operation has an example, and every example
+/// (of a body, a response or a component schema) is valid against its schema.
+#[test]
+fn every_body_has_an_example_that_its_schema_accepts() {
+    let doc = document();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            let mut media = Vec::new();
+            if let Some(c) = op["requestBody"]["content"].as_object() {
+                media.extend(c.values().map(|m| ("request".to_owned(), m.clone())));
+            }
+            for (status, r) in op["responses"].as_object().expect("responses") {
+                if let Some(c) = deref(&doc, r)["content"].as_object() {
+                    media.extend(c.values().map(|m| (status.clone(), m.clone())));
+                }
+            }
+            for (what, m) in media {
+                let example = m
+                    .get("example")
+                    .cloned()
+                    .or_else(|| schema_example(&doc, &m["schema"]))
+                    .unwrap_or_else(|| panic!("{method} {path} {what}: no example"));
+                let v = validator(&doc, &m["schema"]);
+                let errors: Vec<String> = v.iter_errors(&example).map(|e| e.to_string()).collect();
+                assert!(
+                    errors.is_empty(),
+                    "{method} {path} {what}: {example} breaks its schema: {errors:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+        let examples: Vec<Value> = schema
+            .get("example")
+            .cloned()
+            .into_iter()
+            .chain(schema["examples"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let v = validator(&doc, schema);
+        for e in examples {
+            let errors: Vec<String> = v.iter_errors(&e).map(|e| e.to_string()).collect();
+            assert!(
+                errors.is_empty(),
+                "schema {name}: example {e} is invalid: {errors:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 60, "checked {checked} examples");
+}
+
+/// The document's decimal patterns accept exactly what the engine parses (up to range, which the
+/// description states): everything the server accepts matches, and a matching string is refused
+/// only for being out of range.
+#[test]
+fn decimal_patterns_describe_what_the_engine_parses() {
+    use proptest::prelude::*;
+    use tradeplane_engine::num::{Cash, NumError, Price, Qty};
+    let doc = document();
+    let pattern = |name: &str| {
+        let s = &doc["components"]["schemas"][name];
+        (
+            regex::Regex::new(s["pattern"].as_str().expect("pattern")).expect("regex"),
+            s["maxLength"].as_u64().expect("maxLength") as usize,
+        )
+    };
+    let (signed, signed_max) = pattern("Decimal");
+    let (unsigned, unsigned_max) = pattern("UnsignedDecimal");
+    let strings = prop_oneof![
+        "-?[0-9]{1,12}(\\.[0-9]{0,12})?",
+        "-?0+(\\.0{0,12})?",
+        "[-+0-9.eE ]{0,20}",
+        any::<String>(),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 2000,
+        failure_persistence: None,
+        ..Default::default()
+    });
+    runner
+        .run(&strings, |s| {
+            let doc_ok = |re: &regex::Regex, max: usize| re.is_match(&s) && s.len() <= max;
+            let check = |parsed: Result<(), NumError>, documented: bool| {
+                match parsed {
+                    Ok(()) => prop_assert!(documented, "{s:?} is accepted but not documented"),
+                    Err(NumError::Overflow) => {}
+                    Err(e) => prop_assert!(!documented, "{s:?} is documented but refused: {e}"),
+                }
+                Ok(())
+            };
+            check(s.parse::<Cash>().map(|_| ()), doc_ok(&signed, signed_max))?;
+            check(
+                s.parse::<Price>().map(|_| ()),
+                doc_ok(&unsigned, unsigned_max),
+            )?;
+            check(
+                s.parse::<Qty>().map(|_| ()),
+                doc_ok(&unsigned, unsigned_max),
+            )?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The configured instruments, as `/instruments` serves them, fit the `Instrument` schema.
+#[test]
+fn real_instruments_fit_the_instrument_schema() {
+    let doc = document();
+    let v = validator(
+        &doc,
+        &serde_json::json!({"$ref": "#/components/schemas/Instrument"}),
+    );
+    let defaults = tradeplane_engine::instrument::default_instruments();
+    assert!(!defaults.is_empty());
+    for i in defaults {
+        let json = serde_json::to_value(&i).expect("serialize");
+        let errors: Vec<String> = v.iter_errors(&json).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{json}: {errors:?}");
+        let _: super::Instrument =
+            serde_json::from_value(json).expect("the schema type mirrors it");
+    }
+}
+
+/// `"tif": null` (and any optional field as null) is accepted, and the document says so.
+#[tokio::test]
+async fn optional_fields_may_be_null_in_the_document_and_the_server() {
+    let doc = document();
+    let tif = &doc["components"]["schemas"]["PlaceOrder"]["properties"]["tif"];
+    let v = validator(&doc, tif);
+    assert!(v.is_valid(&Value::Null), "tif is nullable: {tif}");
+    let body: crate::trading::PlaceOrder = serde_json::from_value(serde_json::json!({
+        "symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "1",
+        "tif": null, "client_order_id": null
+    }))
+    .expect("null optional fields are accepted");
+    assert!(body.tif.is_none() && body.client_order_id.is_none());
+}
+
+/// The client_order_id rule of the server is the document's pattern (a space is refused by both).
+#[test]
+fn client_order_id_rule_and_document_agree() {
+    let doc = document();
+    let schema = &doc["components"]["schemas"]["ClientOrderId"];
+    let re = regex::Regex::new(schema["pattern"].as_str().expect("pattern")).expect("regex");
+    for id in [
+        "a",
+        "with space",
+        "tab\there",
+        "~!#",
+        "é",
+        "",
+        &"x".repeat(64),
+        &"x".repeat(65),
+    ] {
+        assert_eq!(
+            crate::input::client_order_id("client_order_id", id).is_ok(),
+            re.is_match(id),
+            "{id:?}"
+        );
+    }
+    let v = validator(
+        &doc,
+        &serde_json::json!({"$ref": "#/components/schemas/PlaceOrder"}),
+    );
+    let mut order = serde_json::json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "1", "client_order_id": "a b"});
+    assert!(!v.is_valid(&order), "the document refuses a space");
+    order["client_order_id"] = serde_json::json!("a-b");
+    assert!(v.is_valid(&order));
+}
