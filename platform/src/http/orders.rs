@@ -55,6 +55,7 @@ impl Validate for PlaceOrder {
     security(("bearerAuth" = [])),
     responses(
         (status = 201, description = "The order after matching.", body = OrderView),
+        (status = 409, description = "`idempotency_conflict`: this account already used the `client_order_id` for a different order.", body = crate::error::ErrorBody),
         (status = 422, description = "A rule refused the order: `invalid_symbol`, `invalidClientOrderId`, `unknownSymbol`, `symbolHalted`, `invalidQuantity`, `quantityNotOnLot`, `quantityBelowMin`, `quantityAboveMax`, `missingPrice`, `unexpectedPrice`, `marketOrderNeedsIocOrFok`, `priceNotOnTick`, `priceOutsideBand`, `notionalTooLarge`, `insufficientCash`, `insufficientPosition`, `openOrderLimit`, `unknownAccount`.", body = crate::error::ErrorBody),
     )
 )]

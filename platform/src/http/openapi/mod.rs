@@ -178,6 +178,12 @@ const STANDARD: &[(&str, &str, &str, &str)] = &[
         "`internal_error`: a bug; details are in the log under the request id.",
     ),
     (
+        "OutcomeUnknown",
+        "504",
+        "outcome_unknown",
+        "`outcome_unknown`: the command reached the database but its COMMIT was not resolved in time; look the order up, or retry with the same `client_order_id` (which never executes twice).",
+    ),
+    (
         "Unavailable",
         "503",
         "unavailable",
@@ -201,6 +207,15 @@ fn error_response(status: &str, code: &str, description: &str) -> Response {
         )
         .build()
 }
+
+/// Operations that go through the matcher, whose COMMIT may be unresolved (504).
+const MATCHER_OPERATIONS: &[&str] = &[
+    "placeOrder",
+    "cancelOrder",
+    "deposit",
+    "haltMarket",
+    "resumeMarket",
+];
 
 /// Adds what every operation shares: the overview, the bearer scheme, and the standard error
 /// responses of each operation by what it takes (a body, parameters, a token, the admin role).
@@ -252,6 +267,13 @@ impl Modify for Standard {
                 }
                 if admin {
                     wanted.push("Forbidden");
+                }
+                if op
+                    .operation_id
+                    .as_deref()
+                    .is_some_and(|id| MATCHER_OPERATIONS.contains(&id))
+                {
+                    wanted.push("OutcomeUnknown");
                 }
                 for name in wanted {
                     let status = STANDARD
