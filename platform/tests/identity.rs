@@ -329,8 +329,10 @@ mod redis {
     async fn a_logout_on_one_replica_ends_the_token_on_the_other_through_redis() {
         let redis = common::redis_url();
         let dir = tempfile::tempdir().expect("tempdir");
+        // Replicas share the signing key, as a deployment's do.
         let env = [
             ("REDIS_URL", redis.as_str()),
+            ("JWT_SECRET", "replica-shared-secret-0123456789abcdef"),
             ("LOGIN_RATE_LIMIT_PER_MINUTE", "1000"),
         ];
         let a = common::started_state(&dir, &env).await;

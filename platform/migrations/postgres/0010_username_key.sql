@@ -22,4 +22,4 @@ WHERE username_key IS NOT NULL
       WHERE older.username_key = users.username_key AND older.id < users.id
   );
 
-CREATE UNIQUE INDEX users_username_key ON users (username_key);
+CREATE UNIQUE INDEX users_username_fold_key ON users (username_key);
