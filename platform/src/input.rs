@@ -215,12 +215,8 @@ mod tests {
 
     #[test]
     fn the_rules_accept_what_their_patterns_describe() {
-        let cases: [(
-            fn(&str, &str) -> Result<(), InputError>,
-            &str,
-            &[&str],
-            &[&str],
-        ); 5] = [
+        type Rule = fn(&str, &str) -> Result<(), InputError>;
+        let cases: [(Rule, &str, &[&str], &[&str]); 5] = [
             (
                 username,
                 USERNAME_PATTERN,

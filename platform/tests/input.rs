@@ -104,7 +104,9 @@ async fn control_characters_are_refused_everywhere(state: &AppState) {
             o[field] = json!(bad);
             o
         };
-        let cases: Vec<(&str, String, Option<&str>, Option<Value>, &str)> = vec![
+        // (method, uri, bearer token, body, the field the error must name)
+        type Case<'a> = (&'a str, String, Option<&'a str>, Option<Value>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 "POST",
                 "/api/v1/auth/register".into(),
