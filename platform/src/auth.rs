@@ -17,7 +17,7 @@ pub const ACCESS_TOKEN_TTL_SECONDS: i64 = 15 * 60;
 pub const REFRESH_TOKEN_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
 /// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Trades on their own account.
@@ -56,17 +56,25 @@ pub struct Claims {
     pub acct: i64,
     /// Role.
     pub role: Role,
+    /// Session id: the login's refresh-token family. Logging out, presenting a spent refresh
+    /// token or deleting the user ends the session, and with it every access token that carries
+    /// this id (see [`crate::sessions`]).
+    pub sid: String,
     /// Issued at (seconds since the epoch).
     pub iat: i64,
     /// Expiry (seconds since the epoch).
     pub exp: i64,
 }
 
-/// Signs and verifies access tokens with the `JWT_SECRET` (HS256).
+/// Signs and verifies access tokens with the `JWT_SECRET` (HS256), and remembers which sessions
+/// this process confirmed live in the last [`crate::sessions::RECHECK`] (the verifier's cache,
+/// so a token costs one database look-up per session and interval, not one per request).
 #[derive(Clone)]
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Session ids confirmed live recently; entries expire after [`crate::sessions::RECHECK`].
+    pub(crate) live_sessions: moka::future::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -81,15 +89,21 @@ impl TokenKeys {
         TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            live_sessions: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(crate::sessions::RECHECK)
+                .build(),
         }
     }
 
-    /// Issues an access token for the user, valid for [`ACCESS_TOKEN_TTL_SECONDS`].
+    /// Issues an access token of session `sid` for the user, valid for
+    /// [`ACCESS_TOKEN_TTL_SECONDS`].
     pub fn issue(
         &self,
         user_id: i64,
         account_id: i64,
         role: Role,
+        sid: &str,
         now: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
@@ -97,6 +111,7 @@ impl TokenKeys {
             uid: user_id,
             acct: account_id,
             role,
+            sid: sid.to_owned(),
             iat: now,
             exp: now + ACCESS_TOKEN_TTL_SECONDS,
         };
@@ -168,15 +183,16 @@ mod tests {
     fn tokens_round_trip_and_reject_tampering_and_expiry() {
         let keys = TokenKeys::new(b"0123456789abcdef0123456789abcdef");
         let now = chrono::Utc::now().timestamp();
-        let token = keys.issue(7, 9, Role::Admin, now).expect("issue");
+        let token = keys.issue(7, 9, Role::Admin, "s1", now).expect("issue");
         let claims = keys.verify(&token).expect("verify");
         assert_eq!((claims.uid, claims.acct, claims.role), (7, 9, Role::Admin));
+        assert_eq!(claims.sid, "s1");
         assert_eq!(claims.sub, "7");
 
         let other = TokenKeys::new(b"another-secret-another-secret-xx");
         assert!(other.verify(&token).is_err(), "wrong key");
         let expired = keys
-            .issue(7, 9, Role::Trader, now - 2 * ACCESS_TOKEN_TTL_SECONDS)
+            .issue(7, 9, Role::Trader, "s1", now - 2 * ACCESS_TOKEN_TTL_SECONDS)
             .expect("issue");
         assert!(keys.verify(&expired).is_err(), "expired");
         let mut tampered = token.clone();

@@ -39,7 +39,7 @@ pub async fn seed(state: &AppState) -> anyhow::Result<(i64, i64, i64)> {
             ids.push(user.account_id);
             continue;
         }
-        let user = crate::http::auth::create_user(state, name, DEMO_PASSWORD, Role::Trader, None)
+        let user = crate::accounts::create(&state.store, name, DEMO_PASSWORD, Role::Trader, None)
             .await
             .map_err(|e| anyhow::anyhow!("creating {name}: {e}"))?;
         let units = if name == "demo-maker" { 50 } else { 5 };

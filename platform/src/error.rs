@@ -128,7 +128,9 @@ impl From<sqlx::Error> for ApiError {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error, example = json!({"code": "not_found", "message": "no order 42", "request_id": "3f8a0c1e-8d2b-4c4e-9a57-2f1d9c0b7e21"}))]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `not_found`.
     pub code: String,

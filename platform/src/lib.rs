@@ -4,6 +4,7 @@
 //! [`cache::Cache`], serves [`http::router`] and drains gracefully on SIGTERM. Health semantics
 //! live in [`health`], metrics in [`metrics`], the error envelope in [`error`].
 
+pub mod accounts;
 pub mod auth;
 pub mod backup;
 pub mod cache;
@@ -13,9 +14,11 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod input;
 pub mod metrics;
 pub mod resilience;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod telemetry;

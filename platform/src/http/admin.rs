@@ -1,51 +1,89 @@
 //! `/api/v1/admin/*`: deposits and the audit trail. Every route needs the admin role.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tradeplane_engine::num::{Cash, Price, Qty};
 
-use super::extract::{AdminUser, ApiJson, ApiQuery, RequestId};
+use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, IdPath, RequestId};
 use crate::error::ApiError;
+use crate::input::{self, Validate};
 use crate::state::AppState;
-use crate::store::AuditEvent;
+use crate::store::{AuditEvent, DepositError};
 
 /// Body of a deposit: cash, or units of an instrument when `symbol` is given.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount": "10000.50"}))]
 pub struct DepositRequest {
-    /// Positive decimal amount, e.g. `"10000.50"` (cash) or `"0.5"` (units of `symbol`).
+    /// Positive amount: cash (at most 92233720368.54775807 in total on the account, else 422
+    /// `cashOverflow`; not positive: 422 `invalid_amount`), or units of `symbol` (a multiple of
+    /// its lot size).
+    #[schema(value_type = super::openapi::Decimal)]
     pub amount: Cash,
     /// Deposit units of this instrument instead of cash.
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::Symbol>)]
     pub symbol: Option<String>,
-    /// Cost per unit booked for deposited units (default 0), for average cost and P&L.
+    /// Cost per unit booked for deposited units (default 0), for average cost and P&L; only with
+    /// `symbol` (else 422 `unexpectedCost`).
     #[serde(default)]
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>)]
     pub cost: Option<Price>,
 }
 
+impl Validate for DepositRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(input::optional(
+            input::symbol,
+            "symbol",
+            self.symbol.as_deref(),
+        )?)
+    }
+}
+
 /// Result of a deposit.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"account_id": 2, "cash": "10000.5"}))]
 pub struct DepositResponse {
     /// The account credited.
     pub account_id: i64,
     /// The new total cash (cash deposits).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::openapi::Decimal>, nullable = false)]
     pub cash: Option<Cash>,
     /// The instrument deposited (asset deposits).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::openapi::Symbol>, nullable = false)]
     pub symbol: Option<String>,
     /// The new position quantity (asset deposits).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::openapi::Decimal>, nullable = false)]
     pub position: Option<Qty>,
 }
 
 /// `POST /api/v1/admin/accounts/{id}/deposits`: credits cash (or instrument units) to an account.
+#[utoipa::path(
+    post,
+    path = "/admin/accounts/{id}/deposits",
+    tag = "admin",
+    operation_id = "deposit",
+    summary = "Credit cash or instrument units to an account",
+    description = "Admin only. Without `symbol`, credits `amount` of cash. With `symbol`, credits `amount` units of that instrument at `cost` per unit (default 0), used for average cost and P&L. A deposit that would take the balance out of range is refused before anything is written (422 `cashOverflow`). Audited.",
+    params(IdPath),
+    request_body = DepositRequest,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The account's new cash or position.", body = DepositResponse),
+        (status = 404, description = "`not_found`: no such account or instrument.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_amount`, `cashOverflow`, `unexpectedCost`, `invalidQuantity`, `invalidPrice`, `invalid_symbol`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn deposit(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     RequestId(request_id): RequestId,
-    Path(account_id): Path<i64>,
+    ApiPath(IdPath { id: account_id }): ApiPath<IdPath>,
     ApiJson(body): ApiJson<DepositRequest>,
 ) -> Result<Json<DepositResponse>, ApiError> {
     if let Some(symbol) = body.symbol {
@@ -95,12 +133,19 @@ pub async fn deposit(
             request_id.as_deref(),
         )
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_check_violation() => ApiError::Unprocessable {
-                code: "invalid_amount",
-                message: "the deposit would overflow the account".into(),
+        .map_err(|e| match e {
+            DepositError::Overflow => ApiError::Unprocessable {
+                code: "cashOverflow",
+                message: format!(
+                    "the deposit would take the account's cash above {}; nothing was credited",
+                    Cash::from_raw(i128::from(i64::MAX))
+                ),
             },
-            _ => e.into(),
+            DepositError::NotPositive => ApiError::Unprocessable {
+                code: "invalid_amount",
+                message: "amount must be positive".into(),
+            },
+            DepositError::Db(e) => e.into(),
         })?
         .ok_or_else(|| ApiError::NotFound(format!("no account {account_id}")))?;
     Ok(Json(DepositResponse {
@@ -112,29 +157,46 @@ pub async fn deposit(
 }
 
 /// Query of the audit listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Page size, 1 to 500 (default 100).
+    /// Page size, 1 to 500 (default 100; else 422 `invalid_page_size`).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500, default = 100, nullable = false)]
     pub limit: Option<u32>,
     /// Only events older than this id (the last id of the previous page).
     #[serde(default)]
+    #[param(nullable = false)]
     pub before: Option<i64>,
 }
 
+impl Validate for AuditQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(()) // integers only
+    }
+}
+
 /// `GET /api/v1/admin/audit`: the audit trail, newest first.
+#[utoipa::path(
+    get,
+    path = "/admin/audit",
+    tag = "admin",
+    operation_id = "listAudit",
+    summary = "The audit trail, newest first",
+    description = "Admin only. Page with `before` = the last id of the previous page. Every text in an event is bounded (256 characters per field, 128 for the request id, 4 KiB of details).",
+    params(AuditQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Audit events.", body = Vec<AuditEvent>),
+        (status = 422, description = "`invalid_page_size`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn audit(
     State(state): State<AppState>,
     AdminUser(_): AdminUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_page_size",
-            message: "limit must be between 1 and 500".into(),
-        });
-    }
+    let limit = super::orders::page_size("limit", q.limit)?;
     Ok(Json(state.store.list_audit(limit, q.before).await?))
 }

@@ -6,38 +6,48 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{ApiJson, AuthUser, RequestId};
 use crate::auth::{self, REFRESH_TOKEN_TTL_SECONDS, Role};
 use crate::error::ApiError;
+use crate::input::{self, Validate};
 use crate::resilience::{self, ratelimit::LimitKind};
 use crate::state::AppState;
-use crate::store::{CreateUserError, NewAuditEvent, RotateOutcome, UserRecord};
+use crate::store::{NewAuditEvent, RotateOutcome, UserRecord};
 
-/// Body of `POST /auth/register` and `POST /auth/login`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /auth/login` (and, read with the registration rules, `POST /auth/register`).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "alice", "password": "correct horse battery"}))]
 pub struct Credentials {
-    /// 3 to 32 characters: letters, digits, `_`, `.`, `-`.
+    /// The login name: the exact name, or one that is the same under case folding and
+    /// look-alike characters (`Alice` logs in as `alice`).
+    #[schema(value_type = super::openapi::Text)]
     pub username: String,
-    /// 8 to 128 characters.
+    /// The password.
+    #[schema(value_type = super::openapi::Text)]
     pub password: String,
 }
 
 /// Body of `POST /auth/refresh` and `POST /auth/logout`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "q3Zl0u9Yb1k2eXo4VxG8Qm7rT5sN6wHc0aJdLfPiUyE"}))]
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
+    #[schema(value_type = super::openapi::Text)]
     pub refresh_token: String,
 }
 
 /// Tokens returned by login and refresh.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "token_type": "Bearer", "expires_in": 900, "refresh_token": "q3Zl0u9Yb1k2eXo4VxG8Qm7rT5sN6wHc0aJdLfPiUyE"}))]
 pub struct TokenPair {
     /// Short-lived JWT for `Authorization: Bearer`.
     pub access_token: String,
     /// Always `Bearer`.
+    #[schema(pattern = "^Bearer$")]
     pub token_type: String,
     /// Seconds until the access token expires.
     pub expires_in: i64,
@@ -46,7 +56,8 @@ pub struct TokenPair {
 }
 
 /// A user as shown to themselves.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = User, example = json!({"user_id": 1, "account_id": 1, "username": "alice", "role": "trader"}))]
 pub struct UserView {
     /// User id.
     pub user_id: i64,
@@ -58,35 +69,25 @@ pub struct UserView {
     pub role: Role,
 }
 
-fn validate(c: &Credentials) -> Result<(), ApiError> {
-    let name_ok = (3..=32).contains(&c.username.len())
-        && c.username
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch));
-    if !name_ok {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_username",
-            message: "username must be 3 to 32 characters of letters, digits, '_', '.', '-'".into(),
-        });
+/// Login checks only what is unsafe to look up, store or log (the registration rules are
+/// applied by [`crate::accounts::create`]), so names created under older rules still log in.
+impl Validate for Credentials {
+    fn validate(&self) -> Result<(), ApiError> {
+        input::text("username", &self.username)?;
+        input::text("password", &self.password)?;
+        Ok(())
     }
-    if !(8..=128).contains(&c.password.chars().count()) {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_password",
-            message: "password must be 8 to 128 characters".into(),
-        });
-    }
-    Ok(())
 }
 
-/// Hashing is deliberately slow; keep it off the async workers.
-async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing password: {e}")))
+impl Validate for RefreshRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(input::text("refresh_token", &self.refresh_token)?)
+    }
 }
 
-/// Creates a user or admin (used by registration, the admin bootstrap and the demo).
+/// Creates a user or admin through [`crate::accounts::create`], with the API's errors.
+///
+/// Kept for `server::ensure_admin`; new callers use [`crate::accounts::create`].
 pub async fn create_user(
     state: &AppState,
     username: &str,
@@ -94,26 +95,31 @@ pub async fn create_user(
     role: Role,
     request_id: Option<&str>,
 ) -> Result<UserRecord, ApiError> {
-    let hash = hash(password.to_owned()).await?;
-    state
-        .store
-        .create_user(username, &hash, role, request_id)
-        .await
-        .map_err(|e| match e {
-            CreateUserError::Taken => ApiError::Conflict(format!("username {username:?} is taken")),
-            CreateUserError::Db(e) => e.into(),
-        })
+    Ok(crate::accounts::create(&state.store, username, password, role, request_id).await?)
 }
 
 /// `POST /api/v1/auth/register`: creates a trader with an empty account.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    operation_id = "register",
+    summary = "Create a trader account",
+    description = "Creates a user with the `trader` role and an empty brokerage account. 409 when the name, or one that is the same under case folding and look-alike characters, exists.",
+    request_body = super::openapi::Registration,
+    responses(
+        (status = 201, description = "The new user.", body = UserView),
+        (status = 409, description = "`conflict`: the username is taken.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_username` or `invalid_password`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    validate(&body)?;
-    let user = create_user(
-        &state,
+    let user = crate::accounts::create(
+        &state.store,
         &body.username,
         &body.password,
         Role::Trader,
@@ -132,24 +138,27 @@ fn view(user: &UserRecord) -> UserView {
     }
 }
 
+/// A token pair of session `family`; `refresh_token` is stored as the family's first token when
+/// `store_refresh` (a login), and is already stored by the rotation otherwise.
 async fn issue_pair(
     state: &AppState,
     user: &UserRecord,
-    family: Option<String>,
+    family: &str,
+    refresh_token: String,
+    store_refresh: bool,
 ) -> Result<TokenPair, ApiError> {
     let now = Utc::now();
     let access_token = state
         .keys
-        .issue(user.id, user.account_id, user.role, now.timestamp())
+        .issue(user.id, user.account_id, user.role, family, now.timestamp())
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let refresh_token = auth::new_refresh_token();
-    if let Some(family) = family {
+    if store_refresh {
         let expires = now + chrono::Duration::seconds(REFRESH_TOKEN_TTL_SECONDS);
         state
             .store
             .insert_refresh_token(
                 user.id,
-                &family,
+                family,
                 &auth::refresh_token_hash(&refresh_token),
                 expires,
             )
@@ -176,13 +185,28 @@ static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// failed logins per username are capped per hour (`FAILED_LOGIN_LIMIT_PER_HOUR`): the failure
 /// that uses the cap up is audited as `login.locked`, and until the hour refills every login of
 /// that username, even with the right password, is refused with 429 `login_locked`.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    summary = "Log in",
+    description = "Checks the password and returns a short-lived access token and a single-use refresh token; the pair is a new session. Failed attempts are audited.",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "A token pair.", body = TokenPair),
+        (status = 401, description = "`unauthorized`: wrong username or password.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_text`: a control character or more than 256 characters.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
     let limiter = &state.resilience.limiter;
-    let user_key = body.username.to_lowercase();
+    // The same key as uniqueness: `ADMIN` and `admin` share one lock.
+    let user_key = input::username_key(&body.username);
     let attempt = limiter.check(LimitKind::LoginUser, &user_key).await;
     if !attempt.allowed {
         return Err(resilience::limit_error(&attempt));
@@ -206,7 +230,7 @@ pub async fn login(
     let Some(user) = user.filter(|_| ok) else {
         let failures = limiter.check(LimitKind::FailedLogin, &user_key).await;
         if failures.allowed && failures.remaining == 0 {
-            tracing::warn!(username = %body.username, "failed-login cap reached; logins locked");
+            tracing::warn!(username = %input::bounded(&body.username, 64), "failed-login cap reached; logins locked");
             state
                 .store
                 .append_audit(&NewAuditEvent {
@@ -244,11 +268,28 @@ pub async fn login(
         })
         .await?;
     let family = uuid::Uuid::new_v4().simple().to_string();
-    Ok(Json(issue_pair(&state, &user, Some(family)).await?))
+    let refresh_token = auth::new_refresh_token();
+    Ok(Json(
+        issue_pair(&state, &user, &family, refresh_token, true).await?,
+    ))
 }
 
 /// `POST /api/v1/auth/refresh`: spends the refresh token and returns a new pair. A token that
 /// was already spent revokes its whole family (the client must log in again).
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh",
+    summary = "Rotate the refresh token",
+    description = "Spends the refresh token and returns a new pair of the same session. Presenting a spent token again ends the session: every refresh and access token of that login is refused (401) and the client must log in again.",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair.", body = TokenPair),
+        (status = 401, description = "`unauthorized`: unknown, expired, revoked or reused refresh token.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_text`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
@@ -264,35 +305,77 @@ pub async fn refresh(
         )
         .await?;
     match outcome {
-        RotateOutcome::Rotated(user) => {
-            let mut pair = issue_pair(&state, &user, None).await?;
-            pair.refresh_token = new_token;
-            Ok(Json(pair))
-        }
-        RotateOutcome::Reused => Err(ApiError::Unauthorized(
-            "refresh token already used; every token of this login is revoked, log in again".into(),
+        RotateOutcome::Rotated { user, family } => Ok(Json(
+            issue_pair(&state, &user, &family, new_token, false).await?,
         )),
+        RotateOutcome::Reused { family } => {
+            crate::sessions::revoke(&state, &family).await;
+            Err(ApiError::Unauthorized(
+                "refresh token already used; every token of this login is revoked, log in again"
+                    .into(),
+            ))
+        }
         RotateOutcome::Invalid => Err(ApiError::Unauthorized(
             "invalid or expired refresh token".into(),
         )),
     }
 }
 
-/// `POST /api/v1/auth/logout`: revokes the refresh token's family.
+/// `POST /api/v1/auth/logout`: ends the refresh token's session: its refresh tokens and every
+/// access token of the login stop working.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    summary = "Log out",
+    description = "Ends the session of the refresh token: its refresh tokens and every access token of the login are refused from now on. Succeeds for unknown tokens too.",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The session has ended."),
+        (status = 422, description = "`invalid_text`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn logout(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state
+    if let Some(family) = state
         .store
         .revoke_refresh_family(&auth::refresh_token_hash(&body.refresh_token))
-        .await?;
+        .await?
+    {
+        crate::sessions::revoke(&state, &family).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The caller, as `GET /me` shows them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"user_id": 1, "account_id": 1, "role": "trader"}))]
+pub struct Me {
+    /// User id.
+    pub user_id: i64,
+    /// Brokerage account id.
+    pub account_id: i64,
+    /// Role.
+    pub role: Role,
+}
+
 /// `GET /api/v1/me`: who the token belongs to.
-pub async fn me(AuthUser(claims): AuthUser) -> Json<serde_json::Value> {
-    Json(
-        serde_json::json!({ "user_id": claims.uid, "account_id": claims.acct, "role": claims.role }),
-    )
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "auth",
+    operation_id = "me",
+    summary = "Who the access token belongs to",
+    security(("bearerAuth" = [])),
+    responses((status = 200, description = "The caller.", body = Me))
+)]
+pub async fn me(AuthUser(claims): AuthUser) -> Json<Me> {
+    Json(Me {
+        user_id: claims.uid,
+        account_id: claims.acct,
+        role: claims.role,
+    })
 }

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -17,9 +17,10 @@ use tradeplane_engine::instrument::{Instrument, TradingStatus};
 use tradeplane_engine::num::{Price, Qty};
 use tradeplane_engine::order::Side;
 
-use super::extract::{AdminUser, ApiQuery, RequestId};
+use super::extract::{AdminUser, ApiPath, ApiQuery, RequestId, SymbolPath};
 use super::orders::page_size;
 use crate::error::ApiError;
+use crate::input::Validate;
 use crate::state::AppState;
 use crate::trading::views::TradeView;
 use crate::trading::{MarketEvent, persist_status};
@@ -83,6 +84,14 @@ where
 }
 
 /// `GET /api/v1/instruments`: every instrument with its current trading status.
+#[utoipa::path(
+    get,
+    path = "/instruments",
+    tag = "market",
+    operation_id = "listInstruments",
+    summary = "Every instrument with its trading status",
+    responses((status = 200, description = "Instruments.", body = Vec<super::openapi::Instrument>))
+)]
 pub async fn instruments(State(state): State<AppState>) -> Result<Response, ApiError> {
     cached(&state, "instruments", None, "all", || async {
         let mut out = Vec::new();
@@ -99,20 +108,25 @@ pub async fn instruments(State(state): State<AppState>) -> Result<Response, ApiE
 }
 
 /// One aggregated price level.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(example = json!({"price": "59990", "qty": "0.5", "orders": 2}))]
 pub struct Level {
     /// Price.
+    #[schema(value_type = super::openapi::UnsignedDecimal)]
     pub price: Price,
     /// Total resting quantity.
+    #[schema(value_type = super::openapi::UnsignedDecimal)]
     pub qty: Qty,
     /// Number of orders.
     pub orders: i64,
 }
 
 /// Book snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Book, example = json!({"symbol": "BTC-USD", "md_seq": 42, "bids": [{"price": "59990", "qty": "0.5", "orders": 2}], "asks": [{"price": "60010", "qty": "0.25", "orders": 1}]}))]
 pub struct BookView {
     /// Instrument.
+    #[schema(value_type = super::openapi::Symbol)]
     pub symbol: String,
     /// Market-data sequence the snapshot is at least as new as.
     pub md_seq: i64,
@@ -123,12 +137,26 @@ pub struct BookView {
 }
 
 /// Query of the book endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct BookQuery {
-    /// Levels per side, 1 to 500 (default 20).
+    /// Levels per side, 1 to 500 (default 20; else 422 `invalid_page_size`).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500, default = 20, nullable = false)]
     pub depth: Option<u32>,
+}
+
+impl Validate for BookQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(()) // an integer
+    }
+}
+
+impl Validate for TradesQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(()) // an integer
+    }
 }
 
 async fn book_view(state: &AppState, symbol: &str, depth: u32) -> Result<BookView, ApiError> {
@@ -166,13 +194,26 @@ async fn book_view(state: &AppState, symbol: &str, depth: u32) -> Result<BookVie
 }
 
 /// `GET /api/v1/markets/{symbol}/book`: aggregated depth.
+#[utoipa::path(
+    get,
+    path = "/markets/{symbol}/book",
+    tag = "market",
+    operation_id = "getBook",
+    summary = "Aggregated book depth",
+    params(SymbolPath, BookQuery),
+    responses(
+        (status = 200, description = "The book.", body = BookView),
+        (status = 404, description = "`not_found`: no such instrument.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_symbol`, `invalid_page_size`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn book(
     State(state): State<AppState>,
-    Path(symbol): Path<String>,
+    ApiPath(SymbolPath { symbol }): ApiPath<SymbolPath>,
     ApiQuery(q): ApiQuery<BookQuery>,
 ) -> Result<Response, ApiError> {
     instrument(&state, &symbol)?;
-    let depth = page_size(Some(q.depth.unwrap_or(20)))?;
+    let depth = page_size("depth", Some(q.depth.unwrap_or(20)))?;
     cached(
         &state,
         "book",
@@ -184,22 +225,37 @@ pub async fn book(
 }
 
 /// Query of the trades endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TradesQuery {
-    /// Page size, 1 to 500 (default 100).
+    /// Page size, 1 to 500 (default 100; else 422 `invalid_page_size`).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500, default = 100, nullable = false)]
     pub limit: Option<u32>,
 }
 
 /// `GET /api/v1/markets/{symbol}/trades`: most recent trades, newest first.
+#[utoipa::path(
+    get,
+    path = "/markets/{symbol}/trades",
+    tag = "market",
+    operation_id = "listTrades",
+    summary = "Recent public trades, newest first",
+    params(SymbolPath, TradesQuery),
+    responses(
+        (status = 200, description = "Trades.", body = Vec<TradeView>),
+        (status = 404, description = "`not_found`: no such instrument.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_symbol`, `invalid_page_size`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn trades(
     State(state): State<AppState>,
-    Path(symbol): Path<String>,
+    ApiPath(SymbolPath { symbol }): ApiPath<SymbolPath>,
     ApiQuery(q): ApiQuery<TradesQuery>,
 ) -> Result<Response, ApiError> {
     instrument(&state, &symbol)?;
-    let limit = page_size(q.limit)?;
+    let limit = page_size("limit", q.limit)?;
     cached(
         &state,
         "trades",
@@ -214,26 +270,46 @@ pub async fn trades(
 }
 
 /// Ticker of one symbol.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"symbol": "BTC-USD", "status": "open", "last": "60000", "bid": "59990", "ask": "60010", "volume_24h": "12.5"}))]
 pub struct Ticker {
     /// Instrument.
+    #[schema(value_type = super::openapi::Symbol)]
     pub symbol: String,
     /// `open` or `halted`.
+    #[schema(value_type = super::openapi::TradingStatus)]
     pub status: TradingStatus,
-    /// Last trade price.
+    /// Last trade price (null before the first trade).
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
     pub last: Option<Price>,
-    /// Best bid.
+    /// Best bid (null when no bids rest).
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
     pub bid: Option<Price>,
-    /// Best ask.
+    /// Best ask (null when no asks rest).
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
     pub ask: Option<Price>,
     /// Quantity traded in the last 24 hours.
+    #[schema(value_type = super::openapi::UnsignedDecimal)]
     pub volume_24h: Qty,
 }
 
 /// `GET /api/v1/markets/{symbol}/ticker`.
+#[utoipa::path(
+    get,
+    path = "/markets/{symbol}/ticker",
+    tag = "market",
+    operation_id = "getTicker",
+    summary = "Last price, best bid and ask, 24 h volume",
+    params(SymbolPath),
+    responses(
+        (status = 200, description = "The ticker.", body = Ticker),
+        (status = 404, description = "`not_found`: no such instrument.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_symbol`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn ticker(
     State(state): State<AppState>,
-    Path(symbol): Path<String>,
+    ApiPath(SymbolPath { symbol }): ApiPath<SymbolPath>,
 ) -> Result<Response, ApiError> {
     let inst = instrument(&state, &symbol)?;
     cached(&state, "ticker", Some(&symbol), "", || {
@@ -267,13 +343,40 @@ async fn ticker_view(
     })
 }
 
+/// The answer of a halt or resume.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"symbol": "BTC-USD", "status": "halted"}))]
+pub struct MarketStatusChange {
+    /// Instrument.
+    #[schema(value_type = super::openapi::Symbol)]
+    pub symbol: String,
+    /// The new status.
+    #[schema(value_type = super::openapi::TradingStatus)]
+    pub status: TradingStatus,
+}
+
 /// `POST /api/v1/admin/markets/{symbol}/halt`.
+#[utoipa::path(
+    post,
+    path = "/admin/markets/{symbol}/halt",
+    tag = "admin",
+    operation_id = "haltMarket",
+    summary = "Halt a symbol",
+    description = "Admin only. New orders on the symbol are refused with `symbolHalted`; cancels still work; a `status` event is published. Audited.",
+    params(SymbolPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The new status.", body = MarketStatusChange),
+        (status = 404, description = "`not_found`: no such instrument.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_symbol`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn halt(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     RequestId(request_id): RequestId,
-    Path(symbol): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiPath(SymbolPath { symbol }): ApiPath<SymbolPath>,
+) -> Result<Json<MarketStatusChange>, ApiError> {
     state
         .trading
         .set_status(
@@ -283,18 +386,34 @@ pub async fn halt(
             request_id,
         )
         .await?;
-    Ok(Json(
-        serde_json::json!({ "symbol": symbol, "status": "halted" }),
-    ))
+    Ok(Json(MarketStatusChange {
+        symbol,
+        status: TradingStatus::Halted,
+    }))
 }
 
 /// `POST /api/v1/admin/markets/{symbol}/resume`.
+#[utoipa::path(
+    post,
+    path = "/admin/markets/{symbol}/resume",
+    tag = "admin",
+    operation_id = "resumeMarket",
+    summary = "Resume a halted symbol",
+    description = "Admin only. A `status` event is published. Audited.",
+    params(SymbolPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The new status.", body = MarketStatusChange),
+        (status = 404, description = "`not_found`: no such instrument.", body = crate::error::ErrorBody),
+        (status = 422, description = "`invalid_symbol`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn resume(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
     RequestId(request_id): RequestId,
-    Path(symbol): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiPath(SymbolPath { symbol }): ApiPath<SymbolPath>,
+) -> Result<Json<MarketStatusChange>, ApiError> {
     state
         .trading
         .set_status(
@@ -304,9 +423,10 @@ pub async fn resume(
             request_id,
         )
         .await?;
-    Ok(Json(
-        serde_json::json!({ "symbol": symbol, "status": "open" }),
-    ))
+    Ok(Json(MarketStatusChange {
+        symbol,
+        status: TradingStatus::Open,
+    }))
 }
 
 /// A message from a WebSocket client.

@@ -16,6 +16,34 @@ use crate::metrics::Metrics;
 /// The request id header, set by tower-http's `SetRequestIdLayer`.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// Longest client-supplied `x-request-id` kept; a longer one is replaced by a fresh id.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Whether a client's `x-request-id` may be kept: 1 to [`MAX_REQUEST_ID`] characters of ASCII
+/// letters, digits and `-_.:+/=@`. Anything else (a 100 KB header, control characters, spaces)
+/// would grow the audit trail and the logs, so it is replaced by a fresh UUID.
+pub fn is_safe_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(&b))
+}
+
+/// Removes a foreign `x-request-id` that [`is_safe_request_id`] refuses, so the request-id layer
+/// that runs next makes a fresh one.
+pub fn drop_unsafe_request_id(mut req: Request) -> Request {
+    let unsafe_id = req
+        .headers()
+        .get_all(REQUEST_ID)
+        .iter()
+        .enumerate()
+        .any(|(i, v)| i > 0 || !v.to_str().is_ok_and(is_safe_request_id));
+    if unsafe_id {
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    req
+}
+
 /// Largest plain-text error body kept as the message of a rewritten error.
 const MAX_TEXT_ERROR: usize = 2048;
 

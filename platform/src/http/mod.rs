@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower::util::MapRequestLayer::new(middleware::drop_unsafe_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .with_state(state)
 }

@@ -2,14 +2,15 @@
 //! A user only ever sees their own orders, fills and balances: another user's order id is 404.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tradeplane_engine::ledger::Position;
 use tradeplane_engine::num::{Cash, Price, Qty};
 
-use super::extract::{ApiJson, ApiQuery, AuthUser, RequestId};
+use super::extract::{ApiJson, ApiPath, ApiQuery, AuthUser, IdPath, RequestId};
 use crate::error::ApiError;
+use crate::input::{self, Validate};
 use crate::state::AppState;
 use crate::trading::PlaceOrder;
 use crate::trading::views::{FillView, OrderView};
@@ -17,20 +18,47 @@ use crate::trading::views::{FillView, OrderView};
 /// Largest page any listing returns.
 pub const MAX_PAGE: u32 = 500;
 
-/// Validates a page size (default 100).
-pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+/// Validates the page-size parameter `param` (default 100); the error names the parameter.
+pub fn page_size(param: &str, limit: Option<u32>) -> Result<u32, ApiError> {
     let limit = limit.unwrap_or(100);
     if (1..=MAX_PAGE).contains(&limit) {
         Ok(limit)
     } else {
         Err(ApiError::Unprocessable {
             code: "invalid_page_size",
-            message: format!("limit must be between 1 and {MAX_PAGE}"),
+            message: format!("{param} must be between 1 and {MAX_PAGE}"),
         })
     }
 }
 
+impl Validate for PlaceOrder {
+    fn validate(&self) -> Result<(), ApiError> {
+        input::symbol("symbol", &self.symbol)?;
+        input::optional(
+            input::client_order_id,
+            "client_order_id",
+            self.client_order_id.as_deref(),
+        )?;
+        Ok(())
+    }
+}
+
 /// `POST /api/v1/orders`: places an order; answers once it is matched and committed.
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    operation_id = "placeOrder",
+    summary = "Place an order",
+    description = "Validated, matched and committed before the answer: the returned order already shows its fills. A `client_order_id` already used by this account returns the original order instead of placing a new one. A rejected order changes nothing. Optional fields may be omitted or `null` (`tif` then defaults to `GTC` for limit and `IOC` for market orders). 503 `unavailable` when the matching queue is full or the batch could not be committed (nothing was applied; retry with the same `client_order_id`).",
+    request_body = PlaceOrder,
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 201, description = "The order after matching.", body = OrderView),
+        (status = 409, description = "`idempotency_conflict`: this account already used the `client_order_id` for a different order.", body = crate::error::ErrorBody),
+        (status = 422, description = "A rule refused the order: `invalid_symbol`, `invalidClientOrderId`, `unknownSymbol`, `symbolHalted`, `invalidQuantity`, `quantityNotOnLot`, `quantityBelowMin`, `quantityAboveMax`, `missingPrice`, `unexpectedPrice`, `marketOrderNeedsIocOrFok`, `priceNotOnTick`, `priceOutsideBand`, `notionalTooLarge`, `insufficientCash`, `insufficientPosition`, `openOrderLimit`, `unknownAccount`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn place(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -42,38 +70,66 @@ pub async fn place(
 }
 
 /// Filters of the order listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OrderQuery {
-    /// `new`, `partially_filled`, `filled` or `cancelled`.
+    /// Only orders with this status (else 422 `invalid_status`).
     #[serde(default)]
+    #[param(value_type = Option<super::openapi::OrderStatus>, nullable = false)]
     pub status: Option<String>,
     /// Only this symbol.
     #[serde(default)]
+    #[param(value_type = Option<super::openapi::Symbol>, nullable = false)]
     pub symbol: Option<String>,
-    /// Page size, 1 to 500.
+    /// Page size, 1 to 500 (default 100; else 422 `invalid_page_size`).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500, default = 100, nullable = false)]
     pub limit: Option<u32>,
     /// Only orders with a smaller id (the last id of the previous page).
     #[serde(default)]
+    #[param(nullable = false)]
     pub before: Option<i64>,
 }
 
+impl Validate for OrderQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(s) = &self.status
+            && !["new", "partially_filled", "filled", "cancelled"].contains(&s.as_str())
+        {
+            return Err(ApiError::Unprocessable {
+                code: "invalid_status",
+                message: "status must be new, partially_filled, filled or cancelled".into(),
+            });
+        }
+        Ok(input::optional(
+            input::symbol,
+            "symbol",
+            self.symbol.as_deref(),
+        )?)
+    }
+}
+
 /// `GET /api/v1/orders`: the caller's orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    tag = "orders",
+    operation_id = "listOrders",
+    summary = "The caller's orders, newest first",
+    params(OrderQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Orders.", body = Vec<OrderView>),
+        (status = 422, description = "`invalid_status`, `invalid_symbol`, `invalid_page_size`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiQuery(q): ApiQuery<OrderQuery>,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
-    let limit = page_size(q.limit)?;
-    if let Some(s) = &q.status
-        && !["new", "partially_filled", "filled", "cancelled"].contains(&s.as_str())
-    {
-        return Err(ApiError::Unprocessable {
-            code: "invalid_status",
-            message: "status must be new, partially_filled, filled or cancelled".into(),
-        });
-    }
+    let limit = page_size("limit", q.limit)?;
     let orders = state
         .store
         .orders(
@@ -88,10 +144,24 @@ pub async fn list(
 }
 
 /// `GET /api/v1/orders/{id}`.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    tag = "orders",
+    operation_id = "getOrder",
+    summary = "One of the caller's orders",
+    description = "Another account's order is 404, as if it did not exist.",
+    params(IdPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The order.", body = OrderView),
+        (status = 404, description = "`not_found`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
-    Path(id): Path<i64>,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
 ) -> Result<Json<OrderView>, ApiError> {
     state
         .store
@@ -103,37 +173,78 @@ pub async fn get(
 }
 
 /// `DELETE /api/v1/orders/{id}`: cancels a resting order.
+#[utoipa::path(
+    delete,
+    path = "/orders/{id}",
+    tag = "orders",
+    operation_id = "cancelOrder",
+    summary = "Cancel a resting order",
+    params(IdPath),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The cancelled order.", body = OrderView),
+        (status = 404, description = "`not_found`: no such order of the caller.", body = crate::error::ErrorBody),
+        (status = 409, description = "`conflict`: the order is already filled or cancelled.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     RequestId(request_id): RequestId,
-    Path(id): Path<i64>,
+    ApiPath(IdPath { id }): ApiPath<IdPath>,
 ) -> Result<Json<OrderView>, ApiError> {
     Ok(Json(state.trading.cancel(user.acct, id, request_id).await?))
 }
 
 /// Filters of the fill listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FillQuery {
     /// Only this symbol.
     #[serde(default)]
+    #[param(value_type = Option<super::openapi::Symbol>, nullable = false)]
     pub symbol: Option<String>,
-    /// Page size, 1 to 500.
+    /// Page size, 1 to 500 (default 100; else 422 `invalid_page_size`).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500, default = 100, nullable = false)]
     pub limit: Option<u32>,
     /// Only fills with a smaller trade id.
     #[serde(default)]
+    #[param(nullable = false)]
     pub before: Option<i64>,
 }
 
+impl Validate for FillQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        Ok(input::optional(
+            input::symbol,
+            "symbol",
+            self.symbol.as_deref(),
+        )?)
+    }
+}
+
 /// `GET /api/v1/fills`: the caller's fills, newest first.
+#[utoipa::path(
+    get,
+    path = "/fills",
+    tag = "orders",
+    operation_id = "listFills",
+    summary = "The caller's fills, newest first",
+    params(FillQuery),
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Fills.", body = Vec<FillView>),
+        (status = 422, description = "`invalid_symbol`, `invalid_page_size`.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn fills(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     ApiQuery(q): ApiQuery<FillQuery>,
 ) -> Result<Json<Vec<FillView>>, ApiError> {
-    let limit = page_size(q.limit)?;
+    let limit = page_size("limit", q.limit)?;
     Ok(Json(
         state
             .store
@@ -143,44 +254,70 @@ pub async fn fills(
 }
 
 /// One position in the portfolio.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Position, example = json!({"symbol": "BTC-USD", "qty": "0.5", "reserved": "0.1", "avg_cost": "58000", "mark_price": "60000", "realized_pnl": "120.5", "unrealized_pnl": "1000"}))]
 pub struct PositionView {
     /// Instrument.
+    #[schema(value_type = super::openapi::Symbol)]
     pub symbol: String,
     /// Signed quantity (negative = short).
+    #[schema(value_type = super::openapi::Decimal)]
     pub qty: Qty,
     /// Reserved by resting sells.
+    #[schema(value_type = super::openapi::UnsignedDecimal)]
     pub reserved: Qty,
-    /// Average cost of the open quantity.
+    /// Average cost of the open quantity (null when flat).
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
     pub avg_cost: Option<Price>,
-    /// Last trade price used as the mark.
+    /// Last trade price used as the mark (null before the first trade).
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
     pub mark_price: Option<Price>,
     /// Realized P&L by average cost.
+    #[schema(value_type = super::openapi::Decimal)]
     pub realized_pnl: Cash,
-    /// Unrealized P&L at the mark.
+    /// Unrealized P&L at the mark (null without a mark).
+    #[schema(value_type = Option<super::openapi::Decimal>, required = true)]
     pub unrealized_pnl: Option<Cash>,
 }
 
 /// The caller's cash and positions.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"account_id": 2, "cash": "100000", "cash_reserved": "600", "cash_available": "99400", "positions": [{"symbol": "BTC-USD", "qty": "0.5", "reserved": "0", "avg_cost": "58000", "mark_price": "60000", "realized_pnl": "0", "unrealized_pnl": "1000"}], "realized_pnl": "0", "unrealized_pnl": "1000"}))]
 pub struct Portfolio {
     /// Account id.
     pub account_id: i64,
     /// Total cash.
+    #[schema(value_type = super::openapi::Decimal)]
     pub cash: Cash,
     /// Reserved by resting buys.
+    #[schema(value_type = super::openapi::Decimal)]
     pub cash_reserved: Cash,
     /// Usable by new orders.
+    #[schema(value_type = super::openapi::Decimal)]
     pub cash_available: Cash,
     /// Positions.
     pub positions: Vec<PositionView>,
     /// Sum of realized P&L.
+    #[schema(value_type = super::openapi::Decimal)]
     pub realized_pnl: Cash,
     /// Sum of unrealized P&L over positions with a mark.
+    #[schema(value_type = super::openapi::Decimal)]
     pub unrealized_pnl: Cash,
 }
 
 /// `GET /api/v1/portfolio`: cash, reservations, positions and P&L.
+#[utoipa::path(
+    get,
+    path = "/portfolio",
+    tag = "orders",
+    operation_id = "getPortfolio",
+    summary = "Cash, reservations, positions and P&L",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The caller's portfolio.", body = Portfolio),
+        (status = 404, description = "`not_found`: the account no longer exists.", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn portfolio(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,

@@ -13,7 +13,9 @@ mod users;
 pub mod views;
 
 pub use audit::{AuditEvent, NewAuditEvent};
-pub use users::{AccountRow, CreateUserError, PositionRow, RotateOutcome, UserRecord};
+pub use users::{
+    AccountRow, CreateUserError, DepositError, PositionRow, RotateOutcome, UserRecord,
+};
 
 use std::str::FromStr;
 use std::time::Duration;

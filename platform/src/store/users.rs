@@ -34,13 +34,36 @@ pub enum CreateUserError {
     Db(#[from] sqlx::Error),
 }
 
+/// Why a cash deposit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DepositError {
+    /// The new balance would not fit the account's 64-bit cash column; nothing was written.
+    #[error("the deposit would overflow the account's cash balance")]
+    Overflow,
+    /// The amount is not positive.
+    #[error("the deposit amount must be positive")]
+    NotPositive,
+    /// Any database failure.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
 /// Result of presenting a refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
-    /// The token was valid and is now spent; a new one was stored in the same family.
-    Rotated(UserRecord),
+    /// The token was valid and is now spent; a new one was stored in the same family (the
+    /// session id).
+    Rotated {
+        /// The token's owner.
+        user: UserRecord,
+        /// The refresh-token family: the session id.
+        family: String,
+    },
     /// The token had already been used: its whole family is revoked (likely theft).
-    Reused,
+    Reused {
+        /// The revoked family: the session that ended.
+        family: String,
+    },
     /// Unknown, expired or revoked.
     Invalid,
 }
@@ -102,9 +125,12 @@ where
 
 impl Store {
     /// Creates a user and their (empty) account in one transaction, with an audit record.
+    /// `username_key` ([`crate::input::username_key`]) is unique: a name with the key of an
+    /// existing one is [`CreateUserError::Taken`].
     pub async fn create_user(
         &self,
         username: &str,
+        username_key: &str,
         password_hash: &str,
         role: Role,
         request_id: Option<&str>,
@@ -113,9 +139,10 @@ impl Store {
         let result: Result<UserRecord, sqlx::Error> = with_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             let user_id: i64 = sqlx::query(
-                "INSERT INTO users (username, password_hash, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                "INSERT INTO users (username, username_key, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
             .bind(username)
+            .bind(username_key)
             .bind(password_hash)
             .bind(role.as_str())
             .bind(now)
@@ -150,13 +177,17 @@ impl Store {
         })
     }
 
-    /// Finds a user by login name.
+    /// Finds a user by login name: the exact name, else the name with the same
+    /// [`crate::input::username_key`] (so `Alice` logs in as `alice`).
     pub async fn find_user(&self, username: &str) -> Result<Option<UserRecord>, sqlx::Error> {
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.username = $1"
+            "SELECT {USER_COLUMNS} FROM users u JOIN accounts a ON a.user_id = u.id \
+             WHERE u.username = $1 OR u.username_key = $2 \
+             ORDER BY CASE WHEN u.username = $1 THEN 0 ELSE 1 END LIMIT 1"
         );
+        let key = crate::input::username_key(username);
         with_pool!(self, pool => {
-            let row = sqlx::query(&sql).bind(username).fetch_optional(pool).await?;
+            let row = sqlx::query(&sql).bind(username).bind(&key).fetch_optional(pool).await?;
             row.as_ref().map(user_from_row).transpose()
         })
     }
@@ -215,7 +246,7 @@ impl Store {
                             .bind(now)
                             .execute(&mut *tx)
                             .await?;
-                        RotateOutcome::Reused
+                        RotateOutcome::Reused { family }
                     }
                     _ => RotateOutcome::Invalid,
                 };
@@ -238,43 +269,93 @@ impl Store {
             let row = sqlx::query(&sql).bind(user_id).fetch_one(&mut *tx).await?;
             let user = user_from_row(&row)?;
             tx.commit().await?;
-            Ok(RotateOutcome::Rotated(user))
+            Ok(RotateOutcome::Rotated { user, family })
         }.await)
     }
 
-    /// Revokes the family of a refresh token (logout). Returns whether a token was found.
-    pub async fn revoke_refresh_family(&self, token_hash: &str) -> Result<bool, sqlx::Error> {
+    /// Revokes the family of a refresh token (logout). Returns the family (the session id) when
+    /// the token is known.
+    pub async fn revoke_refresh_family(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
         let now = Utc::now();
+        with_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let family: Option<String> =
+                sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(family) = &family {
+                sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND family = $1")
+                    .bind(family)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(family)
+        }.await)
+    }
+
+    /// Whether session `family` of user `user_id` is live: it has a refresh token that is neither
+    /// revoked nor expired, and the user and their account `account_id` still exist.
+    pub async fn session_live(
+        &self,
+        user_id: i64,
+        account_id: i64,
+        family: &str,
+    ) -> Result<bool, sqlx::Error> {
         with_pool!(self, pool => {
-            let res = sqlx::query(
-                "UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND family = \
-                 (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
+            let row = sqlx::query(
+                "SELECT 1 FROM refresh_tokens t \
+                 JOIN users u ON u.id = t.user_id \
+                 JOIN accounts a ON a.user_id = u.id \
+                 WHERE t.family = $1 AND t.user_id = $2 AND a.id = $3 \
+                 AND t.revoked_at IS NULL AND t.expires_at > $4 LIMIT 1",
             )
-            .bind(token_hash)
-            .bind(now)
-            .execute(pool)
+            .bind(family)
+            .bind(user_id)
+            .bind(account_id)
+            .bind(Utc::now())
+            .fetch_optional(pool)
             .await?;
-            Ok(res.rows_affected() > 0)
+            Ok(row.is_some())
         })
     }
 
     /// Credits cash to an account (an admin deposit), with its audit record, atomically.
-    /// Returns the new cash balance, or `None` when the account does not exist.
+    /// Returns the new cash balance, or `None` when the account does not exist. A deposit whose
+    /// new balance would not fit 64 bits is refused before anything is written (PostgreSQL would
+    /// fail the statement; SQLite would silently turn the sum into a float).
     pub async fn deposit(
         &self,
         account_id: i64,
         amount_raw: i64,
         actor: &str,
         request_id: Option<&str>,
-    ) -> Result<Option<i64>, sqlx::Error> {
+    ) -> Result<Option<i64>, DepositError> {
+        if amount_raw <= 0 {
+            return Err(DepositError::NotPositive);
+        }
+        let headroom = i64::MAX - amount_raw;
         with_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            let row = sqlx::query("UPDATE accounts SET cash = cash + $2 WHERE id = $1 RETURNING cash")
+            let row = sqlx::query("UPDATE accounts SET cash = cash + $2 WHERE id = $1 AND cash <= $3 RETURNING cash")
                 .bind(account_id)
                 .bind(amount_raw)
+                .bind(headroom)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(row) = row else { return Ok(None) };
+            let Some(row) = row else {
+                let exists = sqlx::query("SELECT 1 FROM accounts WHERE id = $1")
+                    .bind(account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                return if exists { Err(DepositError::Overflow) } else { Ok(None) };
+            };
             let cash: i64 = row.try_get(0)?;
             audit_in!(&mut *tx, &NewAuditEvent {
                 actor: actor.to_owned(),

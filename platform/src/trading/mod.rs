@@ -54,27 +54,35 @@ const QUEUE_DEPTH: usize = 4096;
 const BROADCAST_DEPTH: usize = 4096;
 
 /// Body of `POST /api/v1/orders`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"symbol": "BTC-USD", "side": "buy", "type": "limit", "price": "60000", "qty": "0.01", "tif": "GTC", "client_order_id": "my-order-0001"}))]
 pub struct PlaceOrder {
     /// Instrument symbol, e.g. `BTC-USD`.
+    #[schema(value_type = crate::http::openapi::Symbol)]
     pub symbol: String,
     /// `buy` or `sell`.
+    #[schema(value_type = crate::http::openapi::Side)]
     pub side: Side,
     /// `limit` or `market`.
     #[serde(rename = "type")]
+    #[schema(value_type = crate::http::openapi::OrderType)]
     pub order_type: OrderType,
     /// Limit price as a decimal string; required for limit orders, absent for market orders.
     #[serde(default)]
+    #[schema(value_type = Option<crate::http::openapi::UnsignedDecimal>)]
     pub price: Option<Price>,
     /// Quantity as a decimal string.
+    #[schema(value_type = crate::http::openapi::UnsignedDecimal)]
     pub qty: Qty,
     /// `GTC` (default for limit), `IOC` (default for market) or `FOK`.
     #[serde(default)]
+    #[schema(value_type = Option<crate::http::openapi::TimeInForce>)]
     pub tif: Option<TimeInForce>,
     /// Caller's id for idempotent retries: the same id on the same account returns the
-    /// original order instead of placing a new one. 1 to 64 printable ASCII characters.
+    /// original order instead of placing a new one. 1 to 64 visible ASCII characters (no space).
     #[serde(default)]
+    #[schema(value_type = Option<crate::http::openapi::ClientOrderId>)]
     pub client_order_id: Option<String>,
 }
 
