@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod candles;
 pub mod debug;
 pub mod extract;
 pub mod health;
@@ -120,6 +121,7 @@ fn api() -> Router<AppState> {
         .route("/markets/{symbol}/book", get(market::book))
         .route("/markets/{symbol}/trades", get(market::trades))
         .route("/markets/{symbol}/ticker", get(market::ticker))
+        .route("/markets/{symbol}/candles", get(candles::candles))
         .route("/ws", get(market::ws))
         .route("/openapi.json", get(openapi::document))
 }
