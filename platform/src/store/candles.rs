@@ -62,7 +62,8 @@ macro_rules! candles_sql {
 }
 
 const PG_CANDLES: &str = candles_sql!("FLOOR(EXTRACT(EPOCH FROM created_at) / $4)");
-const SQLITE_CANDLES: &str = candles_sql!("(CAST(strftime('%s', substr(created_at, 1, 19)) AS INTEGER) / $4)");
+const SQLITE_CANDLES: &str =
+    candles_sql!("(CAST(strftime('%s', substr(created_at, 1, 19)) AS INTEGER) / $4)");
 
 const WINDOW_SQL: &str = "SELECT MIN(price) AS low, MAX(price) AS high,
     (SELECT price FROM trades WHERE symbol = $1 AND created_at >= $2 ORDER BY seq LIMIT 1) AS open

@@ -7,6 +7,7 @@
 
 pub(crate) mod audit;
 pub mod candles;
+pub mod demo;
 pub mod market;
 pub mod matching;
 mod users;
