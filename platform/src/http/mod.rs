@@ -10,6 +10,7 @@ pub mod market;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
+pub mod web;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -45,6 +46,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/health/startup", get(health::startup))
         .route("/metrics", get(metrics))
+        .route("/", get(web::index))
+        .route("/docs", get(web::docs))
+        .route("/assets/{*path}", get(web::asset))
         .nest("/api/v1", api());
     if config.enable_debug_endpoints {
         routes = routes.route("/debug/sleep", get(debug::sleep));
