@@ -266,6 +266,9 @@ feed.addEventListener('trade', (e) => {
   const t = state.tickers.get(symbol);
   if (t) {
     t.last = data.price;
+    const p = parse(data.price);
+    if (!t.high_24h || p > parse(t.high_24h)) t.high_24h = data.price;
+    if (!t.low_24h || p < parse(t.low_24h)) t.low_24h = data.price;
     if (t.open_24h) t.change_24h = format(parse(data.price) - parse(t.open_24h)).replaceAll(',', '');
     else t.open_24h = data.price;
   }
@@ -590,14 +593,17 @@ $('deposit').addEventListener('submit', (e) => {
   );
 });
 $('audit-refresh').addEventListener('click', () => loadAudit());
+$('audit-filter').addEventListener('change', () => loadAudit());
 
 async function loadAudit() {
   if (current()?.role !== 'admin') return;
   try {
-    const events = await api('GET', '/admin/audit?limit=50');
+    const events = await api('GET', '/admin/audit?limit=500');
+    const want = $('audit-filter').value.trim();
+    const shown = events.filter((a) => !want || a.action.includes(want) || a.actor.includes(want)).slice(0, 100);
     fill(
       $('audit').tBodies[0],
-      events.map((a) =>
+      shown.map((a) =>
         h(
           'tr',
           {},
