@@ -99,12 +99,13 @@ async function newPage(viewport = DESKTOP) {
   return page;
 }
 
-async function shot(page, name) {
-  await page.screenshot({ path: join(SHOTS, `${name}-desktop.png`), fullPage: true });
+/** Desktop and phone-width screenshots; `fullPage` false for pages taller than a few screens. */
+async function shot(page, name, fullPage = true) {
+  await page.screenshot({ path: join(SHOTS, `${name}-desktop.png`), fullPage });
   const size = page.viewportSize();
   await page.setViewportSize(PHONE);
   await page.waitForTimeout(300);
-  await page.screenshot({ path: join(SHOTS, `${name}-phone.png`), fullPage: true });
+  await page.screenshot({ path: join(SHOTS, `${name}-phone.png`), fullPage });
   await page.setViewportSize(size);
 }
 
@@ -321,7 +322,7 @@ test('register, get funded by the admin, trade, see fills and P&L, refresh and l
   await candles.locator('button[type=submit]').click();
   await candles.locator('pre[data-status="200"]').waitFor();
   await candles.scrollIntoViewIfNeeded();
-  await shot(page, 'docs');
+  await shot(page, 'docs', false);
 
   // Logout revokes the refresh token on the server.
   await page.goto('/');
