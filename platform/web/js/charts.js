@@ -40,8 +40,9 @@ export function drawCandles(canvas, candles, decimals, intervalSecs) {
     ctx.fillText('No trades in this window yet', 12, height / 2);
     return;
   }
+  if (plotW < 20 || plotH < 20) return; // not laid out yet
   const slot = Math.max(3, Math.min(14, plotW / Math.max(candles.length, 40)));
-  const shown = candles.slice(-Math.floor(plotW / slot));
+  const shown = candles.slice(-Math.max(1, Math.floor(plotW / slot)));
   let lo = null;
   let hi = null;
   let vmax = 0n;
@@ -53,6 +54,7 @@ export function drawCandles(canvas, candles, decimals, intervalSecs) {
     if (hi === null || hh > hi) hi = hh;
     if (v > vmax) vmax = v;
   }
+  if (hi === null || lo === null) return;
   if (hi === lo) {
     hi += 1n;
     lo -= 1n;
