@@ -262,6 +262,8 @@ pub async fn run(
             if state.config.demo {
                 let accounts = crate::demo::seed(&state).await?;
                 crate::demo::spawn_market_maker(state.clone(), accounts, stop.clone());
+            } else {
+                crate::demo::retire(&state).await?;
             }
             state.health.run_checks().await;
             state.health.mark_started();

@@ -33,7 +33,7 @@ pub struct InstrumentView {
     pub instrument: Instrument,
 }
 
-fn instrument(state: &AppState, symbol: &str) -> Result<Instrument, ApiError> {
+pub(super) fn instrument(state: &AppState, symbol: &str) -> Result<Instrument, ApiError> {
     state
         .trading
         .instruments()
@@ -55,14 +55,14 @@ fn json_bytes(bytes: Bytes) -> Response {
 }
 
 /// Serializes a fresh read for the cache.
-fn to_bytes<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
+pub(super) fn to_bytes<T: Serialize>(value: &T) -> Result<Bytes, ApiError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// Runs a market-data read through the cache (and the database breaker on a miss).
-async fn cached<F, Fut>(
+pub(super) async fn cached<F, Fut>(
     state: &AppState,
     cache: &'static str,
     symbol: Option<&str>,
@@ -291,6 +291,18 @@ pub struct Ticker {
     /// Quantity traded in the last 24 hours.
     #[schema(value_type = super::openapi::UnsignedDecimal)]
     pub volume_24h: Qty,
+    /// Price of the first trade of the last 24 hours.
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
+    pub open_24h: Option<Price>,
+    /// Highest trade price of the last 24 hours.
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
+    pub high_24h: Option<Price>,
+    /// Lowest trade price of the last 24 hours.
+    #[schema(value_type = Option<super::openapi::UnsignedDecimal>, required = true)]
+    pub low_24h: Option<Price>,
+    /// `last - open_24h` (negative when the price fell).
+    #[schema(value_type = Option<super::openapi::Decimal>, required = true)]
+    pub change_24h: Option<Price>,
 }
 
 /// `GET /api/v1/markets/{symbol}/ticker`.
@@ -325,20 +337,24 @@ async fn ticker_view(
 ) -> Result<Bytes, ApiError> {
     let row = state.store.symbol_state(&symbol).await?;
     let best = |levels: Vec<(i64, i64, i64)>| levels.first().map(|l| Price::from_raw(l.0));
+    let day_ago = Utc::now() - chrono::Duration::hours(24);
+    let day = state.store.window_stats(&symbol, day_ago).await?;
+    let last = row.as_ref().and_then(|r| r.last_trade).map(|t| t.0);
     to_bytes(&Ticker {
+        open_24h: day.map(|d| Price::from_raw(d.open)),
+        high_24h: day.map(|d| Price::from_raw(d.high)),
+        low_24h: day.map(|d| Price::from_raw(d.low)),
+        change_24h: last
+            .zip(day)
+            .map(|(last, d)| Price::from_raw(last - d.open)),
         status: row
             .as_ref()
             .map(|r| persist_status(&r.status))
             .unwrap_or(inst.status),
-        last: row.and_then(|r| r.last_trade).map(|t| Price::from_raw(t.0)),
+        last: last.map(Price::from_raw),
         bid: best(state.store.depth_side(&symbol, Side::Buy, 1).await?),
         ask: best(state.store.depth_side(&symbol, Side::Sell, 1).await?),
-        volume_24h: Qty::from_raw(
-            state
-                .store
-                .volume_since(&symbol, Utc::now() - chrono::Duration::hours(24))
-                .await?,
-        ),
+        volume_24h: Qty::from_raw(state.store.volume_since(&symbol, day_ago).await?),
         symbol,
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod candles;
 pub mod debug;
 pub mod extract;
 pub mod health;
@@ -10,6 +11,7 @@ pub mod market;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
+pub mod web;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -46,6 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health/startup", get(health::startup))
         .route("/metrics", get(metrics))
         .route(crate::trading::forward::PATH, post(internal::commands))
+        .route("/", get(web::index))
+        .route("/docs", get(web::docs))
+        .route("/assets/{*path}", get(web::asset))
         .nest("/api/v1", api());
     if config.enable_debug_endpoints {
         routes = routes.route("/debug/sleep", get(debug::sleep));
@@ -123,6 +128,7 @@ fn api() -> Router<AppState> {
         .route("/markets/{symbol}/book", get(market::book))
         .route("/markets/{symbol}/trades", get(market::trades))
         .route("/markets/{symbol}/ticker", get(market::ticker))
+        .route("/markets/{symbol}/candles", get(candles::candles))
         .route("/ws", get(market::ws))
         .route("/openapi.json", get(openapi::document))
 }

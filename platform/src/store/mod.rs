@@ -6,6 +6,8 @@
 //! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
 
 pub(crate) mod audit;
+pub mod candles;
+pub mod demo;
 pub mod leases;
 pub mod market;
 pub mod matching;

@@ -68,6 +68,7 @@ const OVERVIEW: &str = include_str!("overview.md");
         super::market::book,
         super::market::trades,
         super::market::ticker,
+        super::candles::candles,
         ws,
         document,
     ),
