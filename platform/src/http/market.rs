@@ -271,7 +271,7 @@ pub async fn trades(
 
 /// Ticker of one symbol.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(example = json!({"symbol": "BTC-USD", "status": "open", "last": "60000", "bid": "59990", "ask": "60010", "volume_24h": "12.5"}))]
+#[schema(example = json!({"symbol": "BTC-USD", "status": "open", "last": "60000", "bid": "59990", "ask": "60010", "volume_24h": "12.5", "open_24h": "59000", "high_24h": "60500", "low_24h": "58800", "change_24h": "1000"}))]
 pub struct Ticker {
     /// Instrument.
     #[schema(value_type = super::openapi::Symbol)]
