@@ -1,8 +1,9 @@
 //! The `tradeplane-platform` command line, in the library so that other crates' tests (the
 //! operator's CronJob command, for one) can check their argument lists against the real parser.
 //!
-//! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR [--keep-days N] [--keep-last N]
-//! [--metrics-file PATH]`, `backup verify FILE`, `backup list DIR`, `restore FILE [--force]`.
+//! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR|s3://bucket/prefix [--keep-days N]
+//! [--keep-last N] [--metrics-file PATH]`, `backup verify BACKUP`, `backup list DIR|URL`,
+//! `restore BACKUP [--force]`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
 
 use std::path::PathBuf;
 
@@ -26,9 +27,11 @@ pub struct Cli {
 pub enum Command {
     /// Serve the API, health endpoints and metrics (the default).
     Serve,
-    /// Write a consistent backup of the database (DATABASE_URL) to a directory, or verify one.
+    /// Write a consistent backup of the database (DATABASE_URL) to a directory or an S3 bucket,
+    /// or verify or list backups.
     Backup(BackupArgs),
-    /// Restore a backup file into the database (DATABASE_URL), in one transaction.
+    /// Restore a backup (file or s3:// object) into the database (DATABASE_URL), in one
+    /// transaction.
     Restore(RestoreArgs),
 }
 
@@ -39,9 +42,10 @@ pub struct BackupArgs {
     /// `verify FILE`; without it a backup is taken.
     #[command(subcommand)]
     pub action: Option<BackupAction>,
-    /// Directory to write the backup to (created if missing).
-    #[arg(long, value_name = "DIR", required = true)]
-    pub dest: Option<PathBuf>,
+    /// Where to write the backup: a directory (created mode 0700 if missing) or
+    /// s3://bucket/prefix (settings from the AWS_* variables, see docs/backups.md).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX", required = true)]
+    pub dest: Option<String>,
     /// After a successful backup, keep backups younger than N days (with --keep-last: either
     /// keeps a file).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -58,23 +62,24 @@ pub struct BackupArgs {
 /// Subcommands of `backup`.
 #[derive(Debug, Subcommand)]
 pub enum BackupAction {
-    /// Fully check a backup file (checksum, decryption, every record) without restoring it.
+    /// Fully check a backup (checksum, decryption, every record) without restoring it.
     Verify {
-        /// The backup file.
-        file: PathBuf,
+        /// The backup file, or s3://bucket/prefix/<name>.tpb.
+        backup: String,
     },
-    /// List the backups in a directory, newest first (for distroless images without `ls`).
+    /// List the backups in a directory or bucket prefix, newest first (for distroless images
+    /// without `ls`).
     List {
-        /// The backup directory, e.g. /backups.
-        dir: PathBuf,
+        /// The backup directory (e.g. /backups) or s3://bucket/prefix.
+        location: String,
     },
 }
 
-/// `restore FILE [--force]`.
+/// `restore BACKUP [--force]`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The backup file.
-    pub file: PathBuf,
+    /// The backup file, or s3://bucket/prefix/<name>.tpb.
+    pub backup: String,
     /// Replace the contents of a non-empty database (refused without it).
     #[arg(long)]
     pub force: bool,
@@ -103,7 +108,7 @@ mod tests {
         let Some(Command::Backup(b)) = cli.command else {
             panic!("not backup")
         };
-        assert_eq!(b.dest, Some(PathBuf::from("/backups")));
+        assert_eq!(b.dest.as_deref(), Some("/backups"));
         assert_eq!((b.keep_days, b.keep_last), (Some(30), Some(7)));
         assert!(b.action.is_none());
     }

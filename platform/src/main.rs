@@ -49,13 +49,11 @@ fn main() -> ExitCode {
                 }
             },
             Command::Backup(args) => match &args.action {
-                Some(BackupAction::Verify { file }) => backup::command::verify(file),
-                Some(BackupAction::List { dir }) => backup::command::list(dir),
+                Some(BackupAction::Verify { backup }) => backup::command::verify(backup).await,
+                Some(BackupAction::List { location }) => backup::command::list(location).await,
                 None => backup::command::backup(&config, &args).await,
             },
-            Command::Restore(args) => {
-                backup::command::restore(&config, &args.file, args.force).await
-            }
+            Command::Restore(args) => backup::command::restore(&config, &args).await,
         }
     });
     ExitCode::from(code)

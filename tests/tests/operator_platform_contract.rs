@@ -70,8 +70,8 @@ fn backup_cronjob_runs_a_command_the_platform_accepts() {
                 panic!("{}: not a backup command: {argv:?}", path.display())
             };
             assert_eq!(
-                args.dest,
-                Some(PathBuf::from("/backups")),
+                args.dest.as_deref(),
+                Some("/backups"),
                 "{}",
                 path.display()
             );

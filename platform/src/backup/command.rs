@@ -2,17 +2,17 @@
 //! structured summary, prints a human one on stdout, writes the metrics textfile and returns
 //! the exit code (see the `EXIT_*` constants in [`super`]).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use super::metrics_file::{self, RunOutcome};
 use super::{
-    BackupError, BackupKey, BackupOptions, EXIT_OK, RetentionPolicy, create_backup,
-    describe_database_url, format, host_name, reader, restore_file, verify_file,
+    BackupError, BackupKey, BackupOptions, BackupRef, EXIT_OK, Location, Manifest, Progress,
+    Reference, RetentionPolicy, create_backup, describe_database_url, format, host_name, reader,
+    remote, restore_backup, verify_backup,
 };
-use crate::cli::BackupArgs;
+use crate::cli::{BackupArgs, RestoreArgs};
 use crate::config::Config;
 use crate::store::{Store, StoreOptions};
 
@@ -32,12 +32,18 @@ fn open_store(config: &Config) -> Result<Store, BackupError> {
     }
     // Own PostgreSQL pool: a dump streams each table in one long statement, which the service's
     // slow-statement warning would report on every run; and a distinct application_name shows
-    // the backup in pg_stat_activity.
+    // the backup in pg_stat_activity. A dump or restore of a large database runs far longer
+    // than any sane statement timeout of the service (from DATABASE_URL's `options`, the role or
+    // the database), so the session switches those timeouts off: the later `-c` wins.
     use sqlx::ConnectOptions;
     let connect =
         <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&config.database_url)
             .map_err(db_err)?
             .application_name("tradeplane-backup")
+            .options([
+                ("statement_timeout", "0"),
+                ("idle_in_transaction_session_timeout", "0"),
+            ])
             .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(3600));
     Ok(Store::Postgres(
         sqlx::postgres::PgPoolOptions::new()
@@ -53,7 +59,7 @@ fn fail(operation: &str, e: &BackupError) -> u8 {
     e.exit_code()
 }
 
-/// `backup --dest DIR [--keep-days N] [--keep-last N] [--metrics-file PATH]`.
+/// `backup --dest DIR|s3://… [--keep-days N] [--keep-last N] [--metrics-file PATH]`.
 pub async fn backup(config: &Config, args: &BackupArgs) -> u8 {
     let started = Instant::now();
     let result = backup_inner(config, args).await;
@@ -131,8 +137,9 @@ async fn backup_inner(
 ) -> Result<super::BackupReport, BackupError> {
     let dest = args
         .dest
-        .clone()
+        .as_deref()
         .ok_or_else(|| BackupError::Usage("--dest DIR is required".into()))?;
+    let dest = Reference::parse(dest)?.into_place("--dest")?;
     let key = BackupKey::from_env()?;
     if key.is_none() {
         tracing::warn!("BACKUP_ENCRYPTION_KEY is not set: the backup is not encrypted");
@@ -150,22 +157,62 @@ async fn backup_inner(
             database: describe_database_url(&config.database_url),
             host: host_name(),
         },
+        progress: Progress::for_cli("backup", None, Progress::interval_from_env()),
     };
     let result = create_backup(&store, &opts).await;
+    opts.progress.finish();
     store.close().await;
     result
 }
 
-/// `backup verify FILE`.
-pub fn verify(file: &Path) -> u8 {
-    let result = BackupKey::from_env().and_then(|key| verify_file(file, key.as_ref()));
+/// `created_at backend schema=… rows=… bytes=… encrypted|plain`: one backup in `list`.
+pub fn describe(m: &Manifest, size: u64) -> String {
+    format!(
+        "{} {} schema={} rows={} bytes={} {}",
+        m.created_at.to_rfc3339(),
+        m.backend,
+        m.schema_version,
+        m.total_rows,
+        size,
+        if m.encryption.is_some() {
+            "encrypted"
+        } else {
+            "plain"
+        }
+    )
+}
+
+fn backup_ref(text: &str) -> Result<BackupRef, BackupError> {
+    match Reference::parse(text)? {
+        Reference::Backup(b) => Ok(b),
+        Reference::Place(l) => Err(BackupError::Usage(format!(
+            "{l} is not a backup: name one file or object (`backup list {l}` shows them)"
+        ))),
+    }
+}
+
+/// `backup verify BACKUP`.
+pub async fn verify(backup: &str) -> u8 {
+    let result = async {
+        let key = BackupKey::from_env()?;
+        let b = backup_ref(backup)?;
+        verify_backup(&b, key.as_ref()).await
+    }
+    .await;
     match result {
         Ok(r) => {
             let m = &r.manifest;
-            tracing::info!(operation = "verify", outcome = "success", file = %file.display(), rows = m.total_rows, schema_version = m.schema_version, "backup verified");
+            tracing::info!(
+                operation = "verify",
+                outcome = "success",
+                backup,
+                rows = m.total_rows,
+                schema_version = m.schema_version,
+                "backup verified"
+            );
             println!(
                 "backup OK: {} ({} backup from {} at {}, schema version {}, {} rows: {}; {})",
-                file.display(),
+                backup,
                 m.backend,
                 m.source.database,
                 m.created_at.to_rfc3339(),
@@ -184,48 +231,48 @@ pub fn verify(file: &Path) -> u8 {
     }
 }
 
-/// `backup list DIR`: the backups this tool made in `DIR`, newest first, one per line
-/// (`file created_at backend schema_version rows bytes encrypted|plain`).
-pub fn list(dir: &Path) -> u8 {
-    let result = super::retention::candidates(dir);
-    match result {
-        Ok(mut found) => {
-            found.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-            for c in &found {
-                let header = std::fs::File::open(&c.path)
-                    .map_err(|e| BackupError::io("cannot open", e))
-                    .and_then(|f| format::read_header(&mut std::io::BufReader::new(f)));
-                let size = std::fs::metadata(&c.path).map(|m| m.len()).unwrap_or(0);
-                if let Ok((m, _)) = header {
-                    println!(
-                        "{} {} {} schema={} rows={} bytes={} {}",
-                        c.path.display(),
-                        m.created_at.to_rfc3339(),
-                        m.backend,
-                        m.schema_version,
-                        m.total_rows,
-                        size,
-                        if m.encryption.is_some() {
-                            "encrypted"
-                        } else {
-                            "plain"
-                        }
-                    );
-                }
-            }
-            EXIT_OK
+/// `backup list DIR|s3://…`: the backups this tool made there, newest first, one per line
+/// (`backup created_at backend schema=… rows=… bytes=… encrypted|plain`).
+pub async fn list(location: &str) -> u8 {
+    let result = async {
+        match Reference::parse(location)?.into_place("list")? {
+            Location::Dir(dir) => list_dir(&dir),
+            Location::S3(target) => remote::list(&target, &mut std::io::stdout().lock()).await,
         }
+    }
+    .await;
+    match result {
+        Ok(()) => EXIT_OK,
         Err(e) => fail("list", &e),
     }
 }
 
-/// `restore FILE [--force]`.
-pub async fn restore(config: &Config, file: &Path, force: bool) -> u8 {
+fn list_dir(dir: &std::path::Path) -> Result<(), BackupError> {
+    let mut found = super::retention::candidates(dir)?;
+    found.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    for c in &found {
+        let header = std::fs::File::open(&c.path)
+            .map_err(|e| BackupError::io("cannot open", e))
+            .and_then(|f| format::read_header(&mut std::io::BufReader::new(f)));
+        let size = std::fs::metadata(&c.path).map(|m| m.len()).unwrap_or(0);
+        if let Ok((m, _)) = header {
+            println!("{} {}", c.path.display(), describe(&m, size));
+        }
+    }
+    Ok(())
+}
+
+/// `restore BACKUP [--force]`.
+pub async fn restore(config: &Config, args: &RestoreArgs) -> u8 {
     let started = Instant::now();
+    let file = &args.backup;
     let result = async {
         let key = BackupKey::from_env()?;
+        let backup = backup_ref(file)?;
         let store = open_store(config)?;
-        let r = restore_file(&store, file, key.as_ref(), force).await;
+        let progress = Progress::for_cli("restore", None, Progress::interval_from_env());
+        let r = restore_backup(&store, &backup, key.as_ref(), args.force, &progress).await;
+        progress.finish();
         store.close().await;
         r
     }
@@ -235,7 +282,7 @@ pub async fn restore(config: &Config, file: &Path, force: bool) -> u8 {
             tracing::info!(
                 operation = "restore",
                 outcome = "success",
-                file = %file.display(),
+                backup = %file,
                 rows = r.total_rows,
                 tables = r.tables.len(),
                 sequences = r.sequences,
@@ -249,7 +296,7 @@ pub async fn restore(config: &Config, file: &Path, force: bool) -> u8 {
                 "restored {} rows into {} tables from {} (schema version {}{}){}:",
                 r.total_rows,
                 r.tables.len(),
-                file.display(),
+                file,
                 r.schema_version,
                 if r.migrated_to != r.schema_version {
                     format!(", then migrated to {}", r.migrated_to)

@@ -71,28 +71,12 @@ impl BackupKey {
         let mut h = Sha256::new();
         h.update(b"tradeplane-backup-key-id\0");
         h.update(self.bytes);
-        hex(&h.finalize()[..8])
+        hex::encode(&h.finalize()[..8])
     }
 
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.bytes))
     }
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Parses lowercase or uppercase hex.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// A fresh random nonce prefix.
@@ -119,6 +103,11 @@ impl<W: Write> EncryptWriter<W> {
             encryptor: Some(encryptor),
             buf: Vec::with_capacity(SEGMENT_BYTES),
         }
+    }
+
+    /// The inner writer (for pacing an upload; writing to it directly breaks the stream).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
     }
 
     /// Seals the final segment and returns the inner writer.

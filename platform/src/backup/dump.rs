@@ -24,6 +24,8 @@ use sqlx::{Row, TypeInfo, ValueRef};
 use super::BackupError;
 use super::catalog::{self, TableInfo, quote_ident};
 use super::format::{EndRecord, Record, SequenceValue, TableCount, TableHeader};
+use super::progress::Progress;
+use super::writer::{PayloadSink, PayloadWriter};
 use crate::store::Store;
 
 /// What the dump saw: the schema version and each table's row count, in dump order.
@@ -61,12 +63,25 @@ fn write_record(out: &mut impl Write, record: &Record) -> Result<(), BackupError
     out.write_all(b"\n").map_err(io("cannot write the payload"))
 }
 
-/// Writes the whole snapshot as payload records into `out` (the compressing writer).
-pub async fn dump<W: Write + Send>(store: &Store, out: &mut W) -> Result<Snapshot, BackupError> {
+/// Writes the whole snapshot as payload records into `out`, pacing the sink between rows.
+pub async fn dump<S: PayloadSink>(
+    store: &Store,
+    out: &mut PayloadWriter<S>,
+    progress: &Progress,
+) -> Result<Snapshot, BackupError> {
     match store {
-        Store::Postgres(pool) => dump_postgres(pool, out).await,
-        Store::Sqlite(pool) => dump_sqlite(pool, out).await,
+        Store::Postgres(pool) => dump_postgres(pool, out, progress).await,
+        Store::Sqlite(pool) => dump_sqlite(pool, out, progress).await,
     }
+}
+
+/// After each row: count it, and wait for room in the sink (bounded upload buffers).
+async fn row_done<S: PayloadSink>(
+    out: &mut PayloadWriter<S>,
+    progress: &Progress,
+) -> Result<(), BackupError> {
+    progress.inc(1);
+    out.pace().await.map_err(io("cannot write the payload"))
 }
 
 fn order_by(t: &TableInfo) -> String {
@@ -78,9 +93,10 @@ fn order_by(t: &TableInfo) -> String {
     }
 }
 
-async fn dump_postgres<W: Write + Send>(
+async fn dump_postgres<S: PayloadSink>(
     pool: &sqlx::PgPool,
-    out: &mut W,
+    out: &mut PayloadWriter<S>,
+    progress: &Progress,
 ) -> Result<Snapshot, BackupError> {
     let mut tx = pool.begin().await.map_err(db("starting the snapshot"))?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -103,6 +119,7 @@ async fn dump_postgres<W: Write + Send>(
         .map_err(db("reading the catalog"))?;
     let mut counts = Vec::with_capacity(tables.len());
     for t in &tables {
+        progress.set_table(&t.name);
         write_record(
             out,
             &Record::Table(TableHeader {
@@ -131,6 +148,7 @@ async fn dump_postgres<W: Write + Send>(
                 .and_then(|_| out.write_all(b"}\n"))
                 .map_err(io("cannot write the payload"))?;
             n += 1;
+            row_done(out, progress).await?;
         }
         drop(rows);
         counts.push(TableCount {
@@ -162,9 +180,10 @@ async fn dump_postgres<W: Write + Send>(
     finish(out, schema_version, counts)
 }
 
-async fn dump_sqlite<W: Write + Send>(
+async fn dump_sqlite<S: PayloadSink>(
     pool: &sqlx::SqlitePool,
-    out: &mut W,
+    out: &mut PayloadWriter<S>,
+    progress: &Progress,
 ) -> Result<Snapshot, BackupError> {
     let mut tx = pool.begin().await.map_err(db("starting the snapshot"))?;
     // The first read fixes the WAL snapshot for the rest of the transaction.
@@ -177,6 +196,7 @@ async fn dump_sqlite<W: Write + Send>(
         .map_err(db("reading the catalog"))?;
     let mut counts = Vec::with_capacity(tables.len());
     for t in &tables {
+        progress.set_table(&t.name);
         write_record(
             out,
             &Record::Table(TableHeader {
@@ -208,6 +228,7 @@ async fn dump_sqlite<W: Write + Send>(
             out.write_all(&line)
                 .map_err(io("cannot write the payload"))?;
             n += 1;
+            row_done(out, progress).await?;
         }
         drop(rows);
         counts.push(TableCount {

@@ -31,11 +31,13 @@ pub const MAGIC: &str = "tradeplane-backup";
 pub const FILE_PREFIX: &str = "tradeplane-backup-";
 /// Extension of finished backup files.
 pub const FILE_SUFFIX: &str = ".tpb";
+/// In object storage, the payload object is the manifest object's name plus this suffix.
+pub const PAYLOAD_SUFFIX: &str = ".payload";
 /// Layout of the timestamp in file names (UTC, millisecond precision so two runs in one second
 /// still get distinct names).
 pub const NAME_TIME_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 /// Upper bound on the manifest line, so a garbage file cannot make us buffer gigabytes.
-const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Everything known about a backup without reading its payload. Never contains a secret.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,6 +95,10 @@ pub struct PayloadInfo {
     pub sha256: String,
     /// Always `gzip`.
     pub compression: String,
+    /// In object storage, the name of the object holding the payload (the manifest is an object
+    /// of its own, written last); absent for a file, where the payload follows the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 /// How the payload is encrypted: the algorithm and its public parameters, never the key.

@@ -1,10 +1,13 @@
-//! Backups and restore: `backup --dest DIR`, `backup verify FILE`, `restore FILE`.
+//! Backups and restore: `backup --dest DIR|s3://bucket/prefix`, `backup verify`, `backup list`,
+//! `restore`.
 //!
 //! A backup is one file (see [`format`]) holding a manifest and a gzip payload, optionally
 //! encrypted ([`crypto`]), of every table the platform owns, found in the catalog ([`catalog`])
-//! and read in one consistent transaction ([`dump`]). [`reader`] checks a file fully without a
-//! database; [`restore`] loads it back in one transaction; [`retention`] prunes old files;
-//! [`command`] is the CLI face (logs, stdout summary, exit codes, metrics textfile).
+//! and read in one consistent transaction ([`dump`]). In object storage ([`remote`], [`s3`]) the
+//! same manifest and payload are two objects, the manifest written last. [`reader`] checks a
+//! backup fully without a database; [`restore`] loads it back in one transaction; [`retention`]
+//! prunes old backups; [`command`] is the CLI face (logs, stdout summary, exit codes, metrics
+//! textfile, [`progress`]).
 //!
 //! The library entry points are [`create_backup`], [`verify_file`] and [`restore_file`]; they
 //! never panic on bad input and report every failure as a [`BackupError`] whose
@@ -15,21 +18,25 @@ pub mod command;
 pub mod crypto;
 pub mod dump;
 pub mod format;
+pub mod location;
 pub mod metrics_file;
+pub mod progress;
 pub mod reader;
+pub mod remote;
 pub mod restore;
 pub mod retention;
+pub mod s3;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use flate2::Compression;
-use flate2::write::GzEncoder;
 
 pub use crypto::BackupKey;
 pub use format::Manifest;
+pub use location::{BackupRef, Location, Reference, S3Target};
+pub use progress::Progress;
 pub use reader::{BackupReader, VerifyReport};
 pub use restore::RestoreReport;
 pub use retention::{PruneReport, RetentionPolicy};
@@ -48,11 +55,15 @@ pub const EXIT_VERIFICATION: u8 = 3;
 /// Exit code: the database failed (unreachable, query or migration error); a restore was
 /// rolled back.
 pub const EXIT_DATABASE: u8 = 4;
-/// Exit code: file-system failure (destination not writable, disk full, file not found).
+/// Exit code: file-system or object-storage failure (destination not writable, disk full, file
+/// or bucket not found, store unreachable).
 pub const EXIT_IO: u8 = 5;
 /// Exit code: restore refused (target not empty without `--force`, schema or backend mismatch);
 /// the database was not changed.
 pub const EXIT_REFUSED: u8 = 6;
+/// Exit code: the object store denied access (wrong, expired or missing credentials, or a
+/// bucket policy that does not allow the operation).
+pub const EXIT_ACCESS_DENIED: u8 = 7;
 
 /// Every way a backup, verification or restore can fail, each with its own exit code.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +95,16 @@ pub enum BackupError {
     /// The restore was refused to protect the target database.
     #[error("restore refused: {0}")]
     Refused(String),
+    /// An object-store request failed (see [`s3::storage_error`]).
+    #[error("{context}: {detail}")]
+    Storage {
+        /// What was being done, and where.
+        context: String,
+        /// What went wrong, in words an operator can act on.
+        detail: String,
+        /// Whether the store refused the credentials or the permission.
+        access_denied: bool,
+    },
 }
 
 impl BackupError {
@@ -103,6 +124,11 @@ impl BackupError {
             BackupError::Database { .. } => EXIT_DATABASE,
             BackupError::Io { .. } => EXIT_IO,
             BackupError::Refused(_) => EXIT_REFUSED,
+            BackupError::Storage {
+                access_denied: true,
+                ..
+            } => EXIT_ACCESS_DENIED,
+            BackupError::Storage { .. } => EXIT_IO,
         }
     }
 
@@ -114,6 +140,11 @@ impl BackupError {
             BackupError::Database { .. } => "database",
             BackupError::Io { .. } => "io",
             BackupError::Refused(_) => "refused",
+            BackupError::Storage {
+                access_denied: true,
+                ..
+            } => "access_denied",
+            BackupError::Storage { .. } => "storage",
         }
     }
 }
@@ -121,8 +152,8 @@ impl BackupError {
 /// What `create_backup` needs to know.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    /// Directory the backup is written to (created if missing).
-    pub dest: PathBuf,
+    /// Where the backup is written: a directory (created mode 0700 if missing) or a bucket.
+    pub dest: Location,
     /// Encrypt with this key when set.
     pub key: Option<BackupKey>,
     /// Pruning after a successful backup.
@@ -131,12 +162,14 @@ pub struct BackupOptions {
     pub now: DateTime<Utc>,
     /// Human-readable source description for the manifest.
     pub source: format::Source,
+    /// Where rows done are counted ([`Progress::hidden`] outside the CLI).
+    pub progress: Progress,
 }
 
 /// What `create_backup` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupReport {
-    /// The finished file.
+    /// The finished file, or the `s3://` URL of the manifest object.
     pub path: PathBuf,
     /// Its manifest.
     pub manifest: Manifest,
@@ -155,18 +188,58 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-/// Takes a consistent snapshot of `store` into a new file in `opts.dest`, then prunes old
-/// backups according to `opts.retention`. The file appears under its final name only once it
-/// is complete and fsynced.
+/// Takes a consistent snapshot of `store` into a new backup in `opts.dest`, then prunes old
+/// backups according to `opts.retention`. The backup appears under its final name only once it
+/// is complete (a file fsynced and renamed; in a bucket, the manifest object written last).
 pub async fn create_backup(
     store: &Store,
     opts: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
+    match &opts.dest {
+        Location::Dir(dir) => backup_to_dir(store, opts, dir).await,
+        Location::S3(target) => remote::backup(store, opts, target).await,
+    }
+}
+
+/// The manifest of a finished payload.
+fn build_manifest(
+    store: &Store,
+    opts: &BackupOptions,
+    snapshot: dump::Snapshot,
+    payload: format::PayloadInfo,
+    prefix: &[u8; crypto::NONCE_PREFIX_BYTES],
+    started: Instant,
+) -> Manifest {
+    Manifest {
+        format_version: format::FORMAT_VERSION,
+        created_at: opts.now,
+        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+        backend: backend_name(store.backend()).to_owned(),
+        source: opts.source.clone(),
+        schema_version: snapshot.schema_version,
+        total_rows: snapshot.tables.iter().map(|t| t.rows).sum(),
+        tables: snapshot.tables,
+        payload,
+        encryption: opts.key.as_ref().map(|k| format::EncryptionInfo {
+            algorithm: crypto::ALGORITHM.into(),
+            nonce_prefix: hex::encode(prefix),
+            segment_bytes: crypto::SEGMENT_BYTES as u32,
+            key_id: k.id(),
+        }),
+        duration_seconds: started.elapsed().as_secs_f64(),
+        outcome: "complete".into(),
+    }
+}
+
+async fn backup_to_dir(
+    store: &Store,
+    opts: &BackupOptions,
+    dir: &Path,
+) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
-    std::fs::create_dir_all(&opts.dest)
-        .map_err(|e| BackupError::io(&format!("cannot create {}", opts.dest.display()), e))?;
-    retention::remove_stale_temps(&opts.dest, std::time::Duration::from_secs(24 * 3600));
-    let final_path = opts.dest.join(format::file_name(opts.now));
+    writer::create_private_dir(dir)?;
+    retention::remove_stale_temps(dir, std::time::Duration::from_secs(24 * 3600));
+    let final_path = dir.join(format::file_name(opts.now));
     if final_path.exists() {
         return Err(BackupError::io(
             &format!("{} already exists", final_path.display()),
@@ -176,47 +249,28 @@ pub async fn create_backup(
     let temps = writer::TempFiles::for_final(&final_path);
     let prefix = crypto::random_nonce_prefix();
     let file = writer::create_new(&temps.payload)?;
-    let sink = writer::Sink::new(writer::HashWriter::new(file), opts.key.as_ref(), &prefix);
-    let mut gz = GzEncoder::new(sink, Compression::new(6));
-    let snapshot = dump::dump(store, &mut gz).await?;
+    let mut out = writer::PayloadWriter::new(file, opts.key.as_ref(), &prefix);
+    let snapshot = dump::dump(store, &mut out, &opts.progress).await?;
     let finish_io = |e| BackupError::io("cannot finish the payload", e);
-    let sink = gz.finish().map_err(finish_io)?;
-    let hashed = sink.finish().map_err(finish_io)?;
-    let (buffered, sha256, bytes) = hashed.into_parts();
+    let (buffered, sha256, bytes) = out.finish().map_err(finish_io)?;
     let file = buffered
         .into_inner()
         .map_err(|e| finish_io(e.into_error()))?;
     file.sync_all().map_err(finish_io)?;
     drop(file);
 
-    let manifest = Manifest {
-        format_version: format::FORMAT_VERSION,
-        created_at: opts.now,
-        tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-        backend: backend_name(store.backend()).to_owned(),
-        source: opts.source.clone(),
-        schema_version: snapshot.schema_version,
-        total_rows: snapshot.tables.iter().map(|t| t.rows).sum(),
-        tables: snapshot.tables,
-        payload: format::PayloadInfo {
-            bytes,
-            sha256,
-            compression: "gzip".into(),
-        },
-        encryption: opts.key.as_ref().map(|k| format::EncryptionInfo {
-            algorithm: crypto::ALGORITHM.into(),
-            nonce_prefix: crypto::hex(&prefix),
-            segment_bytes: crypto::SEGMENT_BYTES as u32,
-            key_id: k.id(),
-        }),
-        duration_seconds: started.elapsed().as_secs_f64(),
-        outcome: "complete".into(),
+    let payload = format::PayloadInfo {
+        bytes,
+        sha256,
+        compression: "gzip".into(),
+        object: None,
     };
+    let manifest = build_manifest(store, opts, snapshot, payload, &prefix, started);
     let file_bytes = writer::commit(&manifest, &temps, &final_path)?;
     drop(temps);
 
     let (pruned, prune_error) = if opts.retention.is_active() {
-        match retention::prune(&opts.dest, opts.now, opts.retention, &final_path) {
+        match retention::prune(dir, opts.now, opts.retention, &final_path) {
             Ok(r) => (r, None),
             Err(e) => (PruneReport::default(), Some(e.to_string())),
         }
@@ -232,20 +286,63 @@ pub async fn create_backup(
     })
 }
 
+/// Opens a backup file or object and checks its header, length, SHA-256 and key (downloading
+/// an object's payload to a temporary file first).
+pub async fn open_backup(
+    backup: &BackupRef,
+    key: Option<&BackupKey>,
+) -> Result<BackupReader, BackupError> {
+    match backup {
+        BackupRef::File(path) => BackupReader::open(path, key),
+        BackupRef::S3 { target, name } => remote::open(target, name, key).await,
+    }
+}
+
+fn manifest_backend(manifest: &Manifest) -> Result<Backend, BackupError> {
+    match manifest.backend.as_str() {
+        "postgres" => Ok(Backend::Postgres),
+        "sqlite" => Ok(Backend::Sqlite),
+        other => Err(BackupError::Verification(format!(
+            "unknown source backend {other:?}"
+        ))),
+    }
+}
+
+/// [`verify_file`] for a file or an object.
+pub async fn verify_backup(
+    backup: &BackupRef,
+    key: Option<&BackupKey>,
+) -> Result<VerifyReport, BackupError> {
+    let reader = open_backup(backup, key).await?;
+    restore::check_schema_version(
+        manifest_backend(&reader.manifest)?,
+        reader.manifest.schema_version,
+    )?;
+    reader.verify()
+}
+
+/// [`restore_file`] for a file or an object.
+pub async fn restore_backup(
+    store: &Store,
+    backup: &BackupRef,
+    key: Option<&BackupKey>,
+    force: bool,
+    progress: &Progress,
+) -> Result<RestoreReport, BackupError> {
+    let reader = open_backup(backup, key).await?;
+    restore::check_schema_version(store.backend(), reader.manifest.schema_version)?;
+    reader.verify()?;
+    restore::restore(store, &reader, force, progress).await
+}
+
 /// Fully checks a backup file (header, length, SHA-256, key, decryption, decompression, every
 /// record against the manifest, schema version known to this build) without a database.
 pub fn verify_file(path: &Path, key: Option<&BackupKey>) -> Result<VerifyReport, BackupError> {
     let reader = BackupReader::open(path, key)?;
-    let backend = match reader.manifest.backend.as_str() {
-        "postgres" => Backend::Postgres,
-        "sqlite" => Backend::Sqlite,
-        other => {
-            return Err(BackupError::Verification(format!(
-                "unknown source backend {other:?}"
-            )));
-        }
-    };
-    restore::check_schema_version(backend, reader.manifest.schema_version)?;
+    restore::check_schema_version(
+        manifest_backend(&reader.manifest)?,
+        reader.manifest.schema_version,
+    )?;
     reader.verify()
 }
 
@@ -257,10 +354,8 @@ pub async fn restore_file(
     key: Option<&BackupKey>,
     force: bool,
 ) -> Result<RestoreReport, BackupError> {
-    let reader = BackupReader::open(path, key)?;
-    restore::check_schema_version(store.backend(), reader.manifest.schema_version)?;
-    reader.verify()?;
-    restore::restore(store, &reader, force).await
+    let backup = BackupRef::File(path.to_owned());
+    restore_backup(store, &backup, key, force, &Progress::hidden()).await
 }
 
 /// Describes a database URL for the manifest without credentials or query parameters:
@@ -327,10 +422,15 @@ mod tests {
             },
             BackupError::io("x", std::io::Error::other("x")),
             BackupError::Refused("x".into()),
+            BackupError::Storage {
+                context: "x".into(),
+                detail: "x".into(),
+                access_denied: true,
+            },
         ];
         let mut codes: Vec<u8> = errors.iter().map(BackupError::exit_code).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes, vec![2, 3, 4, 5, 6]);
+        assert_eq!(codes, vec![2, 3, 4, 5, 6, 7]);
     }
 }

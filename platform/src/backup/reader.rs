@@ -25,6 +25,8 @@ pub struct BackupReader {
     pub manifest: Manifest,
     header_len: u64,
     key: Option<(BackupKey, [u8; NONCE_PREFIX_BYTES])>,
+    /// A downloaded payload's local copy, removed when the reader is dropped.
+    _download: Option<tempfile::TempPath>,
 }
 
 /// What a full verification found.
@@ -70,12 +72,28 @@ impl BackupReader {
     pub fn open(path: &Path, key: Option<&BackupKey>) -> Result<BackupReader, BackupError> {
         let file = File::open(path)
             .map_err(|e| BackupError::io(&format!("cannot open {}", path.display()), e))?;
+        let (manifest, header_len) = format::read_header(&mut BufReader::new(file))?;
+        Self::open_parts(path, header_len, manifest, key, None)
+    }
+
+    /// Checks the payload stored in `path` from byte `header_len` against `manifest` (length,
+    /// SHA-256, key). `download` is a temporary copy to delete with the reader.
+    pub fn open_parts(
+        path: &Path,
+        header_len: u64,
+        manifest: Manifest,
+        key: Option<&BackupKey>,
+        download: Option<tempfile::TempPath>,
+    ) -> Result<BackupReader, BackupError> {
+        let mut file = File::open(path)
+            .map_err(|e| BackupError::io(&format!("cannot open {}", path.display()), e))?;
         let file_len = file
             .metadata()
             .map_err(|e| BackupError::io(&format!("cannot stat {}", path.display()), e))?
             .len();
+        file.seek(SeekFrom::Start(header_len))
+            .map_err(|e| BackupError::io("cannot read the payload", e))?;
         let mut reader = BufReader::new(file);
-        let (manifest, header_len) = format::read_header(&mut reader)?;
         let expected = manifest.payload.bytes;
         let actual = file_len.saturating_sub(header_len);
         if actual < expected {
@@ -97,7 +115,7 @@ impl BackupReader {
                 "the file is truncated: read {copied} of {expected} payload bytes"
             )));
         }
-        let digest = crypto::hex(&hasher.finalize());
+        let digest = hex::encode(hasher.finalize());
         if !digest.eq_ignore_ascii_case(&manifest.payload.sha256) {
             return Err(BackupError::Verification(format!(
                 "checksum mismatch: the payload's SHA-256 is {digest}, the manifest says {}; \
@@ -134,7 +152,8 @@ impl BackupReader {
                         k.id()
                     )));
                 }
-                let prefix: [u8; NONCE_PREFIX_BYTES] = crypto::unhex(&enc.nonce_prefix)
+                let prefix: [u8; NONCE_PREFIX_BYTES] = hex::decode(&enc.nonce_prefix)
+                    .ok()
                     .and_then(|v| v.try_into().ok())
                     .ok_or_else(|| {
                         BackupError::Verification(format!(
@@ -150,6 +169,7 @@ impl BackupReader {
             manifest,
             header_len,
             key,
+            _download: download,
         })
     }
 

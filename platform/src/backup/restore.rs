@@ -18,6 +18,7 @@ use sqlx::{Connection, Row};
 use super::BackupError;
 use super::catalog::{self, TableInfo, quote_ident};
 use super::format::{Record, SequenceValue, TableCount, TableHeader};
+use super::progress::Progress;
 use super::reader::BackupReader;
 use crate::store::{Backend, Store};
 
@@ -115,6 +116,7 @@ pub async fn restore(
     store: &Store,
     reader: &BackupReader,
     force: bool,
+    progress: &Progress,
 ) -> Result<RestoreReport, BackupError> {
     let manifest = &reader.manifest;
     let target = backend_name(store.backend());
@@ -126,19 +128,20 @@ pub async fn restore(
     }
     check_schema_version(store.backend(), manifest.schema_version)?;
     migrate_to(store, manifest.schema_version).await?;
+    progress.set_total(manifest.total_rows);
 
     let (sequences, replaced_existing) = match store {
         Store::Postgres(pool) => {
             let mut conn = pool.acquire().await.map_err(db("connecting"))?;
             let mut tx = conn.begin().await.map_err(db("starting the restore"))?;
-            let r = restore_postgres(&mut tx, reader, force).await?;
+            let r = restore_postgres(&mut tx, reader, force, progress).await?;
             tx.commit().await.map_err(db("committing the restore"))?;
             r
         }
         Store::Sqlite(pool) => {
             let mut conn = pool.acquire().await.map_err(db("connecting"))?;
             let mut tx = conn.begin().await.map_err(db("starting the restore"))?;
-            let r = restore_sqlite(&mut tx, reader, force).await?;
+            let r = restore_sqlite(&mut tx, reader, force, progress).await?;
             tx.commit().await.map_err(db("committing the restore"))?;
             r
         }
@@ -215,6 +218,7 @@ async fn restore_postgres(
     tx: &mut sqlx::PgConnection,
     reader: &BackupReader,
     force: bool,
+    progress: &Progress,
 ) -> Result<(usize, bool), BackupError> {
     let schema = catalog::pg_schema(&mut *tx)
         .await
@@ -291,6 +295,7 @@ async fn restore_postgres(
         (table, cols, casts): &(String, String, String),
         batch: &mut String,
         rows: &mut usize,
+        progress: &Progress,
     ) -> Result<(), BackupError> {
         if *rows == 0 {
             return Ok(());
@@ -306,14 +311,16 @@ async fn restore_postgres(
             .await
             .map_err(db(&format!("inserting rows into {table}")))?;
         batch.clear();
+        progress.inc(*rows as u64);
         *rows = 0;
         Ok(())
     }
     for record in reader.records()? {
         match record? {
             Record::Table(h) => {
+                progress.set_table(&h.name);
                 if let Some(target) = &current {
-                    flush(tx, target, &mut batch, &mut batch_rows).await?;
+                    flush(tx, target, &mut batch, &mut batch_rows, progress).await?;
                 }
                 let info = by_name.get(&h.name).ok_or_else(|| {
                     BackupError::Refused(format!("the target lacks table {}", h.name))
@@ -342,7 +349,7 @@ async fn restore_postgres(
                 batch.push_str(raw.get());
                 batch_rows += 1;
                 if batch_rows >= PG_BATCH_ROWS || batch.len() >= PG_BATCH_BYTES {
-                    flush(tx, target, &mut batch, &mut batch_rows).await?;
+                    flush(tx, target, &mut batch, &mut batch_rows, progress).await?;
                 }
             }
             Record::Sequence(s) => sequences.push(s),
@@ -350,7 +357,7 @@ async fn restore_postgres(
         }
     }
     if let Some(target) = &current {
-        flush(tx, target, &mut batch, &mut batch_rows).await?;
+        flush(tx, target, &mut batch, &mut batch_rows, progress).await?;
     }
 
     // Check deferred constraints now, so that nothing non-transactional (setval) happens before
@@ -395,6 +402,7 @@ async fn restore_sqlite(
     tx: &mut sqlx::SqliteConnection,
     reader: &BackupReader,
     force: bool,
+    progress: &Progress,
 ) -> Result<(usize, bool), BackupError> {
     let target = catalog::sqlite_tables(&mut *tx)
         .await
@@ -456,6 +464,7 @@ async fn restore_sqlite(
     for record in reader.records()? {
         match record? {
             Record::Table(h) => {
+                progress.set_table(&h.name);
                 let cols: Vec<String> = h.columns.iter().map(|c| quote_ident(c)).collect();
                 let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
                 let sql = format!(
@@ -481,6 +490,7 @@ async fn restore_sqlite(
                 q.execute(&mut *tx)
                     .await
                     .map_err(db(&format!("inserting rows into {table}")))?;
+                progress.inc(1);
             }
             Record::Sequence(s) => sequences.push(s),
             Record::End(_) => break,

@@ -1,16 +1,80 @@
 //! Writing a backup file: payload to a temporary file (gzip, optionally encrypted, hashed on the
 //! way out), then the final file (magic, manifest, payload) under a temporary name, fsynced and
 //! renamed into place, so a crash at any point leaves no file that looks like a backup.
+//!
+//! The payload pipeline ([`PayloadWriter`]: gzip, optional encryption, SHA-256) ends in a
+//! [`PayloadSink`]: a local file, or a multipart upload ([`super::s3::UploadSink`]) whose
+//! [`PayloadSink::pace`] keeps the bytes buffered in memory bounded whatever the database size.
+//! Files are created mode 0600 (they hold password hashes).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use super::BackupError;
 use super::crypto::{BackupKey, EncryptWriter, NONCE_PREFIX_BYTES};
 use super::format::{self, Manifest};
+
+/// Where the payload's bytes finally go.
+pub trait PayloadSink: Write + Send {
+    /// Waits until the sink has room (an upload's parts in flight are below its bound). The
+    /// dump calls it between rows; a file has nothing to wait for.
+    fn pace(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl PayloadSink for BufWriter<File> {
+    async fn pace(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The payload pipeline: records in, gzip, optional AES-256-GCM STREAM, SHA-256 and byte count,
+/// then the sink.
+pub struct PayloadWriter<S: PayloadSink> {
+    gz: GzEncoder<Sink<HashWriter<S>>>,
+}
+
+impl<S: PayloadSink> PayloadWriter<S> {
+    /// Starts a payload into `sink`, encrypted under `key` when given.
+    pub fn new(sink: S, key: Option<&BackupKey>, prefix: &[u8; NONCE_PREFIX_BYTES]) -> Self {
+        PayloadWriter {
+            gz: GzEncoder::new(
+                Sink::new(HashWriter::new(sink), key, prefix),
+                Compression::new(6),
+            ),
+        }
+    }
+
+    /// Waits for room in the sink (see [`PayloadSink::pace`]).
+    pub async fn pace(&mut self) -> io::Result<()> {
+        self.gz.get_mut().get_mut().inner.pace().await
+    }
+
+    /// Compressed (and encrypted) bytes produced so far.
+    pub fn bytes_out(&mut self) -> u64 {
+        self.gz.get_mut().get_mut().bytes
+    }
+
+    /// Ends compression and encryption; returns the sink, the hex SHA-256 and the byte count.
+    pub fn finish(self) -> io::Result<(S, String, u64)> {
+        Ok(self.gz.finish()?.finish()?.into_parts())
+    }
+}
+
+impl<S: PayloadSink> Write for PayloadWriter<S> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.gz.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.gz.flush()
+    }
+}
 
 /// Counts and hashes every byte written through it.
 pub struct HashWriter<W: Write> {
@@ -31,11 +95,7 @@ impl<W: Write> HashWriter<W> {
 
     /// The inner writer, the hex SHA-256 and the byte count.
     pub fn into_parts(self) -> (W, String, u64) {
-        (
-            self.inner,
-            super::crypto::hex(&self.hasher.finalize()),
-            self.bytes,
-        )
+        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
     }
 }
 
@@ -66,6 +126,14 @@ impl<W: Write> Sink<W> {
         match key {
             None => Sink::Plain(inner),
             Some(k) => Sink::Encrypted(Box::new(EncryptWriter::new(inner, k, prefix))),
+        }
+    }
+
+    /// The writer under the encryption (if any).
+    pub fn get_mut(&mut self) -> &mut W {
+        match self {
+            Sink::Plain(w) => w,
+            Sink::Encrypted(e) => e.get_mut(),
         }
     }
 
@@ -125,11 +193,12 @@ impl Drop for TempFiles {
     }
 }
 
-/// Creates the payload temp file, failing if it already exists.
+/// Creates a file only its owner can read (mode 0600), failing if it already exists.
 pub fn create_new(path: &Path) -> Result<BufWriter<File>, BackupError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .map(|f| BufWriter::with_capacity(256 * 1024, f))
         .map_err(|e| BackupError::io(&format!("cannot create {}", path.display()), e))
@@ -148,11 +217,7 @@ pub fn commit(
         move |e| BackupError::io(&what, e)
     };
     let mut out = create_new(&temps.staged)?;
-    out.write_all(format::magic_line().as_bytes())
-        .map_err(fail("cannot write the backup file"))?;
-    serde_json::to_writer(&mut out, manifest)
-        .map_err(|e| BackupError::io("cannot write the manifest", io::Error::other(e)))?;
-    out.write_all(b"\n")
+    out.write_all(&header_bytes(manifest)?)
         .map_err(fail("cannot write the backup file"))?;
     let mut payload = File::open(&temps.payload).map_err(fail("cannot reopen the payload"))?;
     io::copy(&mut payload, &mut out).map_err(fail("cannot write the backup file"))?;
@@ -181,4 +246,27 @@ pub fn commit(
         let _ = d.sync_all();
     }
     Ok(size)
+}
+
+/// The magic line and the manifest line: the head of a backup file, or a whole manifest object.
+pub fn header_bytes(manifest: &Manifest) -> Result<Vec<u8>, BackupError> {
+    let mut out = format::magic_line().into_bytes();
+    serde_json::to_writer(&mut out, manifest)
+        .map_err(|e| BackupError::io("cannot write the manifest", io::Error::other(e)))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Creates `dir` and its missing parents; a directory created here is made mode 0700 (its
+/// backups hold password hashes), an existing one is left as its owner set it.
+pub fn create_private_dir(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| BackupError::io(&format!("cannot create {}", dir.display()), e))
 }
