@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use tradeplane_platform::backup::{
-    self, BackupError, BackupKey, BackupOptions, RetentionPolicy, create_backup, format,
-    restore_file, verify_file,
+    self, BackupError, BackupKey, RetentionPolicy, create_backup, format, restore_file, verify_file,
 };
-use tradeplane_platform::store::{NewAuditEvent, Store, StoreOptions};
+use tradeplane_platform::store::{NewAuditEvent, Store};
 
 /// Backs up a seeded `source`, restores into the migrated `target` (which has the test tables),
 /// and compares every table row for row; then checks new ids do not collide.

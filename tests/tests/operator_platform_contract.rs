@@ -69,12 +69,7 @@ fn backup_cronjob_runs_a_command_the_platform_accepts() {
             let Some(Command::Backup(args)) = cli.command else {
                 panic!("{}: not a backup command: {argv:?}", path.display())
             };
-            assert_eq!(
-                args.dest.as_deref(),
-                Some("/backups"),
-                "{}",
-                path.display()
-            );
+            assert_eq!(args.dest.as_deref(), Some("/backups"), "{}", path.display());
             assert!(args.action.is_none(), "takes a backup, not verify");
             let mounts = &container["volumeMounts"];
             assert!(

@@ -412,7 +412,7 @@ mod tests {
         assert_eq!(leased.route("ANY"), Route::Unknown);
         leased.set("ANY", Owner::Other("peer:8080".into()));
         assert_eq!(leased.route("ANY"), Route::Remote("peer:8080".into()));
-        let mut rx = leased.subscribe();
+        let rx = leased.subscribe();
         leased.set("ANY", Owner::Me(7));
         assert!(rx.has_changed().expect("open"));
         assert_eq!(leased.token("ANY"), Some(7));
