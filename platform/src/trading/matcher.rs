@@ -125,6 +125,45 @@ where
     }
 }
 
+/// How often one batch is planned again in its transaction because accounts moved under it
+/// (each round locks what moved, so a second round rarely finds anything new).
+const MAX_REPLANS: u32 = 3;
+
+/// Reads the heads of `ids` and loads into the engine (with positions) those whose version
+/// differs from the cached one; returns the ids that exist.
+async fn refresh_accounts(
+    engine: &mut Engine,
+    versions: &mut HashMap<i64, i64>,
+    tx: &mut MatchTx,
+    ids: &[i64],
+    (postgres, limit): (bool, Duration),
+) -> Result<HashSet<i64>, MatchError> {
+    let heads = timed(postgres, limit, tx.account_heads(ids)).await?;
+    let present: HashSet<i64> = heads.iter().map(|h| h.id).collect();
+    let changed: Vec<i64> = heads
+        .iter()
+        .filter(|h| versions.get(&h.id) != Some(&h.version))
+        .map(|h| h.id)
+        .collect();
+    if !changed.is_empty() {
+        let positions = timed(postgres, limit, tx.positions(&changed)).await?;
+        let mut by_account: HashMap<i64, BTreeMap<String, _>> = HashMap::new();
+        for (account, symbol, position) in positions {
+            by_account
+                .entry(account)
+                .or_default()
+                .insert(symbol, position);
+        }
+        for head in heads.into_iter().filter(|h| changed.contains(&h.id)) {
+            let mut account = head.account;
+            account.positions = by_account.remove(&head.id).unwrap_or_default();
+            engine.put_account(AccountId(id_u64(head.id)), account);
+            versions.insert(head.id, head.version);
+        }
+    }
+    Ok(present)
+}
+
 fn id_u64(id: i64) -> u64 {
     u64::try_from(id).unwrap_or(0)
 }
@@ -425,29 +464,14 @@ impl Matcher {
             .collect::<BTreeSet<i64>>()
             .into_iter()
             .collect();
-        let heads = timed(postgres, limit, tx.account_heads(&takers)).await?;
-        let present: HashSet<i64> = heads.iter().map(|h| h.id).collect();
-        let changed: Vec<i64> = heads
-            .iter()
-            .filter(|h| self.versions.get(&h.id) != Some(&h.version))
-            .map(|h| h.id)
-            .collect();
-        if !changed.is_empty() {
-            let positions = timed(postgres, limit, tx.positions(&changed)).await?;
-            let mut by_account: HashMap<i64, BTreeMap<String, _>> = HashMap::new();
-            for (account, symbol, position) in positions {
-                by_account
-                    .entry(account)
-                    .or_default()
-                    .insert(symbol, position);
-            }
-            for head in heads.into_iter().filter(|h| changed.contains(&h.id)) {
-                let mut account = head.account;
-                account.positions = by_account.remove(&head.id).unwrap_or_default();
-                self.engine.put_account(AccountId(id_u64(head.id)), account);
-                self.versions.insert(head.id, head.version);
-            }
-        }
+        let present = refresh_accounts(
+            &mut self.engine,
+            &mut self.versions,
+            &mut tx,
+            &takers,
+            (postgres, limit),
+        )
+        .await?;
         // 3. Idempotency keys and order ids, one statement each.
         let mut keys: Vec<(i64, String)> = requests
             .iter()
@@ -496,45 +520,56 @@ impl Matcher {
             db_timeout,
             ..
         } = self;
-        let mut batch = engine.begin_batch();
-        let mut plan = Plan::build(
-            &mut batch,
-            requests,
-            Loaded {
-                existing: &existing,
-                missing: &missing,
-                symbols: rows,
-            },
-            &mut ids.into_iter(),
-            origin,
-            now,
-        );
-
         // 5. Lock what changes, in id order, and check nobody moved it since it was loaded.
-        let lock: Vec<i64> = plan
-            .writes
-            .accounts
-            .keys()
-            .copied()
-            .chain(present.iter().copied())
-            .collect::<BTreeSet<i64>>()
-            .into_iter()
-            .collect();
-        let locked = timed(postgres, limit, tx.lock_accounts(&lock)).await?;
-        let moved: Vec<i64> = lock
-            .iter()
-            .copied()
-            .filter(|id| !locked.contains_key(id) || versions.get(id) != locked.get(id))
-            .collect();
-        if !moved.is_empty() {
+        // Accounts that did move (another replica's matcher changed them: makers are never
+        // reloaded up front) are read again under the lock just taken, where they can no longer
+        // move, and the batch is planned again in the same transaction.
+        let mut rounds = 0;
+        let (batch, mut plan, lock, locked) = loop {
+            let mut batch = engine.begin_batch();
+            let plan = Plan::build(
+                &mut batch,
+                requests,
+                Loaded {
+                    existing: &existing,
+                    missing: &missing,
+                    symbols: rows.clone(),
+                },
+                &mut ids.iter().copied(),
+                origin,
+                now,
+            );
+            let lock: Vec<i64> = plan
+                .writes
+                .accounts
+                .keys()
+                .copied()
+                .chain(present.iter().copied())
+                .collect::<BTreeSet<i64>>()
+                .into_iter()
+                .collect();
+            let locked = timed(postgres, limit, tx.lock_accounts(&lock)).await?;
+            let moved: Vec<i64> = lock
+                .iter()
+                .copied()
+                .filter(|id| !locked.contains_key(id) || versions.get(id) != locked.get(id))
+                .collect();
+            if moved.is_empty() {
+                break (batch, plan, lock, locked);
+            }
             drop(batch);
             for id in &moved {
                 versions.remove(id);
             }
-            return Err(MatchError::Stale(format!(
-                "accounts {moved:?} changed since they were loaded"
-            )));
-        }
+            rounds += 1;
+            if rounds > MAX_REPLANS || moved.iter().any(|id| !locked.contains_key(id)) {
+                return Err(MatchError::Stale(format!(
+                    "accounts {moved:?} changed since they were loaded"
+                )));
+            }
+            metrics.batch_retries.with_label_values(&["replan"]).inc();
+            refresh_accounts(engine, versions, &mut tx, &moved, (postgres, limit)).await?;
+        };
         if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
             drop(batch);
             return Err(e);

@@ -667,12 +667,26 @@ impl Trading {
         order: PlaceOrder,
         request_id: Option<String>,
     ) -> Result<OrderView, ApiError> {
-        if let Some(id) = &order.client_order_id
-            && (id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()))
-        {
+        if let Some(id) = &order.client_order_id {
+            crate::input::client_order_id("client_order_id", id)?;
+        }
+        if !self.instruments.contains_key(&order.symbol) {
+            // No replica owns a symbol that does not exist: refuse it here, with the audit
+            // record the matcher would have written.
+            let shown: String = order.symbol.chars().take(32).collect();
+            let event = crate::store::NewAuditEvent {
+                actor: format!("account:{account}"),
+                action: "order.rejected".into(),
+                subject: None,
+                request_id,
+                details: serde_json::json!({ "code": "unknownSymbol", "symbol": shown }),
+            };
+            if let Err(e) = self.store.append_audit(&event).await {
+                tracing::warn!(error = %e, "could not record a rejected order in the audit trail");
+            }
             return Err(ApiError::Unprocessable {
-                code: "invalidClientOrderId",
-                message: "client_order_id must be 1 to 64 printable ASCII characters".into(),
+                code: "unknownSymbol",
+                message: format!("unknown symbol {shown:?}"),
             });
         }
         match self

@@ -13,15 +13,15 @@ pub fn spare_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// Starts the binary in `dir` on `port` with only `env` set (plus `LISTEN_ADDR`); its stderr
-/// goes to `dir/<port>.log`.
+/// Starts the binary in `dir` on `port` with only `env` set (plus `LISTEN_ADDR`); its output
+/// (logs go to stdout, errors to stderr) goes to `dir/<port>.log`.
 pub fn start(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(dir.join(format!("{port}.log"))).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"));
     cmd.current_dir(dir)
         .env_clear()
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
         .stderr(log);
     for (k, v) in env {
         cmd.env(k, v);
@@ -86,4 +86,52 @@ pub async fn wait_exit(child: &mut Child, within: Duration) -> std::process::Exi
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends one JSON request (with a bearer token if given) and returns the status code and the
+/// JSON body (`Null` when empty or not JSON). A fresh connection each time, as separate clients.
+pub async fn http_json(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> std::io::Result<(u16, serde_json::Value)> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Full<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let payload = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Full::new(axum::body::Bytes::from(b.to_string()))
+        }
+        None => Full::new(axum::body::Bytes::new()),
+    };
+    let req = req.body(payload).map_err(std::io::Error::other)?;
+    let resp = client.request(req).await.map_err(std::io::Error::other)?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// Sends SIGKILL (a crash: nothing is handed over).
+pub fn sigkill(child: &mut Child) {
+    child.kill().expect("SIGKILL delivered");
+    let _ = child.wait();
 }
