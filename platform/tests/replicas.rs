@@ -539,13 +539,13 @@ async fn three_replicas_share_the_symbols_and_hand_them_over_on_sigterm() {
         assert!(events > 0, "the subscriber on :{port} got market data");
         assert!(gaps.is_empty(), "md_seq gaps on :{port}: {gaps:?}");
     }
-    for i in 0..3 {
+    for (i, before) in reloads_before.iter().enumerate() {
         let reloads = cluster
             .log(i)
             .matches("caught up with the stored book")
             .count();
         assert_eq!(
-            reloads, reloads_before[i],
+            reloads, *before,
             "replica {i} reloaded a book in steady state"
         );
     }

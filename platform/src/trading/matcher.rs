@@ -125,6 +125,9 @@ where
     }
 }
 
+/// Commands of a batch with their index in it.
+type Indexed<'a> = Vec<(usize, &'a Request)>;
+
 /// How often one batch is planned again in its transaction because accounts moved under it
 /// (each round locks what moved, so a second round rarely finds anything new).
 const MAX_REPLANS: u32 = 3;
@@ -501,7 +504,7 @@ impl Matcher {
         let ids = timed(postgres, limit, tx.allocate_order_ids(places)).await?;
 
         // 4. Match in memory what this replica still owns; the rest goes back to be routed.
-        let (mine, others): (Vec<(usize, &Request)>, Vec<(usize, &Request)>) =
+        let (mine, others): (Indexed, Indexed) =
             requests.iter().copied().enumerate().partition(|(_, r)| {
                 self.engine.instrument(r.symbol()).is_none() || rows.contains_key(r.symbol())
             });

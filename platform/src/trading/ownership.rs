@@ -310,14 +310,15 @@ impl LeaseTask {
                 _ => {
                     self.contenders.remove(symbol);
                     let free = lease.is_none_or(|l| l.owner.is_none() || !l.valid);
-                    if !leaving && winner == Some(me.id.as_str()) && free {
-                        if let Some(token) =
+                    if !leaving
+                        && winner == Some(me.id.as_str())
+                        && free
+                        && let Some(token) =
                             leases::acquire(&self.pool, &me.id, symbol, self.options.lease).await?
-                        {
-                            tracing::info!(symbol, token, "acquired the lease of a symbol");
-                            own.set(symbol, Owner::Me(token));
-                            continue;
-                        }
+                    {
+                        tracing::info!(symbol, token, "acquired the lease of a symbol");
+                        own.set(symbol, Owner::Me(token));
+                        continue;
                     }
                     let owner = lease
                         .filter(|l| l.valid)

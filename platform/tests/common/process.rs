@@ -1,7 +1,7 @@
 //! Running the real `tradeplane-platform` binary in a test: start it on a spare port, talk
 //! plain HTTP/1.1 to it, signal it, wait for it.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
