@@ -3,7 +3,7 @@
 //!
 //! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR|s3://bucket/prefix [--keep-days N]
 //! [--keep-last N] [--metrics-file PATH]`, `backup verify BACKUP`, `backup list DIR|URL`,
-//! `restore BACKUP [--force]`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
+//! `restore BACKUP [--force]`, `migrate`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,9 @@ pub enum Command {
     /// Restore a backup (file or s3:// object) into the database (DATABASE_URL), in one
     /// transaction.
     Restore(RestoreArgs),
+    /// Apply this build's database migrations (DATABASE_URL) and exit: the rollout's migration
+    /// Job. Exit 0 migrated, 4 database failed, 6 refused (schema contracted by a newer release).
+    Migrate,
 }
 
 /// `backup`: either take a backup (`--dest`) or run a subcommand (`verify`).

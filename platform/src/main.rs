@@ -54,6 +54,16 @@ fn main() -> ExitCode {
                 None => backup::command::backup(&config, &args).await,
             },
             Command::Restore(args) => backup::command::restore(&config, &args).await,
+            Command::Migrate => {
+                let stop = tokio_util::sync::CancellationToken::new();
+                let signal = server::termination_signal();
+                let on_signal = stop.clone();
+                tokio::spawn(async move {
+                    signal.await;
+                    on_signal.cancel();
+                });
+                tradeplane_platform::migrate::run(&config, stop).await
+            }
         }
     });
     ExitCode::from(code)

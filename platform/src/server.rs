@@ -143,7 +143,10 @@ async fn wait_for_file_lock(
 }
 
 /// Runs migrations, retrying with capped exponential backoff until they succeed or `stop` fires.
-async fn migrate_with_retry(store: &Store, stop: &CancellationToken) -> anyhow::Result<bool> {
+pub(crate) async fn migrate_with_retry(
+    store: &Store,
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
     let mut delay = Duration::from_millis(250);
     loop {
         match store.migrate().await {

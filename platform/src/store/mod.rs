@@ -11,6 +11,7 @@ pub mod demo;
 pub mod leases;
 pub mod market;
 pub mod matching;
+pub mod schema;
 mod users;
 pub mod views;
 
@@ -126,11 +127,44 @@ impl Store {
     }
 
     /// Applies pending migrations for this backend. Safe to run from several replicas at once:
-    /// sqlx takes a database lock while migrating.
+    /// sqlx takes a database lock while migrating. A database that a newer build migrated is
+    /// accepted only if those newer migrations are all `expand` ones (see [`schema`]); otherwise
+    /// this fails with [`schema::NewerSchema`] inside `MigrateError::Source`.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        use sqlx::migrate::MigrateError;
+        let known = self.schema_version();
+        let newer = schema::applied_beyond(self, known)
+            .await
+            .map_err(MigrateError::Execute)?;
+        let blocking: Vec<(i64, String)> = newer
+            .iter()
+            .filter(|(_, d)| !schema::is_expand(d))
+            .cloned()
+            .collect();
+        if !blocking.is_empty() {
+            return Err(MigrateError::Source(Box::new(schema::NewerSchema {
+                known,
+                blocking,
+            })));
+        }
+        if let Some((version, _)) = newer.last() {
+            tracing::warn!(
+                known,
+                database = version,
+                "the database was migrated by a newer release with expand-only migrations; running on it"
+            );
+        }
         match self {
-            Store::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
-            Store::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Store::Postgres(pool) => {
+                let mut migrator = sqlx::migrate!("./migrations/postgres");
+                migrator.set_ignore_missing(!newer.is_empty());
+                migrator.run(pool).await
+            }
+            Store::Sqlite(pool) => {
+                let mut migrator = sqlx::migrate!("./migrations/sqlite");
+                migrator.set_ignore_missing(!newer.is_empty());
+                migrator.run(pool).await
+            }
         }
     }
 
