@@ -16,7 +16,12 @@
 # 4. prints both side by side with the machine's load average; the databases and the platform
 #    are cleaned up on any exit.
 #
-# Settings (environment): BACKENDS (postgres,sqlite), LEVELS (1,4,16,64,128), ORDERS_PER_LEVEL
+# The order mix trades four symbols (the three default instruments and SOL-USD). REPLICAS
+# (PostgreSQL only) runs the platform as 1, 2, 3 … replicas on one database — symbols leased to
+# one owner each, orders sent round robin to every replica and forwarded to the owner — and
+# prints each next to the same reference.
+#
+# Settings (environment): BACKENDS (postgres,sqlite), REPLICAS (1; e.g. 1,2,3), LEVELS (1,4,16,64,128), ORDERS_PER_LEVEL
 # (3000), MAX_SECONDS (20), ACCOUNTS (32), PGBENCH_SECONDS (10), PGHOST (127.0.0.1), PGPORT
 # (5432), PGUSER (postgres), CARGO_TARGET_DIR (target), SKIP_BUILD (0), MAX_CONCURRENT_REQUESTS
 # (1024; the rate limits are lifted because every simulated trader comes from 127.0.0.1), OUT_DIR
@@ -25,6 +30,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BACKENDS=${BACKENDS:-postgres,sqlite}
+REPLICAS=${REPLICAS:-1}
+SYMBOLS=BTC-USD,ETH-USD,AAPL,SOL-USD
+INSTRUMENTS='[{"symbol":"BTC-USD","tickSize":"0.01","lotSize":"0.0001","minQty":"0.0001","maxQty":"100","maxNotional":"5000000","priceBandBps":1000},{"symbol":"ETH-USD","tickSize":"0.01","lotSize":"0.001","minQty":"0.001","maxQty":"1000","maxNotional":"5000000","priceBandBps":1000},{"symbol":"AAPL","tickSize":"0.01","lotSize":"1","minQty":"1","maxQty":"100000","maxNotional":"10000000","priceBandBps":1000},{"symbol":"SOL-USD","tickSize":"0.01","lotSize":"0.01","minQty":"0.01","maxQty":"100000","maxNotional":"5000000","priceBandBps":1000}]'
 LEVELS=${LEVELS:-1,4,16,64,128}
 ORDERS_PER_LEVEL=${ORDERS_PER_LEVEL:-3000}
 MAX_SECONDS=${MAX_SECONDS:-20}
@@ -50,24 +58,26 @@ else
   WORK=$(mktemp -d -t tp-bench.XXXXXX)
   KEEP_WORK=0
 fi
-PLATFORM_PID=""
+PLATFORM_PIDS=()
+URLS=()
 CREATED_DBS=()
 
 stop_platform() {
-  [[ -n "$PLATFORM_PID" ]] || return 0
-  if kill -0 "$PLATFORM_PID" 2>/dev/null; then
-    kill -TERM "$PLATFORM_PID" 2>/dev/null || true
+  local pid
+  for pid in "${PLATFORM_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PLATFORM_PIDS[@]}"; do
     for _ in $(seq 1 50); do
-      kill -0 "$PLATFORM_PID" 2>/dev/null || break
+      kill -0 "$pid" 2>/dev/null || break
       sleep 0.5
     done
-    if kill -0 "$PLATFORM_PID" 2>/dev/null; then
-      echo "bench-e2e: platform ignored SIGTERM for 25s; sending SIGKILL" >&2
-      kill -KILL "$PLATFORM_PID" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "bench-e2e: platform $pid ignored SIGTERM for 25s; sending SIGKILL" >&2
+      kill -KILL "$pid" 2>/dev/null || true
     fi
-  fi
-  wait "$PLATFORM_PID" 2>/dev/null || true
-  PLATFORM_PID=""
+    wait "$pid" 2>/dev/null || true
+  done
+  PLATFORM_PIDS=()
+  URLS=()
 }
 
 cleanup() {
@@ -114,35 +124,56 @@ free_port() {
 ADMIN_USER=benchadmin
 ADMIN_PASSWORD="bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 
-# Starts the platform on DATABASE_URL=$1, logging to $2; sets URL and PLATFORM_PID.
+JWT_SECRET_BENCH="bench-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+
+# Starts $3 (default 1) platform replicas on DATABASE_URL=$1, logging to $2-<i>.log; adds to
+# URLS and PLATFORM_PIDS, and waits until every replica is ready.
 start_platform() {
-  local db_url=$1 log=$2 port
-  port=$(free_port)
-  URL="http://127.0.0.1:$port"
-  LISTEN_ADDR="127.0.0.1:$port" DATABASE_URL="$db_url" \
-    LOG_FORMAT=json RUST_LOG=warn \
-    ADMIN_USERNAME=$ADMIN_USER ADMIN_PASSWORD="$ADMIN_PASSWORD" \
-    RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 LOGIN_RATE_LIMIT_PER_MINUTE=100000 \
-    MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-1024} \
-    "$BIN/tradeplane-platform" >"$log" 2>&1 &
-  PLATFORM_PID=$!
-  for _ in $(seq 1 120); do
-    if ! kill -0 "$PLATFORM_PID" 2>/dev/null; then
-      echo "bench-e2e: the platform exited during start-up:" >&2
-      tail -n 30 "$log" >&2
+  local db_url=$1 log=$2 count=${3:-1} i port pid url
+  for i in $(seq 1 "$count"); do
+    port=$(free_port)
+    url="http://127.0.0.1:$port"
+    LISTEN_ADDR="127.0.0.1:$port" ADVERTISE_ADDR="127.0.0.1:$port" DATABASE_URL="$db_url" \
+      LOG_FORMAT=json RUST_LOG=warn JWT_SECRET="$JWT_SECRET_BENCH" INSTRUMENTS="$INSTRUMENTS" \
+      ADMIN_USERNAME=$ADMIN_USER ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+      RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 LOGIN_RATE_LIMIT_PER_MINUTE=100000 \
+      MAX_CONCURRENT_REQUESTS=${MAX_CONCURRENT_REQUESTS:-1024} \
+      "$BIN/tradeplane-platform" >"$log-$i.log" 2>&1 &
+    pid=$!
+    PLATFORM_PIDS+=("$pid")
+    URLS+=("$url")
+    local ready=0
+    for _ in $(seq 1 120); do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "bench-e2e: the platform exited during start-up:" >&2
+        tail -n 30 "$log-$i.log" >&2
+        exit 1
+      fi
+      if curl -fsS -o /dev/null --max-time 2 "$url/health/ready"; then ready=1; break; fi
+      sleep 0.5
+    done
+    if [[ $ready != 1 ]]; then
+      echo "bench-e2e: the platform did not become ready within 60s:" >&2
+      tail -n 30 "$log-$i.log" >&2
       exit 1
     fi
-    curl -fsS -o /dev/null --max-time 2 "$URL/health/ready" && return 0
-    sleep 0.5
   done
-  echo "bench-e2e: the platform did not become ready within 60s:" >&2
-  tail -n 30 "$log" >&2
-  exit 1
+  # Replicas lease the symbols among themselves: let a join settle (two lease rounds).
+  ((count > 1)) && sleep 3
+  return 0
 }
 
-# Sum of a metric's samples (all label sets) on the running platform's /metrics.
-metric() { curl -fsS --max-time 5 "$URL/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$PLATFORM_PID/stat"; }
+# Sum of a metric's samples (all label sets) over every replica's /metrics.
+metric() {
+  local u
+  for u in "${URLS[@]}"; do curl -fsS --max-time 5 "$u/metrics"; done |
+    awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { printf "%.0f\n", s }'
+}
+cpu_ticks() {
+  local pid t=0
+  for pid in "${PLATFORM_PIDS[@]}"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
+  echo "$t"
+}
 
 # Runs every level against the running platform; writes $1.csv: the load generator's columns
 # plus statements per batch and platform CPU microseconds per 2xx answer.
@@ -153,7 +184,7 @@ run_levels() {
     local s0 n0 t0 s1 n1 t1
     s0=$(metric match_batch_statements_sum); n0=$(metric match_batch_statements_count); t0=$(cpu_ticks)
     LOADGEN_ADMIN_PASSWORD="$ADMIN_PASSWORD" "$BIN/tradeplane-loadgen" \
-      --url "$URL" --admin-user "$ADMIN_USER" \
+      --url "$(IFS=,; echo "${URLS[*]}")" --symbols "$SYMBOLS" --admin-user "$ADMIN_USER" \
       --levels "$c" --orders-per-level "$ORDERS_PER_LEVEL" --max-seconds "$MAX_SECONDS" \
       --accounts "$ACCOUNTS" --csv "$out-$c.csv" >"$out-$c.txt" 2>"$out-$c.err" || {
       echo "bench-e2e: the load generator failed at $c:" >&2; tail -n 5 "$out-$c.err" >&2; exit 1; }
@@ -250,32 +281,41 @@ side_by_side() {
 
 echo "== load before the run: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$WORK/load.txt"
 IFS=, read -r -a backends <<<"$BACKENDS"
+IFS=, read -r -a replica_counts <<<"$REPLICAS"
 for backend in "${backends[@]}"; do
   case $backend in
-    postgres)
-      db="tp_bench_app_$SUFFIX"
+    postgres) counts=("${replica_counts[@]}") ;;
+    sqlite) counts=(1) ;; # one process serves the file
+    *) echo "bench-e2e: unknown backend $backend (postgres, sqlite)" >&2; exit 1 ;;
+  esac
+  runs=()
+  for r in "${counts[@]}"; do
+    name="$backend-r$r"
+    if [[ $backend == postgres ]]; then
+      db="tp_bench_app_${r}_$SUFFIX"
       createdb "$db"
       CREATED_DBS+=("$db")
       db_url="postgres://$PGUSER@$PGHOST:$PGPORT/$db"
-      ;;
-    sqlite) db_url="sqlite://$WORK/platform.db?mode=rwc" ;;
-    *) echo "bench-e2e: unknown backend $backend (postgres, sqlite)" >&2; exit 1 ;;
-  esac
-  echo "== $backend: platform, levels $LEVELS, $ORDERS_PER_LEVEL requests or ${MAX_SECONDS}s per level, $ACCOUNTS accounts" >&2
-  start_platform "$db_url" "$WORK/$backend-platform.log"
-  run_levels "$WORK/$backend-platform"
-  if grep -q '"level":"ERROR"' "$WORK/$backend-platform.log"; then
-    echo "bench-e2e: the platform logged errors during the run (first lines):" >&2
-    grep '"level":"ERROR"' "$WORK/$backend-platform.log" | head -n 5 >&2
-  fi
-  if [[ $backend == postgres ]]; then
-    psql -Atq -F' ' -d "$db" -c "
-      SELECT 'commits', xact_commit, 'rollbacks', xact_rollback FROM pg_stat_database WHERE datname = current_database();
-      SELECT relname, 'ins', n_tup_ins, 'upd', n_tup_upd, 'del', n_tup_del FROM pg_stat_user_tables
-       WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname;" >"$WORK/db-writes.txt"
-  fi
-  # Stop the platform first so the reference has the machine to itself.
-  stop_platform
+    else
+      db_url="sqlite://$WORK/platform.db?mode=rwc"
+    fi
+    echo "== $backend: $r replica(s), symbols $SYMBOLS, levels $LEVELS, $ORDERS_PER_LEVEL requests or ${MAX_SECONDS}s per level, $ACCOUNTS accounts" >&2
+    start_platform "$db_url" "$WORK/$name" "$r"
+    run_levels "$WORK/$name"
+    if cat "$WORK/$name"-*.log | grep -q '"level":"ERROR"'; then
+      echo "bench-e2e: the platform logged errors during the run (first lines):" >&2
+      cat "$WORK/$name"-*.log | grep '"level":"ERROR"' | head -n 5 >&2
+    fi
+    if [[ $backend == postgres ]]; then
+      psql -Atq -F' ' -d "$db" -c "
+        SELECT 'commits', xact_commit, 'rollbacks', xact_rollback, 'deadlocks', deadlocks FROM pg_stat_database WHERE datname = current_database();
+        SELECT relname, 'ins', n_tup_ins, 'upd', n_tup_upd, 'del', n_tup_del FROM pg_stat_user_tables
+         WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname;" >"$WORK/$name-db-writes.txt"
+    fi
+    # Stop the platform first so the next run and the reference have the machine to themselves.
+    stop_platform
+    runs+=("$r")
+  done
   echo "== $backend: reference" >&2
   if [[ $backend == postgres ]]; then
     pgbench_levels "$WORK/postgres-ref.csv"
@@ -284,11 +324,14 @@ for backend in "${backends[@]}"; do
     sqlite_levels "$WORK/sqlite-ref.csv"
     ref="sqlite"
   fi
-  {
-    echo
-    echo "== $backend: platform (orders over HTTP, durable) vs $ref (one-row INSERT per commit), same machine"
-    side_by_side "$WORK/$backend-platform.csv" "$WORK/$backend-ref.csv" "$ref"
-  } >>"$WORK/summary.txt"
+  for r in "${runs[@]}"; do
+    {
+      echo
+      echo "== $backend, $r replica(s): platform (orders over HTTP, durable) vs $ref (one-row INSERT per commit), same machine"
+      side_by_side "$WORK/$backend-r$r.csv" "$WORK/$backend-ref.csv" "$ref"
+      [[ -f "$WORK/$backend-r$r-db-writes.txt" ]] && grep '^commits' "$WORK/$backend-r$r-db-writes.txt"
+    } >>"$WORK/summary.txt"
+  done
 done
 echo "== load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$WORK/load.txt"
 cat "$WORK/summary.txt"

@@ -8,9 +8,19 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tradeplane-loadgen", version, about, long_about = None)]
 pub struct Args {
-    /// Platform base URL, loopback only.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// Platform base URL, loopback only. Several, comma-separated (replicas of one platform):
+    /// set-up and /metrics use the first, workers are spread over all of them.
+    #[arg(long, value_name = "URL[,URL…]", default_value = "http://127.0.0.1:8080", value_delimiter = ',', num_args = 1..)]
+    pub url: Vec<String>,
+    /// Instruments to trade, comma-separated, from BTC-USD, ETH-USD, AAPL (the platform's
+    /// defaults) and SOL-USD (needs an `INSTRUMENTS` entry, see the benchmark script).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "BTC-USD,ETH-USD,AAPL",
+        value_delimiter = ','
+    )]
+    pub symbols: Vec<String>,
     /// Admin username (the platform's ADMIN_USERNAME when that is set).
     #[arg(
         long,
@@ -81,6 +91,8 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub url: String,
+    pub urls: Vec<String>,
+    pub symbols: Vec<String>,
     pub admin_user: String,
     pub admin_password: String,
     pub levels: Vec<usize>,
@@ -104,8 +116,11 @@ impl Args {
                 "--admin-password is required (or set LOADGEN_ADMIN_PASSWORD, or the \
                  platform's ADMIN_PASSWORD in the same shell)",
             )?;
+        let url = self.url.first().cloned().unwrap_or_default();
         Ok(Options {
-            url: self.url,
+            url,
+            urls: self.url,
+            symbols: self.symbols,
             admin_user: self.admin_user,
             admin_password,
             levels: self.levels.0,
@@ -166,9 +181,28 @@ mod tests {
     }
 
     #[test]
+    fn several_urls_spread_the_workers_and_the_first_sets_up() {
+        let a = parse(&[
+            "--admin-password",
+            "x",
+            "--url",
+            "http://127.0.0.1:1,http://127.0.0.1:2",
+            "--symbols",
+            "AAPL,SOL-USD",
+        ])
+        .unwrap()
+        .resolve(None)
+        .unwrap();
+        assert_eq!(a.url, "http://127.0.0.1:1");
+        assert_eq!(a.urls, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(a.symbols, ["AAPL", "SOL-USD"]);
+    }
+
+    #[test]
     fn defaults_match_the_documented_ones() {
         let a = parse(&["--admin-password", "x"]).unwrap();
-        assert_eq!(a.url, "http://127.0.0.1:8080");
+        assert_eq!(a.url, ["http://127.0.0.1:8080"]);
+        assert_eq!(a.symbols, ["BTC-USD", "ETH-USD", "AAPL"]);
         assert_eq!(a.levels.0, [1, 4, 16, 64, 128]);
         assert_eq!(
             (a.orders_per_level, a.accounts, a.timeout_seconds),

@@ -56,6 +56,7 @@ use workload::{Stats, worker};
 async fn run_level(
     args: &Options,
     target: &Target,
+    replicas: &[Target],
     traders: &[Trader],
     run: &str,
     concurrency: usize,
@@ -70,7 +71,7 @@ async fn run_level(
     let mut handles = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
         handles.push(tokio::spawn(worker(
-            Conn::new(target.clone(), args.timeout),
+            Conn::new(replicas[w % replicas.len()].clone(), args.timeout),
             tokens.clone(),
             StdRng::seed_from_u64(seed ^ ((concurrency as u64) << 32) ^ w as u64),
             format!("{run}-c{concurrency}-w{w}"),
@@ -117,10 +118,22 @@ async fn run_level(
 
 async fn run(args: Options) -> Result<(), String> {
     let target = resolve(&args.url).await?;
+    let mut replicas = Vec::new();
+    for url in &args.urls {
+        replicas.push(resolve(url).await?);
+    }
+    workload::select_markets(&args.symbols)?;
     let run = format!("{:x}", args.seed % 0xFFFF_FFFF);
     eprintln!(
-        "loadgen: target {} ({}), run {run}, {} accounts, levels {:?}, {} requests or {}s per level",
-        args.url, target.addr, args.accounts, args.levels, args.orders_per_level, args.max_seconds
+        "loadgen: target {} ({}, {} replica URL(s)), run {run}, {} accounts, symbols {:?}, levels {:?}, {} requests or {}s per level",
+        args.url,
+        target.addr,
+        args.urls.len(),
+        args.accounts,
+        args.symbols,
+        args.levels,
+        args.orders_per_level,
+        args.max_seconds
     );
 
     let mut conn = Conn::new(target.clone(), args.timeout);
@@ -144,6 +157,7 @@ async fn run(args: Options) -> Result<(), String> {
         let (row, codes, first_error) = run_level(
             &args,
             &target,
+            &replicas,
             &traders,
             &run,
             concurrency,

@@ -6,7 +6,7 @@ use hyper::Method;
 use serde_json::json;
 
 use crate::client::{Conn, Target};
-use crate::workload::{DEPOSIT_CASH, MARKETS, fixed};
+use crate::workload::{DEPOSIT_CASH, active, fixed};
 
 /// A funded trader.
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ async fn set_up_trader(conn: &mut Conn, admin: &str, username: String) -> Result
         200,
     )
     .await?;
-    for m in &MARKETS {
+    for m in active() {
         let body = json!({
             "amount": m.deposit_units,
             "symbol": m.symbol,

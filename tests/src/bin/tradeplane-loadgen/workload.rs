@@ -26,7 +26,9 @@ pub struct Market {
     pub deposit_units: &'static str,
 }
 
-pub const MARKETS: [Market; 3] = [
+/// Every instrument the generator knows how to trade; `--symbols` picks which (the first three
+/// are the platform's defaults, SOL-USD makes the benchmark's four-symbol mix).
+pub const MARKETS: [Market; 4] = [
     Market {
         symbol: "BTC-USD",
         mid_cents: 3_000_000,
@@ -48,7 +50,37 @@ pub const MARKETS: [Market; 3] = [
         lots: (1, 20),
         deposit_units: "100000",
     },
+    Market {
+        symbol: "SOL-USD",
+        mid_cents: 15_000,
+        lot_decimals: 2,
+        lots: (1, 1000),
+        deposit_units: "100000",
+    },
 ];
+
+/// The markets this run trades, chosen once from `--symbols` before any worker starts (a
+/// process-wide setting, like the seed; the platform's three defaults when never set).
+static ACTIVE: std::sync::OnceLock<Vec<&'static Market>> = std::sync::OnceLock::new();
+
+/// Chooses the markets to trade; `Err` names a symbol the generator does not know.
+pub fn select_markets(symbols: &[String]) -> Result<(), String> {
+    let mut chosen = Vec::new();
+    for s in symbols {
+        let m = MARKETS.iter().find(|m| m.symbol == s).ok_or_else(|| {
+            format!("--symbols: unknown symbol {s} (known: BTC-USD, ETH-USD, AAPL, SOL-USD)")
+        })?;
+        chosen.push(m);
+    }
+    ACTIVE
+        .set(chosen)
+        .map_err(|_| "markets were already chosen".to_owned())
+}
+
+/// The markets of this run.
+pub fn active() -> &'static [&'static Market] {
+    ACTIVE.get_or_init(|| MARKETS.iter().take(3).collect())
+}
 
 /// Cash deposited per account.
 pub const DEPOSIT_CASH: &str = "100000000";
@@ -224,7 +256,8 @@ pub async fn worker(
 
 /// The JSON of one new order of kind `op`.
 fn order_body(rng: &mut impl Rng, op: Op, client_order_id: &str) -> Value {
-    let m = &MARKETS[rng.gen_range(0..MARKETS.len())];
+    let markets = active();
+    let m = markets[rng.gen_range(0..markets.len())];
     let buy = rng.gen_bool(0.5);
     let qty = fixed(rng.gen_range(m.lots.0..=m.lots.1), m.lot_decimals);
     // Offsets in basis points of the mid. Resting buys sit in [-40, +10] and sells in
