@@ -3,9 +3,10 @@
 //! Redis is an accelerator, never a dependency the service dies with: when it is unreachable at
 //! start-up or fails at run time, every call falls back to the in-process map, the
 //! `redis_fallback_active` gauge and `/health` say so, and the health checker's periodic
-//! [`Cache::check`] switches back once Redis answers again.
+//! [`Cache::check`] switches back once Redis answers again. The in-process map is a `moka`
+//! cache bounded in entries with each entry's own TTL, so a long outage can neither exhaust
+//! memory nor flush everything at once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long connecting to Redis may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound of entries in the in-process map, so a long outage cannot exhaust memory.
-const LOCAL_CAPACITY: usize = 10_000;
+const LOCAL_CAPACITY: u64 = 10_000;
 
 /// Where cache calls currently go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,7 +46,31 @@ struct Inner {
     redis: RwLock<Option<ConnectionManager>>,
     degraded: AtomicBool,
     prefix: String,
-    local: std::sync::Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    local: moka::future::Cache<String, (Arc<[u8]>, Duration)>,
+}
+
+/// Each local entry lives for the TTL it was written with (rewriting it restarts that TTL).
+struct WrittenTtl;
+
+impl moka::Expiry<String, (Arc<[u8]>, Duration)> for WrittenTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &(Arc<[u8]>, Duration),
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.1)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &(Arc<[u8]>, Duration),
+        _now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.1)
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -80,7 +105,10 @@ impl Cache {
                 redis: RwLock::new(None),
                 degraded: AtomicBool::new(degraded),
                 prefix: prefix.to_owned(),
-                local: std::sync::Mutex::new(HashMap::new()),
+                local: moka::future::Cache::builder()
+                    .max_capacity(LOCAL_CAPACITY)
+                    .expire_after(WrittenTtl)
+                    .build(),
             }),
         }
     }
@@ -138,7 +166,7 @@ impl Cache {
                 Ok(_) => {
                     if self.inner.degraded.swap(false, Ordering::Relaxed) {
                         // Entries written during the outage may be stale once Redis serves again.
-                        self.local_map().clear();
+                        self.inner.local.invalidate_all();
                         tracing::info!("redis reachable again; leaving fallback mode");
                     }
                 }
@@ -178,15 +206,7 @@ impl Cache {
                 Err(e) => self.degrade(&e.to_string()),
             }
         }
-        let mut local = self.local_map();
-        match local.get(&key) {
-            Some((v, expires)) if *expires > Instant::now() => Some(v.clone()),
-            Some(_) => {
-                local.remove(&key);
-                None
-            }
-            None => None,
-        }
+        self.inner.local.get(&key).await.map(|(v, _)| v.to_vec())
     }
 
     /// Writes a value that expires after `ttl`.
@@ -199,15 +219,7 @@ impl Cache {
                 Err(e) => self.degrade(&e.to_string()),
             }
         }
-        let mut local = self.local_map();
-        if local.len() >= LOCAL_CAPACITY {
-            let now = Instant::now();
-            local.retain(|_, (_, expires)| *expires > now);
-            if local.len() >= LOCAL_CAPACITY {
-                local.clear();
-            }
-        }
-        local.insert(key, (value.to_vec(), Instant::now() + ttl));
+        self.inner.local.insert(key, (Arc::from(value), ttl)).await;
     }
 
     /// Removes a value.
@@ -218,11 +230,40 @@ impl Cache {
         {
             self.degrade(&e.to_string());
         }
-        self.local_map().remove(&key);
+        self.inner.local.invalidate(&key).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_entries_expire_by_their_own_ttl() {
+        let cache = Cache::local("t:");
+        cache.set("short", b"a", Duration::from_millis(50)).await;
+        cache.set("long", b"b", Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(cache.get("short").await, None);
+        assert_eq!(cache.get("long").await.as_deref(), Some(&b"b"[..]));
+        cache.delete("long").await;
+        assert_eq!(cache.get("long").await, None);
     }
 
-    fn local_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>> {
-        // A poisoned lock only means another thread panicked mid-update of a cache: keep going.
-        self.inner.local.lock().unwrap_or_else(|p| p.into_inner())
+    #[tokio::test]
+    async fn a_full_local_map_stays_bounded_without_flushing_everything() {
+        let cache = Cache::local("t:");
+        for i in 0..LOCAL_CAPACITY + 500 {
+            cache
+                .set(&format!("k{i}"), b"v", Duration::from_secs(60))
+                .await;
+        }
+        cache.inner.local.run_pending_tasks().await;
+        let n = cache.inner.local.entry_count();
+        assert!(n <= LOCAL_CAPACITY, "{n} entries");
+        assert!(
+            n > LOCAL_CAPACITY / 2,
+            "most entries are kept, not flushed: {n}"
+        );
     }
 }
