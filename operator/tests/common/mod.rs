@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: example files, CRD schema checks.
 #![allow(dead_code)]
 
+pub mod env;
 pub mod fake_api;
 
 use std::path::PathBuf;
