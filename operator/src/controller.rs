@@ -535,6 +535,10 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     }
 }
 
+/// Condition reason: the spec passed admission but cannot be turned into objects (a check the
+/// API server cannot make, e.g. a cron schedule that never fires); the message names the field.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
 /// Condition reason: some children were refused by the API server (the message names each).
 pub const REASON_CHILD_APPLY_FAILED: &str = "ChildApplyFailed";
 
@@ -944,11 +948,15 @@ async fn report_degraded(tp: &TradingPlatform, ctx: &Context, error: &Error) {
     let generation = tp.meta().generation;
     let now = ctx.now();
     let message = truncate(&error.to_string(), 1024);
+    let reason = match error {
+        Error::Build(_) => REASON_INVALID_SPEC,
+        _ => "ReconcileError",
+    };
     set_condition(
         &mut status.conditions,
         CONDITION_DEGRADED,
         "True",
-        "ReconcileError",
+        reason,
         &message,
         generation,
         now,

@@ -298,3 +298,28 @@ async fn run_controller(
         .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_carries_the_operator_user_agent() {
+        let mut config = Config::new("https://127.0.0.1:6443".parse().expect("uri"));
+        config.headers.push((
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_static("other"),
+        ));
+        let config = with_user_agent(config);
+        let agents: Vec<_> = config
+            .headers
+            .iter()
+            .filter(|(k, _)| k == axum::http::header::USER_AGENT)
+            .map(|(_, v)| v.to_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            agents,
+            [format!("tradeplane-operator/{}", env!("CARGO_PKG_VERSION"))]
+        );
+    }
+}
