@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// Address serving `/metrics`, `/health/live` and `/health/ready`.
     #[arg(long, env = "OPERATOR_LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
+    /// Seconds a watch may stay not current (failing, relisting) before `/health/live` fails and
+    /// the leader steps down so a standby takes over. `/health/ready` fails at once.
+    #[arg(long, env = "WATCH_STALE_SECONDS", default_value_t = 90, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    pub watch_stale_seconds: u64,
 }
 
 /// Text of the CRD, as printed by `crd` and committed in `crds/tradingplatform.yaml`.

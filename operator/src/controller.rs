@@ -20,10 +20,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, info, warn};
 
+use crate::apply::{Applier, ChildFailure, RecreatedAt};
 use crate::crd::{
     BACKUP_NOW_ANNOTATION, CONDITION_BACKUP_HEALTHY, CONDITION_DEGRADED, CONDITION_PROGRESSING,
     CONDITION_READY, ClaimRetentionPolicy, TradingPlatform, TradingPlatformStatus,
@@ -46,13 +46,16 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Kubernetes API refused or failed a request.
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", crate::errors::kube_error_words(.0))]
     Kube(#[from] kube::Error),
+    /// Some children could not be applied (the others were); already reported in the status.
+    #[error("{} could not be applied: {}", children_count(.0), join_failures(.0))]
+    Children(Vec<ChildFailure>),
     /// The spec cannot be turned into objects.
     #[error("{0}")]
     Build(#[from] BuildError),
     /// Adding, running or removing the finalizer failed.
-    #[error("finalizer: {0}")]
+    #[error("finalizer {FINALIZER}: {}", finalizer_words(.0))]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     /// The resource has no namespace (it is namespaced; should not happen).
     #[error("the TradingPlatform has no namespace")]
@@ -64,10 +67,37 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
+            Error::Children(_) => "child_apply",
             Error::Build(_) => "invalid_spec",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
         }
+    }
+}
+
+fn children_count(f: &[ChildFailure]) -> String {
+    match f.len() {
+        1 => "1 child".to_string(),
+        n => format!("{n} children"),
+    }
+}
+
+fn join_failures(f: &[ChildFailure]) -> String {
+    f.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn finalizer_words(e: &kube::runtime::finalizer::Error<Error>) -> String {
+    use kube::runtime::finalizer::Error as F;
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => e.to_string(),
+        F::AddFinalizer(k) => format!("cannot add it: {}", crate::errors::kube_error_words(k)),
+        F::RemoveFinalizer(k) => {
+            format!("cannot remove it: {}", crate::errors::kube_error_words(k))
+        }
+        other => other.to_string(),
     }
 }
 
@@ -83,6 +113,10 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// Clock, replaceable in tests.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// When each child was last deleted and re-created (cooldown, see `apply`).
+    pub recreated: Mutex<RecreatedAt>,
+    /// When each resource's next requeue is due and why, to label the next reconciliation.
+    pub scheduled: Mutex<HashMap<String, (Timestamp, &'static str)>>,
 }
 
 impl Context {
@@ -98,14 +132,30 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             clock: Arc::new(Timestamp::now),
+            recreated: Mutex::new(RecreatedAt::new()),
+            scheduled: Mutex::new(HashMap::new()),
         }
     }
 
-    fn now(&self) -> Timestamp {
+    /// The current time (the test clock in tests).
+    pub fn now(&self) -> Timestamp {
         (self.clock)()
     }
 
-    async fn event(
+    /// When the child `key` was last re-created.
+    pub fn recreated_at(&self, key: &str) -> Option<Timestamp> {
+        self.recreated.lock().ok()?.get(key).copied()
+    }
+
+    /// Records a re-creation of the child `key`.
+    pub fn remember_recreated(&self, key: String, at: Timestamp) {
+        if let Ok(mut m) = self.recreated.lock() {
+            m.insert(key, at);
+        }
+    }
+
+    /// Publishes an Event about `tp` (failures to publish are logged, never fatal).
+    pub async fn event(
         &self,
         tp: &TradingPlatform,
         type_: EventType,
@@ -139,7 +189,12 @@ pub async fn reconcile(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<Ac
     );
     async move {
         let timer = std::time::Instant::now();
-        let result = reconcile_inner(tp.clone(), ctx.clone()).await;
+        let trigger = classify_trigger(&tp, &ctx);
+        ctx.metrics.triggers.with_label_values(&[trigger]).inc();
+        let result = Box::pin(reconcile_inner(tp.clone(), ctx.clone())).await;
+        if let Ok(action) = &result {
+            schedule(&tp, &ctx, action);
+        }
         let label = if result.is_ok() { "ok" } else { "error" };
         ctx.metrics
             .reconciliations
@@ -161,7 +216,10 @@ pub async fn reconcile(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<Ac
                     .errors
                     .with_label_values(&[e.metric_label()])
                     .inc();
-                report_degraded(&tp, &ctx, e).await;
+                // Child failures are already in the status and in one Event per child.
+                if !matches!(e, Error::Children(_)) {
+                    report_degraded(&tp, &ctx, e).await;
+                }
             }
         }
         result
@@ -180,7 +238,54 @@ pub fn error_policy(tp: Arc<TradingPlatform>, _error: &Error, ctx: Arc<Context>)
         }
         Err(_) => 1,
     };
-    Action::requeue(backoff(n))
+    let delay = backoff(n);
+    if let (Ok(mut m), Ok(d)) = (ctx.scheduled.lock(), jiff::SignedDuration::try_from(delay)) {
+        m.insert(
+            key(&tp),
+            (ctx.now().saturating_add(d).unwrap_or(ctx.now()), "requeue"),
+        );
+    }
+    Action::requeue(delay)
+}
+
+/// What most likely triggered this reconciliation, for `tradeplane_operator_reconcile_triggers_total`:
+/// a spec the status has not observed yet, a due requeue or resync, else a watch event (a child
+/// or the resource's metadata changed).
+fn classify_trigger(tp: &TradingPlatform, ctx: &Context) -> &'static str {
+    let observed = tp.status.as_ref().and_then(|s| s.observed_generation);
+    if observed != tp.meta().generation {
+        return "spec_change";
+    }
+    let due = ctx
+        .scheduled
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key(tp)).copied());
+    match due {
+        Some((at, why)) if ctx.now().as_second() + 1 >= at.as_second() => why,
+        _ => "child_change",
+    }
+}
+
+fn schedule(tp: &TradingPlatform, ctx: &Context, action: &Action) {
+    let Ok(mut m) = ctx.scheduled.lock() else {
+        return;
+    };
+    if *action == Action::await_change() {
+        m.remove(&key(tp));
+        return;
+    }
+    let (delay, why) = if *action == Action::requeue(RESYNC) {
+        (RESYNC, "resync")
+    } else {
+        (BACKUP_NOW_RETRY, "requeue")
+    };
+    if let Ok(d) = jiff::SignedDuration::try_from(delay) {
+        m.insert(
+            key(tp),
+            (ctx.now().saturating_add(d).unwrap_or(ctx.now()), why),
+        );
+    }
 }
 
 /// Delay after the `n`th consecutive failure.
@@ -197,7 +302,7 @@ async fn reconcile_inner(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<
     let api: Api<TradingPlatform> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, FINALIZER, tp, |event| async {
         match event {
-            FinalizerEvent::Apply(tp) => apply(&tp, &ctx, &ns).await,
+            FinalizerEvent::Apply(tp) => Box::pin(apply(&tp, &ctx, &ns)).await,
             FinalizerEvent::Cleanup(tp) => cleanup(&tp, &ctx, &ns).await,
         }
     })
@@ -207,43 +312,6 @@ async fn reconcile_inner(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<
         | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
         other => Error::Finalizer(Box::new(other)),
     })
-}
-
-async fn apply_one<K>(client: &Client, ns: &str, obj: &K) -> Result<K, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug,
-{
-    let name = obj
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::Build(BuildError::MissingName))?;
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    Ok(api
-        .patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await?)
-}
-
-async fn apply_opt<K>(client: &Client, ns: &str, obj: &Option<K>) -> Result<Option<K>, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug,
-{
-    match obj {
-        Some(o) => Ok(Some(apply_one(client, ns, o).await?)),
-        None => Ok(None),
-    }
 }
 
 /// Lists this instance's objects of kind `K` (by the operator's labels) and deletes those not
@@ -304,31 +372,117 @@ fn name_of<K: Resource>(o: &Option<K>) -> Option<String> {
     o.as_ref().and_then(|o| o.meta().name.clone())
 }
 
+/// Re-check delay while a backup-now request waits for a running backup, or while a backup-now
+/// Job runs (the CronJob stays suspended until it ends).
+pub const BACKUP_NOW_RETRY: Duration = Duration::from_secs(30);
+
+/// Field manager that holds `spec.replicas` at its live value while the operator stops setting it
+/// (the handover to the HPA in the Kubernetes server-side apply docs).
+pub const HANDOVER_MANAGER: &str = "tradeplane-operator-handover";
+
 async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, Error> {
-    let desired = resources::desired(tp)?;
+    let mut desired = resources::desired(tp)?;
     let parent = Parent::of(tp)?;
-    let client = &ctx.client;
+    let mut a = Applier::new(ctx, tp, ns);
 
-    apply_opt(client, ns, &desired.service_account).await?;
-    apply_opt(client, ns, &desired.config_map).await?;
-    apply_opt(client, ns, &desired.service).await?;
-    let deployment = apply_opt(client, ns, &desired.deployment).await?;
-    apply_opt(client, ns, &desired.hpa).await?;
-    apply_opt(client, ns, &desired.pdb).await?;
-    apply_opt(client, ns, &desired.backup_claim).await?;
-    let cronjob = apply_opt(client, ns, &desired.backup_cronjob).await?;
-    apply_opt(client, ns, &desired.ingress).await?;
-    apply_opt(client, ns, &desired.network_policy).await?;
+    let jobs = if tp.spec.backup.enabled {
+        match backup_jobs(ctx, ns, &parent).await {
+            Ok(j) => j,
+            Err(e) => {
+                a.fail(
+                    <Job as k8s_openapi::Resource>::KIND,
+                    &format!("{} (list)", parent.backup_name()),
+                    crate::errors::kube_error_words(&e),
+                )
+                .await;
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    // A running backup-now Job suspends the CronJob, so a scheduled run never overlaps it.
+    let manual_running = jobs.iter().any(|j| is_manual(j) && is_active(j));
+    if manual_running && let Some(cj) = desired.backup_cronjob.as_mut() {
+        cj.spec.suspend = Some(true);
+    }
 
-    prune::<HorizontalPodAutoscaler>(tp, ctx, ns, &parent, name_of(&desired.hpa), true).await?;
-    prune::<PodDisruptionBudget>(tp, ctx, ns, &parent, name_of(&desired.pdb), true).await?;
-    prune::<CronJob>(tp, ctx, ns, &parent, name_of(&desired.backup_cronjob), true).await?;
-    prune::<Ingress>(tp, ctx, ns, &parent, name_of(&desired.ingress), true).await?;
-    prune::<NetworkPolicy>(tp, ctx, ns, &parent, name_of(&desired.network_policy), true).await?;
-    if tp.spec.backup.storage.retention_policy == ClaimRetentionPolicy::Delete {
-        // Unowned by design; only pruned when the user asked for claims to be deleted.
-        prune::<PersistentVolumeClaim>(tp, ctx, ns, &parent, name_of(&desired.backup_claim), false)
-            .await?;
+    a.apply(&desired.service_account).await;
+    a.apply(&desired.config_map).await;
+    a.apply(&desired.service).await;
+    // The HPA before the Deployment: the Deployment stops carrying replicas only once it exists.
+    let hpa = a.apply(&desired.hpa).await;
+    let deployment = Box::pin(apply_deployment(
+        &mut a,
+        ctx,
+        tp,
+        ns,
+        &desired,
+        hpa.is_some(),
+    ))
+    .await;
+    a.apply(&desired.pdb).await;
+    a.apply(&desired.backup_claim).await;
+    let mut cronjob = a.apply(&desired.backup_cronjob).await;
+    a.apply(&desired.ingress).await;
+    a.apply(&desired.network_policy).await;
+    if a.terminating {
+        return Ok(Action::await_change());
+    }
+    if cronjob.is_none() && desired.backup_cronjob.is_some() {
+        cronjob = Api::<CronJob>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&parent.backup_name())
+            .await
+            .ok()
+            .flatten();
+    }
+
+    let prunes = [
+        (
+            <HorizontalPodAutoscaler as k8s_openapi::Resource>::KIND,
+            prune::<HorizontalPodAutoscaler>(tp, ctx, ns, &parent, name_of(&desired.hpa), true)
+                .await,
+        ),
+        (
+            <PodDisruptionBudget as k8s_openapi::Resource>::KIND,
+            prune::<PodDisruptionBudget>(tp, ctx, ns, &parent, name_of(&desired.pdb), true).await,
+        ),
+        (
+            <CronJob as k8s_openapi::Resource>::KIND,
+            prune::<CronJob>(tp, ctx, ns, &parent, name_of(&desired.backup_cronjob), true).await,
+        ),
+        (
+            <Ingress as k8s_openapi::Resource>::KIND,
+            prune::<Ingress>(tp, ctx, ns, &parent, name_of(&desired.ingress), true).await,
+        ),
+        (
+            <NetworkPolicy as k8s_openapi::Resource>::KIND,
+            prune::<NetworkPolicy>(tp, ctx, ns, &parent, name_of(&desired.network_policy), true)
+                .await,
+        ),
+        (
+            <PersistentVolumeClaim as k8s_openapi::Resource>::KIND,
+            if tp.spec.backup.storage.retention_policy == ClaimRetentionPolicy::Delete {
+                // Unowned by design; only pruned when the user asked for claims to be deleted.
+                prune::<PersistentVolumeClaim>(
+                    tp,
+                    ctx,
+                    ns,
+                    &parent,
+                    name_of(&desired.backup_claim),
+                    false,
+                )
+                .await
+            } else {
+                Ok(())
+            },
+        ),
+    ];
+    for (kind, r) in prunes {
+        if let Err(e) = r {
+            a.fail(kind, "(unwanted objects)", format!("cannot delete: {e}"))
+                .await;
+        }
     }
 
     let mut status = derive_status(
@@ -336,23 +490,201 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         &desired,
         deployment.as_ref(),
         cronjob.as_ref(),
+        &jobs,
         ctx.now(),
     );
-    handle_backup_now(tp, ctx, ns, &parent, &mut status).await?;
+    let mut action = Action::requeue(RESYNC);
+    let backup = BackupNow {
+        live_cronjob: cronjob.as_ref(),
+        desired_cronjob: desired.backup_cronjob.as_ref(),
+        jobs: &jobs,
+    };
+    if Box::pin(handle_backup_now(tp, ctx, backup, &mut status, &mut a)).await || manual_running {
+        action = Action::requeue(BACKUP_NOW_RETRY);
+    }
+    if a.terminating {
+        return Ok(Action::await_change());
+    }
+    let failures = std::mem::take(&mut a.failures);
+    if !failures.is_empty() {
+        let message = truncate(
+            &format!(
+                "{} could not be applied; the others were: {}",
+                children_count(&failures),
+                join_failures(&failures)
+            ),
+            2048,
+        );
+        set_condition(
+            &mut status.conditions,
+            CONDITION_DEGRADED,
+            "True",
+            REASON_CHILD_APPLY_FAILED,
+            &message,
+            tp.meta().generation,
+            ctx.now(),
+        );
+        status.phase = Some("Degraded".to_string());
+    }
     record_managed(ctx, tp, &desired);
     write_status(tp, ctx, ns, status).await?;
-    Ok(Action::requeue(RESYNC))
+    if failures.is_empty() {
+        Ok(action)
+    } else {
+        Err(Error::Children(failures))
+    }
 }
 
+/// Condition reason: the spec passed admission but cannot be turned into objects (a check the
+/// API server cannot make, e.g. a cron schedule that never fires); the message names the field.
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
+
+/// Condition reason: some children were refused by the API server (the message names each).
+pub const REASON_CHILD_APPLY_FAILED: &str = "ChildApplyFailed";
+
+/// True while `obj`'s field manager `manager` owns `spec.replicas` through an apply.
+pub fn owns_replicas(d: &Deployment, manager: &str) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(manager)
+            && m.operation.as_deref() == Some("Apply")
+            && m.fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:spec"))
+                .and_then(|s| s.get("f:replicas"))
+                .is_some()
+    })
+}
+
+/// Applies the Deployment; with autoscaling, hands `spec.replicas` to the HPA without a drop:
+/// until the HPA exists the Deployment keeps the live count; then a second field manager applies
+/// the live count once and the operator stops sending the field, so the value stays until the
+/// HPA changes it (https://kubernetes.io/docs/reference/using-api/server-side-apply/#transferring-ownership).
+async fn apply_deployment(
+    a: &mut Applier<'_>,
+    ctx: &Context,
+    tp: &TradingPlatform,
+    ns: &str,
+    desired: &Desired,
+    hpa_applied: bool,
+) -> Option<Deployment> {
+    let mut dep = desired.deployment.clone()?;
+    let name = dep.metadata.name.clone().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let kind = <Deployment as k8s_openapi::Resource>::KIND;
+    if tp.spec.autoscaling.enabled && !a.terminating {
+        let live = match api.get_opt(&name).await {
+            Ok(l) => l,
+            Err(e) => {
+                a.fail(
+                    kind,
+                    &name,
+                    format!(
+                        "cannot read it to hand spec.replicas to the HPA: {}",
+                        crate::errors::kube_error_words(&e)
+                    ),
+                )
+                .await;
+                return None;
+            }
+        };
+        match live {
+            Some(live) if owns_replicas(&live, MANAGER) => {
+                let current = live.spec.replicas.unwrap_or(1);
+                if !hpa_applied || handover(&api, &name, current).await.is_err() {
+                    dep.spec.replicas = Some(current);
+                }
+            }
+            Some(_) => {} // the HPA (or another manager) owns it: leave it alone
+            // A new Deployment starts at minReplicas (not the API default of 1); the field is
+            // handed over on the next reconciliation like any other.
+            None => dep.spec.replicas = Some(tp.spec.autoscaling.min_replicas),
+        }
+    }
+    let wanted = Some(dep);
+    match a.apply(&wanted).await {
+        Some(d) => Some(d),
+        None if a.terminating => None,
+        None => api.get_opt(&name).await.ok().flatten(),
+    }
+}
+
+/// Applies only `spec.replicas = current` under [`HANDOVER_MANAGER`] (not forced: a conflict
+/// means the HPA controller already owns the field, which is what we want).
+async fn handover(api: &Api<Deployment>, name: &str, current: i32) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": current}
+    });
+    match api
+        .patch(
+            name,
+            &PatchParams::apply(HANDOVER_MANAGER),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => {
+            warn!(error = %crate::errors::kube_error_words(&e), "cannot hand spec.replicas to the HPA; keeping it this time");
+            Err(e)
+        }
+    }
+}
+
+/// Backup Jobs of this instance (scheduled and backup-now).
+async fn backup_jobs(ctx: &Context, ns: &str, parent: &Parent) -> Result<Vec<Job>, kube::Error> {
+    let selector = format!(
+        "{},{}={}",
+        parent.instance_selector(),
+        resources::LABEL_COMPONENT,
+        resources::COMPONENT_BACKUP
+    );
+    Ok(Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+fn is_manual(j: &Job) -> bool {
+    j.annotations().contains_key(BACKUP_NOW_ANNOTATION)
+}
+
+fn is_active(j: &Job) -> bool {
+    let finished = j
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        });
+    !finished
+        && (j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0
+            || j.status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .is_none())
+}
+
+/// Starts the Job for a new `tradeplane.io/backup-now` value, unless a backup runs already.
+/// Returns true when the request is deferred (re-checked after [`BACKUP_NOW_RETRY`]).
 async fn handle_backup_now(
     tp: &TradingPlatform,
     ctx: &Context,
-    ns: &str,
-    parent: &Parent,
+    backup: BackupNow<'_>,
     status: &mut TradingPlatformStatus,
-) -> Result<(), Error> {
+    a: &mut Applier<'_>,
+) -> bool {
+    let BackupNow {
+        live_cronjob: cronjob,
+        desired_cronjob,
+        jobs,
+    } = backup;
     let Some(request) = tp.annotations().get(BACKUP_NOW_ANNOTATION).cloned() else {
-        return Ok(());
+        return false;
     };
     let handled = tp
         .status
@@ -360,7 +692,7 @@ async fn handle_backup_now(
         .and_then(|s| s.last_backup_now_request.clone());
     if handled.as_ref() == Some(&request) {
         status.last_backup_now_request = Some(request);
-        return Ok(());
+        return false;
     }
     if !tp.spec.backup.enabled {
         ctx.event(
@@ -371,9 +703,46 @@ async fn handle_backup_now(
             format!("{BACKUP_NOW_ANNOTATION}={request} ignored: spec.backup.enabled is false"),
         )
         .await;
-    } else {
-        let job = resources::backup::backup_now_job(parent, &tp.spec, &request);
-        let job: Job = apply_one(&ctx.client, ns, &job).await?;
+        status.last_backup_now_request = Some(request);
+        return false;
+    }
+    let running = jobs
+        .iter()
+        .find(|j| is_active(j))
+        .map(ResourceExt::name_any)
+        .or_else(|| {
+            cronjob
+                .and_then(|c| c.status.as_ref())
+                .and_then(|s| s.active.as_ref())
+                .and_then(|a| a.first())
+                .and_then(|r| r.name.clone())
+        });
+    let Some(cronjob) = cronjob.filter(|_| running.is_none()) else {
+        let why = match running {
+            Some(j) => format!("backup Job {j} is still running"),
+            None => "the backup CronJob does not exist yet".to_string(),
+        };
+        ctx.event(
+            tp,
+            EventType::Normal,
+            "BackupNowDeferred",
+            "Backup",
+            format!("{BACKUP_NOW_ANNOTATION}={request} waits: {why}; backups never overlap"),
+        )
+        .await;
+        return true;
+    };
+    // Suspend the CronJob first, so no scheduled run starts while the manual one runs; the
+    // CronJob is resumed by the first reconciliation after the Job ends.
+    if let Some(mut cj) = desired_cronjob.cloned() {
+        cj.spec.suspend = Some(true);
+        if a.apply(&Some(cj)).await.is_none() {
+            return true;
+        }
+    }
+    let job = resources::backup::backup_now_job(cronjob, &request);
+    let wanted = Some(job);
+    if let Some(job) = a.apply(&wanted).await {
         ctx.event(
             tp,
             EventType::Normal,
@@ -385,9 +754,17 @@ async fn handle_backup_now(
             ),
         )
         .await;
+        status.last_backup_now_request = Some(request);
     }
-    status.last_backup_now_request = Some(request);
-    Ok(())
+    true
+}
+
+/// The backup objects `handle_backup_now` needs.
+#[derive(Clone, Copy)]
+struct BackupNow<'a> {
+    live_cronjob: Option<&'a CronJob>,
+    desired_cronjob: Option<&'a CronJob>,
+    jobs: &'a [Job],
 }
 
 const MANAGED_KINDS: [&str; 10] = [
@@ -451,6 +828,7 @@ async fn reconcile_paused(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Resu
         &desired,
         deployment.as_ref(),
         cronjob.as_ref(),
+        &[],
         ctx.now(),
     );
     write_status(tp, ctx, ns, status).await?;
@@ -511,11 +889,23 @@ async fn write_status(
     }
     for c in &status.conditions {
         let before = previous.conditions.iter().find(|p| p.type_ == c.type_);
-        if before.map(|b| &b.status) != Some(&c.status)
+        let changed = before.map(|b| &b.status) != Some(&c.status);
+        let degraded_news = c.type_ == CONDITION_DEGRADED
+            && c.status == "True"
+            && before.map(|b| (&b.status, &b.reason)) != Some((&c.status, &c.reason))
+            // child failures have one Event per child already
+            && c.reason != REASON_CHILD_APPLY_FAILED;
+        if (changed
             && before.is_some()
-            && (c.type_ == CONDITION_READY || c.type_ == CONDITION_BACKUP_HEALTHY)
+            && (c.type_ == CONDITION_READY || c.type_ == CONDITION_BACKUP_HEALTHY))
+            || degraded_news
         {
-            let type_ = if c.status == "True" {
+            let good = if c.type_ == CONDITION_DEGRADED {
+                c.status == "False"
+            } else {
+                c.status == "True"
+            };
+            let type_ = if good {
                 EventType::Normal
             } else {
                 EventType::Warning
@@ -558,11 +948,15 @@ async fn report_degraded(tp: &TradingPlatform, ctx: &Context, error: &Error) {
     let generation = tp.meta().generation;
     let now = ctx.now();
     let message = truncate(&error.to_string(), 1024);
+    let reason = match error {
+        Error::Build(_) => REASON_INVALID_SPEC,
+        _ => "ReconcileError",
+    };
     set_condition(
         &mut status.conditions,
         CONDITION_DEGRADED,
         "True",
-        "ReconcileError",
+        reason,
         &message,
         generation,
         now,
@@ -637,6 +1031,7 @@ pub fn derive_status(
     desired: &Desired,
     deployment: Option<&Deployment>,
     cronjob: Option<&CronJob>,
+    jobs: &[Job],
     now: Timestamp,
 ) -> TradingPlatformStatus {
     let previous = tp.status.clone().unwrap_or_default();
@@ -659,10 +1054,14 @@ pub fn derive_status(
     let available = dep_status.available_replicas.unwrap_or(0);
     let dep_generation = deployment.and_then(|d| d.metadata.generation);
     let observed = dep_status.observed_generation;
-    let deadline_exceeded = dep_status.conditions.iter().flatten().any(|c| {
+    let deadline = dep_status.conditions.iter().flatten().find(|c| {
         c.type_.as_deref() == Some("Progressing")
             && c.status.as_deref() == Some("False")
             && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let deadline_exceeded = deadline.is_some();
+    let replica_failure = dep_status.conditions.iter().flatten().find(|c| {
+        c.type_.as_deref() == Some("ReplicaFailure") && c.status.as_deref() == Some("True")
     });
     let rolled_out = deployment.is_some()
         && observed.is_some()
@@ -712,6 +1111,16 @@ pub fn derive_status(
             "Paused",
             "spec.paused is true: the operator makes no changes to this platform",
         );
+    } else if let Some(f) = replica_failure {
+        set(
+            CONDITION_PROGRESSING,
+            "False",
+            REASON_REPLICA_FAILURE,
+            &format!(
+                "Deployment {parent_name} cannot create pods: {}",
+                f.message.as_deref().unwrap_or("no message")
+            ),
+        );
     } else if deadline_exceeded {
         set(
             CONDITION_PROGRESSING,
@@ -734,12 +1143,40 @@ pub fn derive_status(
             &format!("{want} replicas up to date"),
         );
     }
-    if deadline_exceeded {
+    let last_success_time = cronjob
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.last_successful_time.clone())
+        .or(previous.last_successful_backup.clone());
+    let failed_job = newest_failed_job(jobs, last_success_time.as_ref());
+    if let Some(f) = replica_failure {
+        set(
+            CONDITION_DEGRADED,
+            "True",
+            REASON_REPLICA_FAILURE,
+            &format!(
+                "Deployment {parent_name}: {}: {}. The ReplicaSet cannot create pods: check the image reference, the pod spec and the namespace's quotas and admission policies (kubectl describe rs -l app.kubernetes.io/instance={parent_name})",
+                f.reason.as_deref().unwrap_or("ReplicaFailure"),
+                f.message.as_deref().unwrap_or("no message")
+            ),
+        );
+    } else if let Some(d) = deadline {
         set(
             CONDITION_DEGRADED,
             "True",
             "ProgressDeadlineExceeded",
-            "the Deployment rollout is stuck; check the pods' events and logs",
+            &format!(
+                "Deployment {parent_name}: {}. The rollout is stuck: check the pods' events and logs",
+                d.message.as_deref().unwrap_or("progress deadline exceeded")
+            ),
+        );
+    } else if let Some((name, reason, message)) = failed_job {
+        set(
+            CONDITION_DEGRADED,
+            "True",
+            REASON_BACKUP_JOB_FAILED,
+            &format!(
+                "backup Job {name} failed: {reason}: {message}. Check its logs (kubectl logs job/{name}); the next scheduled run retries"
+            ),
         );
     } else {
         set(
@@ -793,6 +1230,7 @@ pub fn derive_status(
                 name: parent_name,
                 namespace: None,
                 owner: None,
+                version: None,
             }
             .selector_string(),
         ),
@@ -800,6 +1238,49 @@ pub fn derive_status(
         last_successful_backup: last_success,
         last_backup_now_request: previous.last_backup_now_request,
     }
+}
+
+/// Condition reason: the Deployment reports `ReplicaFailure` (e.g. `FailedCreate`).
+pub const REASON_REPLICA_FAILURE: &str = "ReplicaFailure";
+/// Condition reason: the newest backup Job failed after the last successful backup.
+pub const REASON_BACKUP_JOB_FAILED: &str = "BackupJobFailed";
+
+/// The newest backup Job, if it failed and is newer than the last success: (name, reason, message).
+fn newest_failed_job(
+    jobs: &[Job],
+    last_success: Option<&Time>,
+) -> Option<(String, String, String)> {
+    let newest = jobs
+        .iter()
+        .filter(|j| !is_active(j))
+        .max_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let failed = newest
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+    let failed_at = failed.last_transition_time.as_ref().map(|t| t.0).or(newest
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0));
+    if let (Some(ok), Some(at)) = (last_success, failed_at)
+        && ok.0 >= at
+    {
+        return None;
+    }
+    Some((
+        newest.name_any(),
+        failed
+            .reason
+            .clone()
+            .unwrap_or_else(|| "Failed".to_string()),
+        failed
+            .message
+            .clone()
+            .unwrap_or_else(|| "no message".to_string()),
+    ))
 }
 
 fn backup_health(

@@ -59,6 +59,7 @@ pub struct TradingPlatformSpec {
     /// Container image of the platform, e.g. `ghcr.io/tradeplane/tradeplane:0.1.0`. The same image
     /// runs the service and the backup CronJob (`tradeplane-platform backup`).
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([.]|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$')").message("spec.image must be an image reference: [registry[:port]/]path[:tag][@sha256:digest], path in lower case, no spaces (e.g. ghcr.io/tradeplane/tradeplane:0.1.0)"))]
     pub image: String,
 
     /// When the kubelet pulls the image.
@@ -77,6 +78,15 @@ pub struct TradingPlatformSpec {
 
     /// CPU and memory requests and limits of the platform container.
     #[serde(default = "default_resources")]
+    #[x_kube(validation = Rule::new("!has(self.requests) || !('cpu' in self.requests) || isQuantity(string(self.requests['cpu']))").message("spec.resources.requests.cpu must be a Kubernetes quantity such as 250m, 1, 512Mi or 1Gi").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.requests) || !('memory' in self.requests) || isQuantity(string(self.requests['memory']))").message("spec.resources.requests.memory must be a Kubernetes quantity such as 250m, 1, 512Mi or 1Gi").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.requests) || !('ephemeral-storage' in self.requests) || isQuantity(string(self.requests['ephemeral-storage']))").message("spec.resources.requests.ephemeral-storage must be a Kubernetes quantity such as 250m, 1, 512Mi or 1Gi").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.limits) || !('cpu' in self.limits) || isQuantity(string(self.limits['cpu']))").message("spec.resources.limits.cpu must be a Kubernetes quantity such as 250m, 1, 512Mi or 1Gi").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.limits) || !('memory' in self.limits) || isQuantity(string(self.limits['memory']))").message("spec.resources.limits.memory must be a Kubernetes quantity such as 250m, 1, 512Mi or 1Gi").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.limits) || !('ephemeral-storage' in self.limits) || isQuantity(string(self.limits['ephemeral-storage']))").message("spec.resources.limits.ephemeral-storage must be a Kubernetes quantity such as 250m, 1, 512Mi or 1Gi").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.requests) || !has(self.limits) || !('cpu' in self.requests) || !('cpu' in self.limits) || !isQuantity(string(self.requests['cpu'])) || !isQuantity(string(self.limits['cpu'])) || quantity(string(self.requests['cpu'])).compareTo(quantity(string(self.limits['cpu']))) <= 0").message("spec.resources.requests.cpu must be less than or equal to spec.resources.limits.cpu").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.requests) || !has(self.limits) || !('memory' in self.requests) || !('memory' in self.limits) || !isQuantity(string(self.requests['memory'])) || !isQuantity(string(self.limits['memory'])) || quantity(string(self.requests['memory'])).compareTo(quantity(string(self.limits['memory']))) <= 0").message("spec.resources.requests.memory must be less than or equal to spec.resources.limits.memory").reason(Reason::FieldValueInvalid))]
+    #[x_kube(validation = Rule::new("!has(self.requests) || !has(self.limits) || !('ephemeral-storage' in self.requests) || !('ephemeral-storage' in self.limits) || !isQuantity(string(self.requests['ephemeral-storage'])) || !isQuantity(string(self.limits['ephemeral-storage'])) || quantity(string(self.requests['ephemeral-storage'])).compareTo(quantity(string(self.limits['ephemeral-storage']))) <= 0").message("spec.resources.requests.ephemeral-storage must be less than or equal to spec.resources.limits.ephemeral-storage").reason(Reason::FieldValueInvalid))]
     pub resources: ResourceRequirements,
 
     /// Secret key holding the database URL (`postgres://…` or `sqlite://…`), passed as `DATABASE_URL`.
@@ -338,9 +348,11 @@ pub struct DisruptionBudgetSpec {
     pub enabled: bool,
     /// Pods (number or percentage) that must stay available during a disruption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')").message("spec.disruptionBudget.minAvailable must be a number >= 0 or a percentage from 0% to 100%"))]
     pub min_available: Option<IntOrString>,
     /// Pods (number or percentage) that may be unavailable during a disruption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("string(self).matches('^([0-9]+|([0-9]|[1-9][0-9]|100)%)$')").message("spec.disruptionBudget.maxUnavailable must be a number >= 0 or a percentage from 0% to 100%"))]
     pub max_unavailable: Option<IntOrString>,
 }
 
@@ -485,7 +497,7 @@ fn default_drain() -> i32 {
 /// Scheduled backups of the platform database.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.schedule.matches('^(@(yearly|annually|monthly|weekly|daily|hourly)|([0-9*/,?LW#A-Za-z-]+\\\\s+){4}[0-9*/,?LW#A-Za-z-]+)$')").message("schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/@monthly/@yearly").field_path(".schedule"))]
+#[x_kube(validation = Rule::new("self.schedule.matches('(?i)^(@(yearly|annually|monthly|weekly|daily|hourly)|(\\\\*|[0-5]?[0-9])(-[0-5]?[0-9])?(/[0-9]+)?(,(\\\\*|[0-5]?[0-9])(-[0-5]?[0-9])?(/[0-9]+)?)* +(\\\\*|[01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?(/[0-9]+)?(,(\\\\*|[01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?(/[0-9]+)?)* +(\\\\*|\\\\?|0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?(/[0-9]+)?(,(\\\\*|\\\\?|0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?(/[0-9]+)?)* +(\\\\*|0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(-(0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))?(/[0-9]+)?(,(\\\\*|0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(-(0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))?(/[0-9]+)?)* +(\\\\*|\\\\?|[0-6]|sun|mon|tue|wed|thu|fri|sat)(-([0-6]|sun|mon|tue|wed|thu|fri|sat))?(/[0-9]+)?(,(\\\\*|\\\\?|[0-6]|sun|mon|tue|wed|thu|fri|sat)(-([0-6]|sun|mon|tue|wed|thu|fri|sat))?(/[0-9]+)?)*)$')").message("spec.backup.schedule must be a 5-field cron expression (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-6 or SUN-SAT; *, lists, ranges and /steps) or @hourly/@daily/@weekly/@monthly/@yearly").field_path(".schedule"))]
 pub struct BackupSpec {
     /// Create the backup CronJob (and its claim).
     #[serde(default = "default_true")]
@@ -497,6 +509,7 @@ pub struct BackupSpec {
     /// IANA time zone of the schedule (e.g. `Europe/Berlin`); the controller manager's zone if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^(UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9][A-Za-z0-9_+-]*){1,2})$')").message("spec.backup.timeZone must be an IANA time zone name such as UTC or Europe/Berlin (the operator also checks the name exists: reason InvalidSpec)"))]
     pub time_zone: Option<String>,
     /// Stop scheduling new backups without deleting anything.
     #[serde(default)]
@@ -573,6 +586,7 @@ impl Default for BackupRetention {
 pub struct BackupStorage {
     /// Size of the claim the operator creates (default `10Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))").message("spec.backup.storage.size must be a positive Kubernetes quantity such as 10Gi").reason(Reason::FieldValueInvalid))]
     pub size: Option<Quantity>,
     /// Storage class of the claim the operator creates; the cluster default if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -825,8 +839,10 @@ pub struct PlatformSettings {
     /// Log format (`LOG_FORMAT`).
     #[serde(default)]
     pub log_format: LogFormat,
-    /// Tradable instruments (`INSTRUMENTS`, JSON); the platform's built-in list if empty.
+    /// Tradable instruments (`INSTRUMENTS`, JSON), unique by symbol; the platform's built-in list
+    /// if omitted (an empty list is refused: the platform would trade nothing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 500), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["symbol"]))]
     pub instruments: Vec<Instrument>,
     /// API rate limits.
     #[serde(default)]

@@ -1,12 +1,15 @@
 //! Tradeplane operator: reconciles `TradingPlatform` resources into the Kubernetes objects that
 //! run the trading platform. A library so the integration tests and the binary share one code path.
 
+pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod errors;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod resources;
 pub mod run;
 pub mod schedule;
+pub mod watch;

@@ -20,6 +20,14 @@ pub struct Metrics {
     pub managed_objects: IntGaugeVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
+    /// 1 while a watch is current (listed and watching), per watched kind.
+    pub watch_current: IntGaugeVec,
+    /// Watch errors per watched kind and kind of error (`gone`: 410, relisted at once; `other`).
+    pub watch_errors: IntCounterVec,
+    /// Children deleted and re-created because server-side apply could not merge them, per kind.
+    pub recreated: IntCounterVec,
+    /// Reconciliations by what triggered them (`spec_change`, `child_change`, `requeue`, `resync`).
+    pub triggers: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,6 +67,38 @@ impl Metrics {
             "tradeplane_operator_leader",
             "1 while this replica holds the leader Lease",
         )?;
+        let watch_current = IntGaugeVec::new(
+            Opts::new(
+                "tradeplane_operator_watch_current",
+                "1 while the watch of this kind is current (listed and watching)",
+            ),
+            &["watch"],
+        )?;
+        let watch_errors = IntCounterVec::new(
+            Opts::new(
+                "tradeplane_operator_watch_errors_total",
+                "Watch errors by watched kind and error (gone: 410, relisted at once; other)",
+            ),
+            &["watch", "error"],
+        )?;
+        let recreated = IntCounterVec::new(
+            Opts::new(
+                "tradeplane_operator_children_recreated_total",
+                "Children deleted and re-created because server-side apply could not merge them",
+            ),
+            &["kind"],
+        )?;
+        let triggers = IntCounterVec::new(
+            Opts::new(
+                "tradeplane_operator_reconcile_triggers_total",
+                "Reconciliations by trigger: spec_change, child_change, requeue, resync",
+            ),
+            &["trigger"],
+        )?;
+        registry.register(Box::new(watch_current.clone()))?;
+        registry.register(Box::new(watch_errors.clone()))?;
+        registry.register(Box::new(recreated.clone()))?;
+        registry.register(Box::new(triggers.clone()))?;
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -71,6 +111,10 @@ impl Metrics {
             duration,
             managed_objects,
             leader,
+            watch_current,
+            watch_errors,
+            recreated,
+            triggers,
         })
     }
 

@@ -12,9 +12,13 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use std::fmt::Debug;
+use std::time::Duration;
+
 use kube::api::ListParams;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client, Resource};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Config, Resource};
 use serde::de::DeserializeOwned;
 use tracing::{error, info, warn};
 
@@ -25,6 +29,23 @@ use crate::http::{self, HttpState};
 use crate::leader;
 use crate::metrics::Metrics;
 use crate::resources::{LABEL_MANAGED_BY, MANAGER};
+use crate::watch::{WatchHealth, guarded};
+
+/// `User-Agent` of every request, so audit logs tell the operator's requests apart.
+pub fn user_agent() -> String {
+    format!("{MANAGER}/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Adds the operator's `User-Agent` to a client configuration.
+pub fn with_user_agent(mut config: Config) -> Config {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&user_agent()) {
+        config
+            .headers
+            .retain(|(k, _)| k != axum::http::header::USER_AGENT);
+        config.headers.push((axum::http::header::USER_AGENT, v));
+    }
+    config
+}
 
 /// Entry point of `run`: returns the process exit code.
 pub fn main(args: RunArgs) -> ExitCode {
@@ -96,9 +117,13 @@ async fn shutdown_signal() {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new().context("cannot register metrics")?;
     let ready = Arc::new(AtomicBool::new(false));
+    let health = WatchHealth::with_metrics(metrics.clone());
+    let stale_bound = Duration::from_secs(args.watch_stale_seconds);
     let state = HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        watches: health.clone(),
+        stale_bound,
     };
     let addr = args.listen_addr;
     tokio::spawn(async move {
@@ -108,9 +133,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
 
-    let client = Client::try_default()
+    let config = Config::infer()
         .await
-        .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
+        .context("cannot find a Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let client =
+        Client::try_from(with_user_agent(config)).context("cannot build a Kubernetes client")?;
     let probe: Api<TradingPlatform> = if args.namespace.is_empty() {
         Api::all(client.clone())
     } else {
@@ -130,7 +157,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if !args.leader_election {
         warn!("leader election disabled: run only one replica");
         metrics.leader.set(1);
-        return run_controller(client, &args.namespace, metrics, identity).await;
+        return tokio::select! {
+            r = run_controller(client, &args.namespace, metrics, identity, health.clone()) => r,
+            w = health.wait_stale_beyond(stale_bound) => Err(anyhow::anyhow!(
+                "{w}, longer than {}s; exiting so that a restart starts from a fresh list", stale_bound.as_secs()
+            )),
+        };
     }
 
     let lease_namespace = args
@@ -157,9 +189,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(%identity, "acquired the leader Lease; reconciling");
     metrics.leader.set(1);
     let result = tokio::select! {
-        r = run_controller(client, &args.namespace, metrics.clone(), identity) => r,
+        r = run_controller(client, &args.namespace, metrics.clone(), identity, health.clone()) => r,
         _ = leader::lost_leadership(&mut election.is_leader) => Err(anyhow::anyhow!(
             "lost the leader Lease; exiting so that a restart rejoins the election and two replicas never act at once"
+        )),
+        w = health.wait_stale_beyond(stale_bound) => Err(anyhow::anyhow!(
+            "{w}, longer than {}s; releasing the Lease and exiting so that a standby takes over", stale_bound.as_secs()
         )),
     };
     metrics.leader.set(0);
@@ -178,10 +213,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 fn scoped<K>(client: &Client, namespace: &str) -> Api<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
 {
     if namespace.is_empty() {
         Api::all(client.clone())
@@ -190,49 +223,103 @@ where
     }
 }
 
+/// Adds a metadata-only watch of an owned kind, with its own backoff (see `watch`).
+fn owns<K>(
+    c: Controller<TradingPlatform>,
+    client: &Client,
+    namespace: &str,
+    health: &WatchHealth,
+) -> Controller<TradingPlatform>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = scoped(client, namespace);
+    let cfg = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    let stream = guarded(
+        <K as k8s_openapi::Resource>::KIND,
+        health.clone(),
+        move || watcher(api.clone(), cfg.clone()),
+    );
+    c.owns_stream(stream.touched_objects())
+}
+
+/// The Controller with one guarded watch per kind: TradingPlatforms (full objects, cached) and
+/// every owned kind (metadata only, not cached: the reconciler reads children from the API).
+pub fn build_controller(
+    client: &Client,
+    namespace: &str,
+    health: &WatchHealth,
+) -> Controller<TradingPlatform> {
+    let (reader, writer) = reflector::store();
+    let api: Api<TradingPlatform> = scoped(client, namespace);
+    let main = guarded("TradingPlatform", health.clone(), move || {
+        watcher(api.clone(), watcher::Config::default())
+    })
+    .reflect(writer)
+    .applied_objects();
+    let mut c = Controller::for_stream(main, reader);
+    c = owns::<ServiceAccount>(c, client, namespace, health);
+    c = owns::<ConfigMap>(c, client, namespace, health);
+    c = owns::<Service>(c, client, namespace, health);
+    c = owns::<Deployment>(c, client, namespace, health);
+    c = owns::<HorizontalPodAutoscaler>(c, client, namespace, health);
+    c = owns::<PodDisruptionBudget>(c, client, namespace, health);
+    c = owns::<PersistentVolumeClaim>(c, client, namespace, health);
+    c = owns::<CronJob>(c, client, namespace, health);
+    c = owns::<Ingress>(c, client, namespace, health);
+    owns::<NetworkPolicy>(c, client, namespace, health)
+}
+
 /// Runs the `Controller` until SIGTERM/ctrl-c.
 async fn run_controller(
     client: Client,
     namespace: &str,
     metrics: Metrics,
     identity: String,
+    health: WatchHealth,
 ) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(client.clone(), metrics, Some(identity)));
-    let children = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
-    Controller::new(
-        scoped::<TradingPlatform>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .owns(
-        scoped::<ServiceAccount>(&client, namespace),
-        children.clone(),
-    )
-    .owns(scoped::<ConfigMap>(&client, namespace), children.clone())
-    .owns(scoped::<Service>(&client, namespace), children.clone())
-    .owns(scoped::<Deployment>(&client, namespace), children.clone())
-    .owns(
-        scoped::<HorizontalPodAutoscaler>(&client, namespace),
-        children.clone(),
-    )
-    .owns(
-        scoped::<PodDisruptionBudget>(&client, namespace),
-        children.clone(),
-    )
-    .owns(
-        scoped::<PersistentVolumeClaim>(&client, namespace),
-        children.clone(),
-    )
-    .owns(scoped::<CronJob>(&client, namespace), children.clone())
-    .owns(scoped::<Ingress>(&client, namespace), children.clone())
-    .owns(scoped::<NetworkPolicy>(&client, namespace), children)
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        match res {
-            Ok((obj, _)) => tracing::debug!(tp = %obj.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile error (requeued)"),
-        }
-    })
-    .await;
+    build_controller(&client, namespace, &health)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(tp = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error (requeued)"),
+            }
+        })
+        .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_carries_the_operator_user_agent() {
+        let mut config = Config::new("https://127.0.0.1:6443".parse().expect("uri"));
+        config.headers.push((
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_static("other"),
+        ));
+        let config = with_user_agent(config);
+        let agents: Vec<_> = config
+            .headers
+            .iter()
+            .filter(|(k, _)| k == axum::http::header::USER_AGENT)
+            .map(|(_, v)| v.to_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            agents,
+            [format!("tradeplane-operator/{}", env!("CARGO_PKG_VERSION"))]
+        );
+    }
 }

@@ -449,21 +449,17 @@ fn invalid_schedule_is_a_clear_error() {
 
 #[test]
 fn backup_now_job_uses_the_cronjob_template() {
-    let t = tp(json!({}));
-    let parent = resources::Parent::of(&t).unwrap();
+    let mut cron = build(json!({})).backup_cronjob.unwrap();
+    cron.metadata.uid = Some("cron-uid".to_string());
     let job = j(&resources::backup::backup_now_job(
-        &parent,
-        &t.spec,
+        &cron,
         "2026-11-22T10:00",
     ));
     let again = j(&resources::backup::backup_now_job(
-        &parent,
-        &t.spec,
+        &cron,
         "2026-11-22T10:00",
     ));
-    let other = j(&resources::backup::backup_now_job(
-        &parent, &t.spec, "second",
-    ));
+    let other = j(&resources::backup::backup_now_job(&cron, "second"));
     assert_eq!(job["metadata"]["name"], again["metadata"]["name"]);
     assert_ne!(job["metadata"]["name"], other["metadata"]["name"]);
     assert!(
@@ -472,12 +468,14 @@ fn backup_now_job_uses_the_cronjob_template() {
             .unwrap()
             .starts_with("x-backup-now-")
     );
-    let cj = j(build(json!({})).backup_cronjob.as_ref().unwrap());
+    let cj = j(&cron);
     assert_eq!(
         job["spec"]["template"], cj["spec"]["jobTemplate"]["spec"]["template"],
         "same pod template as the CronJob"
     );
-    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "1234-uid");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "cron-uid");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["controller"], true);
 }
 
 #[test]

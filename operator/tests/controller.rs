@@ -4,112 +4,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::fake_api::{FakeApi, Logged};
 use http::Method;
-use jiff::Timestamp;
-use serde_json::{Value, json};
-use tradeplane_operator::controller::{self, Context, FINALIZER};
-use tradeplane_operator::crd::TradingPlatform;
-use tradeplane_operator::metrics::Metrics;
+use serde_json::json;
+use tradeplane_operator::controller::{self, FINALIZER};
 
-const TP: &str = "/apis/tradeplane.io/v1alpha1/namespaces/ns/tradingplatforms/x";
-const DEPLOY: &str = "/apis/apps/v1/namespaces/ns/deployments/x";
-const SERVICE: &str = "/api/v1/namespaces/ns/services/x";
-const SA: &str = "/api/v1/namespaces/ns/serviceaccounts/x";
-const CM: &str = "/api/v1/namespaces/ns/configmaps/x-config";
-const PDB: &str = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/x";
-const HPA: &str = "/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/x";
-const PVC: &str = "/api/v1/namespaces/ns/persistentvolumeclaims/x-backups";
-const CRON: &str = "/apis/batch/v1/namespaces/ns/cronjobs/x-backup";
-const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/ns/ingresses/x";
-const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/x";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
-
-fn now() -> Timestamp {
-    "2026-11-22T12:00:00Z".parse().unwrap()
-}
-
-fn tp_json(spec_extra: Value) -> Value {
-    let mut spec = json!({
-        "image": "img:1",
-        "database": {"name": "sec", "key": "db"},
-        "jwtSecret": {"name": "sec", "key": "jwt"}
-    });
-    common::fake_api::merge_patch(&mut spec, &spec_extra);
-    json!({
-        "apiVersion": "tradeplane.io/v1alpha1",
-        "kind": "TradingPlatform",
-        "metadata": {"name": "x", "namespace": "ns", "uid": "tp-uid", "generation": 1, "resourceVersion": "1"},
-        "spec": spec
-    })
-}
-
-struct Env {
-    api: FakeApi,
-    ctx: Arc<Context>,
-}
-
-impl Env {
-    fn new(tp: Value) -> Self {
-        let (api, client) = FakeApi::start();
-        api.put(TP, tp);
-        let mut ctx = Context::new(client, Metrics::new().unwrap(), Some("test".into()));
-        ctx.clock = Arc::new(now);
-        Self {
-            api,
-            ctx: Arc::new(ctx),
-        }
-    }
-
-    fn tp(&self) -> Arc<TradingPlatform> {
-        Arc::new(serde_json::from_value(self.api.get(TP).expect("tp exists")).expect("tp parses"))
-    }
-
-    async fn reconcile(&self) -> Result<kube::runtime::controller::Action, controller::Error> {
-        controller::reconcile(self.tp(), self.ctx.clone()).await
-    }
-
-    /// Reconciles until the finalizer is on and the children are applied.
-    async fn converge(&self) {
-        for _ in 0..2 {
-            self.reconcile().await.expect("reconcile succeeds");
-        }
-    }
-
-    fn edit_spec(&self, f: impl FnOnce(&mut Value)) {
-        self.api.edit(TP, |tp| {
-            f(&mut tp["spec"]);
-            let g = tp["metadata"]["generation"].as_i64().unwrap();
-            tp["metadata"]["generation"] = json!(g + 1);
-        });
-    }
-
-    fn condition(&self, t: &str) -> Value {
-        let tp = self.api.get(TP).unwrap();
-        tp["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == t).cloned())
-            .unwrap_or(Value::Null)
-    }
-
-    fn make_deployment_available(&self, n: i64) {
-        self.api.edit(DEPLOY, |d| {
-            let g = d["metadata"]["generation"].clone();
-            d["status"] = json!({"observedGeneration": g, "replicas": n, "readyReplicas": n,
-                "updatedReplicas": n, "availableReplicas": n});
-        });
-    }
-}
-
-fn writes(log: &[Logged]) -> Vec<String> {
-    log.iter()
-        .filter(|l| l.method != Method::GET)
-        .map(|l| format!("{} {}", l.method, l.path))
-        .collect()
-}
+use common::env::*;
+use common::fake_api::Logged;
 
 #[tokio::test]
 async fn create_adds_finalizer_then_applies_children_and_status() {
@@ -270,8 +172,24 @@ async fn disabling_features_deletes_their_objects() {
     })));
     env.converge().await;
     assert!(env.api.get(HPA).is_some() && env.api.get(INGRESS).is_some());
-    let dep = env.api.get(DEPLOY).unwrap();
-    assert!(dep["spec"].get("replicas").is_none(), "HPA owns replicas");
+    // Created at minReplicas, then handed over to the HPA: the operator stops sending replicas.
+    assert_eq!(env.api.get(DEPLOY).unwrap()["spec"]["replicas"], 2);
+    let _ = env.api.take_log();
+    env.reconcile().await.unwrap();
+    let sent = env
+        .api
+        .take_log()
+        .into_iter()
+        .rev()
+        .find(|l| {
+            l.path == DEPLOY
+                && l.query.contains("fieldManager=tradeplane-operator")
+                && !l.query.contains("handover")
+        })
+        .and_then(|l| l.body)
+        .unwrap();
+    assert!(sent["spec"].get("replicas").is_none(), "HPA owns replicas");
+    assert_eq!(env.api.get(DEPLOY).unwrap()["spec"]["replicas"], 2);
 
     // An object with our labels but not owned by this resource must survive pruning.
     env.api.put(
@@ -394,12 +312,16 @@ async fn api_error_sets_degraded_and_requeues_with_backoff() {
     assert!(err.to_string().contains("injected failure"), "{err}");
     let degraded = env.condition("Degraded");
     assert_eq!(degraded["status"], "True");
-    assert_eq!(degraded["reason"], "ReconcileError");
+    assert_eq!(degraded["reason"], "ChildApplyFailed");
+    let message = degraded["message"].as_str().unwrap();
     assert!(
-        degraded["message"]
-            .as_str()
-            .unwrap()
-            .contains("injected failure")
+        message.contains("Deployment x: injected failure"),
+        "{message}"
+    );
+    assert!(message.contains("(500 InternalError)"), "{message}");
+    assert!(
+        !message.contains("ApiError") && !message.contains("Status {"),
+        "{message}"
     );
     assert_eq!(env.api.get(TP).unwrap()["status"]["phase"], "Degraded");
     let a1 = controller::error_policy(env.tp(), &err, env.ctx.clone());
@@ -416,13 +338,13 @@ async fn api_error_sets_degraded_and_requeues_with_backoff() {
     assert!(log.iter().any(|l| {
         l.body
             .as_ref()
-            .is_some_and(|b| b["reason"] == "ReconcileFailed" && b["type"] == "Warning")
+            .is_some_and(|b| b["reason"] == "ApplyFailed" && b["type"] == "Warning")
     }));
     assert!(
         env.ctx
             .metrics
             .encode()
-            .contains("tradeplane_operator_reconcile_errors_total{error=\"kube\"} 1")
+            .contains("tradeplane_operator_reconcile_errors_total{error=\"child_apply\"} 1")
     );
 
     // recovery clears Degraded

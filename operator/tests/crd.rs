@@ -335,3 +335,140 @@ fn structural_check_catches_mistakes() {
             .any(|e| e.contains("jwtSecret: required"))
     );
 }
+
+fn refused(path: &[&str], value: Value, message_part: &str) {
+    let obj = with(path, value.clone());
+    let err = cel(&obj)
+        .err()
+        .or_else(|| {
+            let s = structural(&obj);
+            (!s.is_empty()).then(|| s.join("; "))
+        })
+        .unwrap_or_else(|| panic!("{path:?} = {value} should be refused"));
+    assert!(err.contains(message_part), "{path:?} = {value}: {err}");
+}
+
+fn accepted(path: &[&str], value: Value) {
+    let obj = with(path, value.clone());
+    cel(&obj).unwrap_or_else(|e| panic!("{path:?} = {value}: {e}"));
+    assert!(structural(&obj).is_empty(), "{:?}", structural(&obj));
+}
+
+/// The specs of issue 13 that used to pass admission and fail later, each refused by the schema.
+#[test]
+fn invalid_specs_of_the_real_cluster_run_are_refused_at_admission() {
+    let res = ["spec", "resources"];
+    refused(
+        &res,
+        json!({"requests": {"cpu": "lots"}}),
+        "spec.resources.requests.cpu must be a Kubernetes quantity",
+    );
+    refused(
+        &res,
+        json!({"limits": {"memory": "1 GB"}}),
+        "spec.resources.limits.memory must be a Kubernetes quantity",
+    );
+    refused(
+        &res,
+        json!({"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "500m", "memory": "2Gi"}}),
+        "spec.resources.requests.cpu must be less than or equal to spec.resources.limits.cpu",
+    );
+    accepted(
+        &res,
+        json!({"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": 1, "memory": "512Mi"}}),
+    );
+
+    let size = ["spec", "backup", "storage", "size"];
+    refused(
+        &size,
+        json!("ten gigs"),
+        "spec.backup.storage.size must be a positive Kubernetes quantity",
+    );
+    refused(&size, json!("0"), "positive");
+    accepted(&size, json!("20Gi"));
+
+    let tz = ["spec", "backup", "timeZone"];
+    refused(
+        &tz,
+        json!("Not a zone!"),
+        "spec.backup.timeZone must be an IANA time zone name",
+    );
+    accepted(&tz, json!("Europe/Berlin"));
+    accepted(&tz, json!("UTC"));
+    accepted(&tz, json!("America/Argentina/Buenos_Aires"));
+
+    let sched = ["spec", "backup", "schedule"];
+    for bad in [
+        "61 * * * *",
+        "0 24 * * *",
+        "0 0 32 * *",
+        "0 0 * 13 *",
+        "0 0 * * 8",
+        "0-61 * * * *",
+    ] {
+        refused(&sched, json!(bad), "minute 0-59, hour 0-23");
+    }
+    for good in [
+        "59 23 31 12 6",
+        "0 */6 * * *",
+        "0 2 * JAN-MAR sun",
+        "5,35 1-3 ? * *",
+    ] {
+        accepted(&sched, json!(good));
+    }
+
+    let pdb = ["spec", "disruptionBudget"];
+    refused(
+        &pdb,
+        json!({"maxUnavailable": "150%"}),
+        "spec.disruptionBudget.maxUnavailable must be a number >= 0 or a percentage from 0% to 100%",
+    );
+    refused(
+        &pdb,
+        json!({"minAvailable": "101%"}),
+        "spec.disruptionBudget.minAvailable",
+    );
+    accepted(&pdb, json!({"minAvailable": "100%"}));
+    accepted(&pdb, json!({"maxUnavailable": 1}));
+
+    let instruments = ["spec", "settings", "instruments"];
+    refused(&instruments, json!([]), "fewer than 1 item");
+
+    let image = ["spec", "image"];
+    for bad in [
+        "ghcr.io/tradeplane/trade plane:1",
+        "Tradeplane:1",
+        "img:1 ",
+        "ghcr.io/x/y:t@sha256:zz",
+        "x::1",
+    ] {
+        refused(&image, json!(bad), "spec.image must be an image reference");
+    }
+    for good in [
+        "ghcr.io/tradeplane/tradeplane:0.1.0",
+        "localhost:5000/tp:dev",
+        "tradeplane",
+        "registry.example.com/a/b_c/d-e:v1.2_3",
+        "ghcr.io/tradeplane/tradeplane@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        accepted(&image, json!(good));
+    }
+}
+
+/// Duplicate symbols are refused by the API server through the list-map keys (the offline CEL
+/// validator does not model list types, so the schema itself is checked).
+#[test]
+fn instruments_are_a_map_keyed_by_symbol() {
+    let s = schema();
+    let i = &s["properties"]["spec"]["properties"]["settings"]["properties"]["instruments"];
+    assert_eq!(i["x-kubernetes-list-type"], "map");
+    assert_eq!(i["x-kubernetes-list-map-keys"], json!(["symbol"]));
+    assert_eq!(i["minItems"], 1);
+    assert!(
+        i["items"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("symbol")),
+        "a list-map key must be required"
+    );
+}

@@ -27,6 +27,8 @@ async fn metrics_and_health() {
     let app = router(HttpState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        watches: tradeplane_operator::watch::WatchHealth::default(),
+        stale_bound: std::time::Duration::from_secs(60),
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 

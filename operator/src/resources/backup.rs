@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use sha2::{Digest, Sha256};
 
 use super::deployment::{
@@ -207,27 +208,38 @@ pub fn cronjob(parent: &Parent, spec: &TradingPlatformSpec) -> Result<Option<Cro
     }))
 }
 
-/// Builds the one-off Job for a `tradeplane.io/backup-now` request value, from the CronJob's
-/// template (as `kubectl create job --from=cronjob/…` does). The name derives from the request
-/// value, so re-reconciling the same request never creates a second Job.
-pub fn backup_now_job(parent: &Parent, spec: &TradingPlatformSpec, request: &str) -> Job {
+/// Builds the one-off Job for a `tradeplane.io/backup-now` request value from the live CronJob's
+/// `jobTemplate` (as `kubectl create job --from=cronjob/…` does), owned by the CronJob so it is
+/// one of the CronJob's Jobs (the operator also suspends the CronJob while it runs, and never
+/// starts it while another backup Job runs). The name derives from the request value, so
+/// re-reconciling the same request never creates a second Job.
+pub fn backup_now_job(cronjob: &CronJob, request: &str) -> Job {
     let digest = Sha256::digest(request.as_bytes());
     let suffix: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let template = job_template(parent, spec);
-    let mut metadata = parent.meta(
-        format!("{}-now-{suffix}", parent.backup_name()),
-        COMPONENT_BACKUP,
-    );
-    metadata.annotations = Some(BTreeMap::from([
-        (
-            "cronjob.kubernetes.io/instantiate".to_string(),
-            "manual".to_string(),
-        ),
-        (
-            crate::crd::BACKUP_NOW_ANNOTATION.to_string(),
-            request.to_string(),
-        ),
-    ]));
+    let template = cronjob.spec.job_template.clone();
+    let template_meta = template.metadata.unwrap_or_default();
+    let mut labels = template_meta.labels.unwrap_or_default();
+    labels.extend(cronjob.metadata.labels.clone().unwrap_or_default());
+    let metadata = ObjectMeta {
+        name: Some(format!(
+            "{}-now-{suffix}",
+            cronjob.metadata.name.clone().unwrap_or_default()
+        )),
+        namespace: cronjob.metadata.namespace.clone(),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([
+            (
+                "cronjob.kubernetes.io/instantiate".to_string(),
+                "manual".to_string(),
+            ),
+            (
+                crate::crd::BACKUP_NOW_ANNOTATION.to_string(),
+                request.to_string(),
+            ),
+        ])),
+        owner_references: cronjob.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
     let mut job_spec = template.spec.unwrap_or_default();
     // One-off Jobs are not pruned by the CronJob's history limits; let the TTL controller do it.
     job_spec.ttl_seconds_after_finished = Some(7 * 24 * 3600);

@@ -49,6 +49,41 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 /// Label key for the larger application.
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// Label key for the version of the platform (from the image tag or digest).
+pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
+
+/// `app.kubernetes.io/version` for an image reference: its tag (`…:0.1.0` → `0.1.0`), else the
+/// first 12 hex digits of its digest (`…@sha256:ab…` → `sha256-ab…`), else `latest`; cut to a
+/// valid label value (63 characters, alphanumeric at both ends).
+pub fn image_version(image: &str) -> String {
+    let raw = if let Some((_, digest)) = image.split_once('@') {
+        let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        format!("{algo}-{}", hex.chars().take(12).collect::<String>())
+    } else {
+        let last = image.rsplit('/').next().unwrap_or(image);
+        match last.split_once(':') {
+            Some((_, tag)) => tag.to_string(),
+            None => "latest".to_string(),
+        }
+    };
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    if trimmed.is_empty() {
+        "latest".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
 
 /// Why a TradingPlatform cannot be turned into objects.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,6 +105,8 @@ pub struct Parent {
     pub namespace: Option<String>,
     /// Owner reference to the TradingPlatform, if it has a uid (absent when rendering).
     pub owner: Option<OwnerReference>,
+    /// `app.kubernetes.io/version` of every child ([`image_version`] of the image).
+    pub version: Option<String>,
 }
 
 impl Parent {
@@ -80,18 +117,23 @@ impl Parent {
             name,
             namespace: tp.metadata.namespace.clone(),
             owner: tp.controller_owner_ref(&()),
+            version: Some(image_version(&tp.spec.image)),
         })
     }
 
     /// Labels of a child of `component`.
     pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (LABEL_NAME.to_string(), APP_NAME.to_string()),
             (LABEL_INSTANCE.to_string(), self.name.clone()),
             (LABEL_COMPONENT.to_string(), component.to_string()),
             (LABEL_PART_OF.to_string(), PART_OF.to_string()),
             (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
-        ])
+        ]);
+        if let Some(v) = &self.version {
+            labels.insert(LABEL_VERSION.to_string(), v.clone());
+        }
+        labels
     }
 
     /// The immutable selector of the platform pods.

@@ -31,6 +31,8 @@ pub struct Logged {
 }
 
 type FailFn = Box<dyn Fn(&Method, &str, &str) -> Option<u16> + Send>;
+type RejectFn = Box<dyn Fn(&Method, &str, &str) -> Option<(u16, String, Value)> + Send>;
+type Parked = (String, tower_test::mock::SendResponse<Response<Body>>);
 
 /// State of the fake API server.
 #[derive(Default)]
@@ -40,7 +42,14 @@ pub struct FakeState {
     /// Every request, in order.
     pub log: Vec<Logged>,
     fail: Option<FailFn>,
+    reject: Option<RejectFn>,
     counter: u64,
+    /// Watch requests held open (answered by `end_watches`).
+    watches: Vec<Parked>,
+    /// Field managers owning `spec.replicas`, per object path (a model of server-side apply for
+    /// that one field: the field is removed, then defaulted to 1, when its last owner stops
+    /// sending it, as the API server does for a Deployment).
+    replica_owners: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// Handle to the fake: shared state plus the client talking to it.
@@ -59,6 +68,16 @@ impl FakeApi {
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
                 let (parts, body) = req.into_parts();
+                let q = parts.uri.query().unwrap_or("");
+                if parts.method == Method::GET
+                    && (q.contains("watch=true") || q.contains("watch=1"))
+                {
+                    s.lock()
+                        .unwrap()
+                        .watches
+                        .push((parts.uri.path().to_string(), send));
+                    continue;
+                }
                 let bytes = body.collect_bytes().await.unwrap_or_default();
                 let resp = s.lock().unwrap().handle(parts, &bytes);
                 send.send_response(resp);
@@ -100,13 +119,73 @@ impl FakeApi {
 
     /// Stops injecting failures.
     pub fn heal(&self) {
-        self.state.lock().unwrap().fail = None;
+        let mut st = self.state.lock().unwrap();
+        st.fail = None;
+        st.reject = None;
+    }
+
+    /// Makes requests matching `f(method, path, content_type)` fail with the returned code,
+    /// reason and `details` (a Status `details` object, e.g. with `causes`).
+    pub fn reject_when(
+        &self,
+        f: impl Fn(&Method, &str, &str) -> Option<(u16, String, Value)> + Send + 'static,
+    ) {
+        self.state.lock().unwrap().reject = Some(Box::new(f));
+    }
+
+    /// How many watch requests are held open.
+    pub fn open_watches(&self) -> usize {
+        self.state.lock().unwrap().watches.len()
+    }
+
+    /// Answers every held watch with `events` (one JSON watch event per line) and ends them, as
+    /// an API server restart does (e.g. `{"type":"ERROR","object":<Status 410>}`).
+    pub fn end_watches(&self, events: &[Value]) {
+        let parked = std::mem::take(&mut self.state.lock().unwrap().watches);
+        let mut body = Vec::new();
+        for e in events {
+            body.extend(serde_json::to_vec(e).unwrap());
+            body.push(b'\n');
+        }
+        for (_, send) in parked {
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.clone()))
+                    .unwrap(),
+            );
+        }
     }
 
     /// Takes the request log.
     pub fn take_log(&self) -> Vec<Logged> {
         std::mem::take(&mut self.state.lock().unwrap().log)
     }
+}
+
+/// A 410 Gone watch event, as an API server sends when the resource version is too old.
+pub fn gone_event() -> Value {
+    json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": "too old resource version: 1 (100)", "reason": "Expired", "code": 410}})
+}
+
+fn status_with(code: u16, message: &str, details: Value) -> Response<Body> {
+    let reason = match code {
+        403 => "Forbidden",
+        409 => "Conflict",
+        422 => "Invalid",
+        _ => "InternalError",
+    };
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code, "details": details
+    });
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
@@ -253,7 +332,31 @@ fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), String> {
     Ok(())
 }
 
+fn set_managed_fields(obj: &mut Value, owners: Option<&std::collections::BTreeSet<String>>) {
+    let entries: Vec<Value> = owners
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            json!({"manager": m, "operation": "Apply", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}}})
+        })
+        .collect();
+    obj["metadata"]["managedFields"] = json!(entries);
+}
+
 impl FakeState {
+    /// Sets the live replica count as the HPA controller would (it then owns the field).
+    pub fn hpa_scales(&mut self, path: &str, replicas: i64) {
+        let owners = self.replica_owners.entry(path.to_string()).or_default();
+        owners.clear();
+        owners.insert("kube-controller-manager".to_string());
+        let owners = owners.clone();
+        if let Some(o) = self.store.get_mut(path) {
+            o["spec"]["replicas"] = json!(replicas);
+            set_managed_fields(o, Some(&owners));
+        }
+    }
+
     fn next(&mut self) -> u64 {
         self.counter += 1;
         self.counter
@@ -290,6 +393,13 @@ impl FakeState {
                 "InternalError",
                 &format!("injected failure for {} {path}", parts.method),
             );
+        }
+        if let Some((code, message, details)) = self
+            .reject
+            .as_ref()
+            .and_then(|f| f(&parts.method, &path, &content_type))
+        {
+            return status_with(code, &message, details);
         }
         let Some((coll, name, sub)) = split(&path) else {
             return status(404, "NotFound", "unknown path");
@@ -345,8 +455,44 @@ impl FakeState {
                 };
                 let n = self.next();
                 if content_type.starts_with("application/apply-patch") {
+                    let manager = query_param(&query, "fieldManager").unwrap_or_default();
                     let old = self.store.get(&p).cloned();
+                    if manager != "tradeplane-operator"
+                        && let Some(o) = &old
+                    {
+                        // Another field manager: a partial apply, merged (enough for the handover).
+                        let mut merged = o.clone();
+                        merge_patch(&mut merged, &b);
+                        if b["spec"].get("replicas").is_some() {
+                            self.replica_owners
+                                .entry(p.clone())
+                                .or_default()
+                                .insert(manager);
+                        }
+                        merged["metadata"]["resourceVersion"] = json!(n.to_string());
+                        set_managed_fields(&mut merged, self.replica_owners.get(&p));
+                        self.store.insert(p, merged.clone());
+                        return ok(200, &merged);
+                    }
                     let mut new = b.clone();
+                    if coll.ends_with("/deployments") {
+                        let owners = self.replica_owners.entry(p.clone()).or_default();
+                        if b["spec"].get("replicas").is_some() {
+                            owners.clear(); // forced apply takes the field
+                            owners.insert(manager);
+                        } else {
+                            owners.remove(&manager);
+                            let kept = old
+                                .as_ref()
+                                .and_then(|o| o["spec"].get("replicas").cloned());
+                            new["spec"]["replicas"] = match kept {
+                                Some(r) if !owners.is_empty() => r,
+                                _ => json!(1), // removed, then defaulted by the API server
+                            };
+                        }
+                        let owners = owners.clone();
+                        set_managed_fields(&mut new, Some(&owners));
+                    }
                     let spec_changed = old.as_ref().map(|o| o.get("spec") != b.get("spec"));
                     let meta = &mut new["metadata"];
                     match &old {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: example files, CRD schema checks.
 #![allow(dead_code)]
 
+pub mod env;
 pub mod fake_api;
 
 use std::path::PathBuf;
@@ -124,6 +125,11 @@ fn walk(schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, root: b
         }
     }
     if let Some(items) = v.as_array() {
+        if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+            && (items.len() as u64) < min
+        {
+            errors.push(format!("{path}: fewer than {min} item(s)"));
+        }
         if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
             && items.len() as u64 > max
         {
