@@ -104,7 +104,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         let client = redis::Client::open(url.as_str()).context("REDIS_URL: cannot be used")?;
         crate::trading::fanout::start(&trading, client, shutdown.clone());
     }
-    Ok(AppState {
+    Ok(AppState::new(crate::state::Shared {
         trading,
         keys: crate::auth::TokenKeys::new(config.jwt_secret.as_bytes()),
         config: Arc::new(config),
@@ -114,7 +114,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         metrics,
         resilience,
         shutdown,
-    })
+    }))
 }
 
 /// Takes the SQLite file's lock ([`Store::lock_file`]), waiting (and saying why) while another
