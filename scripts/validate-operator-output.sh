@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 K8S_VERSIONS=${K8S_VERSIONS:-"1.33.0 1.37.0"}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-operator}
+# The workspace's own target directory: scripts/test has built the operator there already.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "installing kubernetes-validate with pip" >&2
