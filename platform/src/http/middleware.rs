@@ -44,6 +44,64 @@ pub fn drop_unsafe_request_id(mut req: Request) -> Request {
     req
 }
 
+/// The body deadline of `REQUEST_BODY_TIMEOUT_SECONDS` and the `MAX_BODY_BYTES` bound.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline {
+    /// How long the whole body may take, counted from the end of the request head.
+    pub timeout: std::time::Duration,
+    /// Largest body read.
+    pub max_bytes: usize,
+}
+
+/// Reads the whole request body within one deadline, answering 408 `request_timeout` when it
+/// has not arrived in time.
+///
+/// Hand-written because tower-http's `RequestBodyTimeoutLayer` restarts its timer at every
+/// frame (a body trickled at 1 byte/s never trips it) and its error reaches the JSON extractor
+/// as a 400. Request bodies here are small JSON documents, so buffering them costs nothing that
+/// the extractors would not spend anyway. A body that is already known to be empty is passed
+/// through untouched (GETs, WebSocket upgrades).
+pub async fn body_deadline(
+    State(limit): State<BodyDeadline>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::body::HttpBody as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(limit.timeout, axum::body::to_bytes(body, limit.max_bytes)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut too_large = false;
+            while let Some(err) = source {
+                too_large |= err.is::<http_body_util::LengthLimitError>();
+                source = err.source();
+            }
+            if too_large {
+                crate::error::ApiError::PayloadTooLarge.into_response()
+            } else {
+                crate::error::ApiError::BadRequest("the request body could not be read".into())
+                    .into_response()
+            }
+        }
+        Err(_) => crate::error::ApiError::Status {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            message: format!(
+                "the request body did not arrive within {} s",
+                limit.timeout.as_secs()
+            ),
+        }
+        .into_response(),
+    }
+}
+
 /// Largest plain-text error body kept as the message of a rewritten error.
 const MAX_TEXT_ERROR: usize = 2048;
 

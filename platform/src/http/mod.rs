@@ -11,6 +11,7 @@ pub mod market;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
+pub mod serve;
 pub mod web;
 
 use axum::Router;
@@ -23,7 +24,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -60,10 +61,14 @@ pub fn router(state: AppState) -> Router {
     routes = routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(RequestBodyTimeoutLayer::new(
-            config.resilience.request_body_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            middleware::BodyDeadline {
+                timeout: config.resilience.request_body_timeout,
+                max_bytes: config.max_body_bytes,
+            },
+            middleware::body_deadline,
         ))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
