@@ -16,6 +16,7 @@ pub mod health;
 pub mod http;
 pub mod input;
 pub mod metrics;
+pub mod passwords;
 pub mod resilience;
 pub mod server;
 pub mod sessions;

@@ -104,7 +104,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         let client = redis::Client::open(url.as_str()).context("REDIS_URL: cannot be used")?;
         crate::trading::fanout::start(&trading, client, shutdown.clone());
     }
+    let passwords = crate::passwords::Passwords::new(
+        config.password_hash_concurrency,
+        config.password_hash_queue,
+    )
+    .with_metrics(metrics.registry())
+    .context("registering password-hashing metrics")?;
     Ok(AppState {
+        passwords,
         trading,
         keys: crate::auth::TokenKeys::new(config.jwt_secret.as_bytes()),
         config: Arc::new(config),
