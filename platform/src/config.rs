@@ -387,7 +387,9 @@ impl Config {
         }
         // One hash per core, at most 4 (4 × 19 MiB): the container's CPU quota, not the node's
         // cores, is what `available_parallelism` reports under cgroups.
-        let cores = std::thread::available_parallelism().map_or(1, usize::from).min(4);
+        let cores = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(4);
         let ws = WsConfig {
             max_connections_per_ip: number(
                 get("WS_MAX_CONNECTIONS_PER_IP"),

@@ -110,7 +110,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     )
     .with_metrics(metrics.registry())
     .context("registering password-hashing metrics")?;
+    let ws =
+        crate::http::ws::WsHub::start(&trading, &config.ws, metrics.registry(), shutdown.clone())
+            .context("registering WebSocket metrics")?;
     Ok(AppState {
+        ws,
         passwords,
         trading,
         keys: crate::auth::TokenKeys::new(config.jwt_secret.as_bytes()),

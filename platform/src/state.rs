@@ -28,6 +28,8 @@ pub struct AppState {
     pub trading: crate::trading::Trading,
     /// The Prometheus registry and HTTP metrics.
     pub metrics: Metrics,
+    /// The WebSocket fan-out, caps and metrics.
+    pub ws: crate::http::ws::WsHub,
     /// Password hashing, bounded in concurrency (and so in memory).
     pub passwords: crate::passwords::Passwords,
     /// Rate limiters, load shedding, circuit breakers and the market-data cache.

@@ -303,3 +303,54 @@ async fn a_trickled_body_is_answered_408_at_its_deadline() {
         "answered after {answered:?}, expected about 1 s"
     );
 }
+
+#[tokio::test]
+async fn readiness_503_during_start_up_is_not_logged_as_an_error() {
+    // A database that never answers keeps the process starting: readiness says 503.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = process::spare_port();
+    // The log goes to standard output, which `process::start` discards.
+    let out = dir.path().join("stdout.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("DATABASE_CONNECT_TIMEOUT_SECONDS", "1")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(std::fs::File::create(&out).expect("log file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answered = 0;
+    while answered < 3 && Instant::now() < deadline {
+        if let Ok((status, body)) = process::http_get(port, "/health/ready").await {
+            assert_eq!(status, 503, "{body}");
+            answered += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, 3, "readiness answered while starting");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&out).expect("log");
+    let probe_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("/health/ready") && l.contains("\"status\":503"))
+        .collect();
+    assert!(
+        !probe_lines.is_empty(),
+        "the probe's responses are logged (at DEBUG):\n{log}"
+    );
+    for line in probe_lines {
+        assert!(line.contains("\"level\":\"DEBUG\""), "{line}");
+    }
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("/health")),
+        "no probe answer is an ERROR:\n{log}"
+    );
+}

@@ -102,6 +102,41 @@ pub async fn body_deadline(
     }
 }
 
+/// Response extension of a 503 that reports expected state (a probe saying "starting" or
+/// "draining"), logged at DEBUG instead of ERROR by [`log_response`].
+#[derive(Clone, Copy, Debug)]
+pub struct ExpectedUnavailable;
+
+/// The request log line: 5xx at ERROR (unless [`ExpectedUnavailable`]), others at DEBUG, in the
+/// request's span (which carries the request id, method and path).
+pub fn log_response<B>(
+    response: &axum::http::Response<B>,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_millis();
+    if response.status().is_server_error()
+        && response.extensions().get::<ExpectedUnavailable>().is_none()
+    {
+        tracing::error!(status, latency_ms, "response failed");
+    } else {
+        tracing::debug!(status, latency_ms, "finished processing request");
+    }
+}
+
+/// Failures that are not a status (a response body that broke mid-stream) at ERROR; failing
+/// statuses are logged by [`log_response`], which can tell an expected 503 apart.
+pub fn log_failure(
+    failure: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    if let tower_http::classify::ServerErrorsFailureClass::Error(error) = failure {
+        tracing::error!(error, latency_ms = latency.as_millis(), "response failed");
+    }
+}
+
 /// Largest plain-text error body kept as the message of a rewritten error.
 const MAX_TEXT_ERROR: usize = 2048;
 

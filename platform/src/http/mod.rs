@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod orders;
 pub mod serve;
 pub mod web;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -106,7 +107,9 @@ pub fn router(state: AppState) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
-        }))
+        })
+        .on_response(middleware::log_response)
+        .on_failure(middleware::log_failure))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower::util::MapRequestLayer::new(middleware::drop_unsafe_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
@@ -134,7 +137,7 @@ fn api() -> Router<AppState> {
         .route("/markets/{symbol}/trades", get(market::trades))
         .route("/markets/{symbol}/ticker", get(market::ticker))
         .route("/markets/{symbol}/candles", get(candles::candles))
-        .route("/ws", get(market::ws))
+        .route("/ws", get(ws::ws))
         .route("/openapi.json", get(openapi::document))
 }
 

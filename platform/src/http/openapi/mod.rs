@@ -125,7 +125,7 @@ pub async fn document() -> impl IntoResponse {
         (status = 426, description = "`error`: the connection cannot be upgraded (for example HTTP/2 without extended CONNECT).", body = crate::error::ErrorBody),
     )
 )]
-#[allow(dead_code)] // documents super::market::ws
+#[allow(dead_code)] // documents super::ws::ws
 fn ws() {}
 
 /// Standard responses, shared by reference (`#/components/responses/...`).
