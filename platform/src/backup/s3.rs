@@ -6,7 +6,7 @@
 //! `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
 //! `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` (path-style addressing otherwise), `AWS_ALLOW_HTTP`,
 //! `AWS_SERVER_SIDE_ENCRYPTION`, `AWS_SSE_KMS_KEY_ID`, web identity (`AWS_WEB_IDENTITY_TOKEN_FILE`
-//! + `AWS_ROLE_ARN`) and container credentials. On top, `AWS_SHARED_CREDENTIALS_FILE` (with
+//! and `AWS_ROLE_ARN`) and container credentials. On top, `AWS_SHARED_CREDENTIALS_FILE` (with
 //! `AWS_PROFILE`, default `default`) reads the keys from a mounted secret file in the AWS
 //! shared-credentials format; variables set directly win, as with the AWS SDKs.
 
