@@ -105,6 +105,17 @@ async fn connections_past_the_per_ip_cap_are_refused_429_until_one_closes() {
         sample(&state, "websocket_refused_total{reason=\"per_ip\"}"),
         1.0
     );
+    // Upgraded connections keep their connection slots (MAX_CONNECTIONS counts them).
+    // (The refused connection's close may still be on its way.)
+    let mut open = 0.0;
+    for _ in 0..40 {
+        open = sample(&state, "http_connections_open");
+        if open == 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open, 2.0, "the two WebSockets are open connections");
     first.close(None).await.expect("close");
     // The slot comes back once the server has seen the close.
     let mut reconnected = None;

@@ -15,6 +15,8 @@
 //!   direction for this long is closed (idle keep-alive, or a connection that never sends).
 //! - `MAX_HEADER_BYTES`: a request head larger than this is answered 431 by hyper and closed.
 //!
+//! An upgraded connection (a WebSocket) keeps its slots until it closes ([`ConnectionSlot`]).
+//!
 //! The two timeouts are watched here rather than with hyper's `header_read_timeout`, because
 //! hyper starts that timer whenever the connection waits for a head: it cannot tell an idle
 //! keep-alive connection from a slow head, and hyper has no idle timeout at all.
@@ -212,7 +214,14 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        metrics.open.inc();
+        let slot = ConnectionSlot(Arc::new(SlotInner {
+            _total: total_slot,
+            _per_ip: ip_slot,
+            open: metrics.open.clone(),
+        }));
         let conn = Connection {
+            slot,
             builder: builder.clone(),
             router: router.clone(),
             options: options.clone(),
@@ -221,10 +230,7 @@ async fn accept_loop(
             in_flight: in_flight.clone(),
             peer,
         };
-        tracker.spawn(async move {
-            conn.run(stream).await;
-            drop((total_slot, ip_slot));
-        });
+        tracker.spawn(conn.run(stream));
     }
     drop(listener);
     tracker.close();
@@ -242,8 +248,29 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// The connection-cap slots of one TCP connection, released when the last clone is dropped.
+/// Every request carries a clone in its extensions, so that a WebSocket handler can keep it
+/// for the life of the upgraded connection: WebSockets count against `MAX_CONNECTIONS` and
+/// `MAX_CONNECTIONS_PER_IP` (and in `http_connections_open`) like any connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<SlotInner>);
+
+#[derive(Debug)]
+struct SlotInner {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    _per_ip: PerIpGuard,
+    open: IntGauge,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 /// One accepted connection and what it needs to be served.
 struct Connection {
+    slot: ConnectionSlot,
     builder: Arc<hyper::server::conn::http1::Builder>,
     router: Router,
     options: ServeOptions,
@@ -264,17 +291,18 @@ impl Connection {
         let peer = self.peer;
         let in_flight = self.in_flight;
         let service_activity = activity.clone();
+        let slot = self.slot.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             let router = router.clone();
             let _request = InFlight::begin(&in_flight, &service_activity);
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(slot.clone());
             async move {
                 let response = router.oneshot(req).await;
                 drop(_request);
                 response
             }
         });
-        self.metrics.open.inc();
         let conn = self.builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(conn);
         let mut draining = false;
@@ -298,7 +326,7 @@ impl Connection {
                 }
             }
         }
-        self.metrics.open.dec();
+        drop(self.slot);
     }
 }
 

@@ -161,6 +161,11 @@ enum ClientMessage {
 pub async fn ws(State(state): State<AppState>, req: Request) -> Response {
     let ip = crate::resilience::client_ip(&req, state.config.resilience.forwarded_for_hops)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    // The TCP connection's cap slots, held until the WebSocket closes.
+    let conn_slot = req
+        .extensions()
+        .get::<super::serve::ConnectionSlot>()
+        .cloned();
     let upgrade = match WebSocketUpgrade::from_request(req, &state).await {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
@@ -183,7 +188,10 @@ pub async fn ws(State(state): State<AppState>, req: Request) -> Response {
         .write_buffer_size(0)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
-        .on_upgrade(move |socket| stream(state, socket, limits, slot))
+        .on_upgrade(move |socket| async move {
+            stream(state, socket, limits, slot).await;
+            drop(conn_slot);
+        })
 }
 
 /// Why the server closes a connection.
