@@ -319,7 +319,8 @@ impl Connection {
                     conn.as_mut().graceful_shutdown();
                     draining = true;
                 }
-                reason = watch_timeouts(&activity, &self.options), if !draining => {
+                // Also while draining: a slow head must not hold the drain up.
+                reason = watch_timeouts(&activity, &self.options) => {
                     // Only fires with no request in flight: nothing is cut.
                     self.metrics.closed.with_label_values(&[reason]).inc();
                     break;
