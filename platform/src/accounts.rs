@@ -5,9 +5,10 @@
 //! async workers, and stores the user under the key of [`crate::input::username_key`], so a name
 //! that differs from an existing one only in case or in look-alike characters is taken.
 
-use crate::auth::{self, Role};
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::input::{self, InputError};
+use crate::passwords::{HashError, Passwords};
 use crate::store::{CreateUserError, Store, UserRecord};
 
 /// Why an account could not be created.
@@ -21,6 +22,9 @@ pub enum AccountError {
         "username {0:?} is taken (names that differ only in case or look-alike characters are the same name)"
     )]
     Taken(String),
+    /// Every hashing slot is taken (503 `overloaded`).
+    #[error("too many password checks at once, retry shortly")]
+    Overloaded,
     /// Hashing or the database failed.
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
@@ -29,28 +33,32 @@ pub enum AccountError {
     Db(#[from] sqlx::Error),
 }
 
+impl From<HashError> for AccountError {
+    fn from(e: HashError) -> AccountError {
+        match e {
+            HashError::Overloaded => AccountError::Overloaded,
+            HashError::Failed(e) => AccountError::Failed(e),
+        }
+    }
+}
+
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> ApiError {
         match e {
             AccountError::Input(e) => e.into(),
             e @ AccountError::Taken(_) => ApiError::Conflict(e.to_string()),
+            e @ AccountError::Overloaded => ApiError::Overloaded(e.to_string()),
             AccountError::Failed(e) => ApiError::Internal(e),
             AccountError::Db(e) => e.into(),
         }
     }
 }
 
-/// Hashing is deliberately slow; keep it off the async workers.
-async fn hash(password: String) -> Result<String, AccountError> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| anyhow::anyhow!("hashing task: {e}"))?
-        .map_err(|e| AccountError::Failed(anyhow::anyhow!("hashing password: {e}")))
-}
-
-/// Creates a user with `role` and an empty account, audited as `user.registered`.
+/// Creates a user with `role` and an empty account, audited as `user.registered`. The password
+/// is hashed in the bounded pool `passwords` (off the async workers).
 pub async fn create(
     store: &Store,
+    passwords: &Passwords,
     username: &str,
     password: &str,
     role: Role,
@@ -58,7 +66,7 @@ pub async fn create(
 ) -> Result<UserRecord, AccountError> {
     input::username("username", username)?;
     input::password("password", password)?;
-    let hash = hash(password.to_owned()).await?;
+    let hash = passwords.hash(password.to_owned()).await?;
     let key = input::username_key(username);
     store
         .create_user(username, &key, &hash, role, request_id)

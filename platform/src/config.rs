@@ -80,6 +80,35 @@ pub struct Config {
     pub enable_debug_endpoints: bool,
     /// Rate limits, overload protection, circuit breakers, caching and CORS.
     pub resilience: ResilienceConfig,
+    /// `HEADER_READ_TIMEOUT_SECONDS`: a request head must be complete this long after its first
+    /// byte, or the connection is closed.
+    pub header_read_timeout: Duration,
+    /// `IDLE_TIMEOUT_SECONDS`: a connection with no request in flight and no traffic for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// `MAX_HEADER_BYTES`: largest request head (request line and headers); larger is 431.
+    pub max_header_bytes: usize,
+    /// `MAX_CONNECTIONS`: open HTTP connections in total.
+    pub max_connections: usize,
+    /// `MAX_CONNECTIONS_PER_IP`: open HTTP connections per peer address; below the total.
+    pub max_connections_per_ip: usize,
+    /// `PASSWORD_HASH_CONCURRENCY`: password hashes computed at once (each takes ~19 MiB).
+    pub password_hash_concurrency: usize,
+    /// `PASSWORD_HASH_QUEUE`: requests that may wait for a hashing slot; more are shed (503).
+    pub password_hash_queue: usize,
+    /// WebSocket limits.
+    pub ws: WsConfig,
+}
+
+/// The limits of the `/api/v1/ws` market-data stream.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// `WS_MAX_CONNECTIONS_PER_IP`: open WebSockets per client IP.
+    pub max_connections_per_ip: usize,
+    /// `WS_MAX_SUBSCRIPTIONS`: symbols one connection may be subscribed to.
+    pub max_subscriptions: usize,
+    /// `WS_MAX_MESSAGE_BYTES`: largest client message; larger closes with 1009.
+    pub max_message_bytes: usize,
 }
 
 /// The knobs of [`crate::resilience`], grouped so that tests can tweak one without the rest.
@@ -334,7 +363,84 @@ impl Config {
             cors_allowed_origins,
         };
 
+        let max_connections = number(
+            get("MAX_CONNECTIONS"),
+            "MAX_CONNECTIONS",
+            4096,
+            2,
+            1_000_000,
+        )? as usize;
+        let max_connections_per_ip = number(
+            get("MAX_CONNECTIONS_PER_IP"),
+            "MAX_CONNECTIONS_PER_IP",
+            256,
+            1,
+            1_000_000,
+        )? as usize;
+        if max_connections_per_ip >= max_connections {
+            return Err(ConfigError {
+                var: "MAX_CONNECTIONS_PER_IP",
+                reason: format!(
+                    "{max_connections_per_ip} must be below MAX_CONNECTIONS ({max_connections}), so that one client cannot take every connection"
+                ),
+            });
+        }
+        // One hash per core, at most 4 (4 × 19 MiB): the container's CPU quota, not the node's
+        // cores, is what `available_parallelism` reports under cgroups.
+        let cores = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(4);
+        let ws = WsConfig {
+            max_connections_per_ip: number(
+                get("WS_MAX_CONNECTIONS_PER_IP"),
+                "WS_MAX_CONNECTIONS_PER_IP",
+                32,
+                1,
+                1_000_000,
+            )? as usize,
+            max_subscriptions: number(
+                get("WS_MAX_SUBSCRIPTIONS"),
+                "WS_MAX_SUBSCRIPTIONS",
+                50,
+                1,
+                10_000,
+            )? as usize,
+            max_message_bytes: number(
+                get("WS_MAX_MESSAGE_BYTES"),
+                "WS_MAX_MESSAGE_BYTES",
+                4096,
+                256,
+                1024 * 1024,
+            )? as usize,
+        };
+
         Ok(Config {
+            ws,
+            header_read_timeout: secs("HEADER_READ_TIMEOUT_SECONDS", 10, 1, 300)?,
+            idle_timeout: secs("IDLE_TIMEOUT_SECONDS", 60, 1, 3600)?,
+            max_header_bytes: number(
+                get("MAX_HEADER_BYTES"),
+                "MAX_HEADER_BYTES",
+                16 * 1024,
+                1024,
+                1024 * 1024,
+            )? as usize,
+            max_connections,
+            max_connections_per_ip,
+            password_hash_concurrency: number(
+                get("PASSWORD_HASH_CONCURRENCY"),
+                "PASSWORD_HASH_CONCURRENCY",
+                cores as u64,
+                1,
+                1024,
+            )? as usize,
+            password_hash_queue: number(
+                get("PASSWORD_HASH_QUEUE"),
+                "PASSWORD_HASH_QUEUE",
+                16,
+                0,
+                100_000,
+            )? as usize,
             resilience,
             demo: false,
             instruments,
@@ -466,6 +572,17 @@ mod tests {
             ("MARKET_CACHE_TTL_MS", "soon"),
             ("CORS_ALLOWED_ORIGINS", "example.com"),
             ("CORS_ALLOWED_ORIGINS", "*,https://a.example"),
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("IDLE_TIMEOUT_SECONDS", "never"),
+            ("MAX_HEADER_BYTES", "100"),
+            ("MAX_CONNECTIONS", "1"),
+            ("MAX_CONNECTIONS_PER_IP", "0"),
+            ("MAX_CONNECTIONS_PER_IP", "4096"),
+            ("PASSWORD_HASH_CONCURRENCY", "0"),
+            ("PASSWORD_HASH_QUEUE", "-1"),
+            ("WS_MAX_CONNECTIONS_PER_IP", "0"),
+            ("WS_MAX_SUBSCRIPTIONS", "0"),
+            ("WS_MAX_MESSAGE_BYTES", "10"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).expect_err(var);
@@ -490,6 +607,27 @@ mod tests {
         assert!(!c.jwt_secret_generated);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn connection_limits_have_safe_defaults() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_header_bytes, 16 * 1024);
+        assert!(c.max_connections_per_ip < c.max_connections);
+        assert!(c.password_hash_concurrency >= 1);
+        let c = Config::from_vars(vars(&[
+            ("MAX_CONNECTIONS", "10"),
+            ("MAX_CONNECTIONS_PER_IP", "9"),
+            ("PASSWORD_HASH_CONCURRENCY", "1"),
+            ("PASSWORD_HASH_QUEUE", "0"),
+            ("WS_MAX_SUBSCRIPTIONS", "3"),
+        ]))
+        .expect("valid");
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (10, 9));
+        assert_eq!((c.password_hash_concurrency, c.password_hash_queue), (1, 0));
+        assert_eq!(c.ws.max_subscriptions, 3);
     }
 
     #[test]

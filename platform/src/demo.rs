@@ -85,9 +85,16 @@ async fn user(
     if let Some(user) = state.store.find_user(name).await? {
         return Ok(user);
     }
-    let user = crate::accounts::create(&state.store, name, password, Role::Trader, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("creating {name}: {e}"))?;
+    let user = crate::accounts::create(
+        &state.store,
+        &state.passwords,
+        name,
+        password,
+        Role::Trader,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating {name}: {e}"))?;
     state
         .store
         .deposit(user.account_id, cash * UNIT, "system:demo", None)

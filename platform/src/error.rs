@@ -157,6 +157,7 @@ impl IntoResponse for ApiError {
             request_id: None,
         };
         let db_failed = matches!(self, ApiError::DependencyUnavailable(_));
+        let overloaded = matches!(self, ApiError::Overloaded(_));
         let headers = match &self {
             ApiError::RateLimited { headers, .. } => Some(headers.clone()),
             _ => None,
@@ -164,6 +165,13 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body.clone())).into_response();
         if let Some(headers) = headers {
             headers.apply(response.headers_mut());
+        }
+        if overloaded {
+            // Shed work is retried soon: the saturation lasts as long as a request does.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
         }
         if db_failed {
             // Read by the database breaker middleware: this request saw the database fail.

@@ -17,6 +17,7 @@ pub mod http;
 pub mod input;
 pub mod metrics;
 pub mod migrate;
+pub mod passwords;
 pub mod resilience;
 pub mod server;
 pub mod sessions;

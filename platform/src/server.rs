@@ -104,7 +104,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         let client = redis::Client::open(url.as_str()).context("REDIS_URL: cannot be used")?;
         crate::trading::fanout::start(&trading, client, shutdown.clone());
     }
+    let passwords = crate::passwords::Passwords::new(
+        config.password_hash_concurrency,
+        config.password_hash_queue,
+    )
+    .with_metrics(metrics.registry())
+    .context("registering password-hashing metrics")?;
+    let ws =
+        crate::http::ws::WsHub::start(&trading, &config.ws, metrics.registry(), shutdown.clone())
+            .context("registering WebSocket metrics")?;
     Ok(AppState::new(crate::state::Shared {
+        ws,
+        passwords,
         trading,
         keys: crate::auth::TokenKeys::new(config.jwt_secret.as_bytes()),
         config: Arc::new(config),
@@ -236,7 +247,33 @@ pub async fn run(
     }
     let drain_timeout = config.drain_timeout;
     let check_interval = config.health_check_interval;
+    let mut serve_options = crate::http::serve::ServeOptions::from_config(&config);
+    match crate::http::serve::raise_fd_limit() {
+        Ok(limit) => {
+            let max =
+                crate::http::serve::effective_max_connections(serve_options.max_connections, limit);
+            if max < serve_options.max_connections {
+                tracing::warn!(
+                    max_connections = serve_options.max_connections,
+                    applied = max,
+                    rlimit_nofile = limit,
+                    "MAX_CONNECTIONS lowered to keep file descriptors in reserve"
+                );
+                serve_options.max_connections = max;
+                serve_options.max_connections_per_ip = serve_options
+                    .max_connections_per_ip
+                    .min(max.saturating_sub(1).max(1));
+            }
+            tracing::info!(
+                rlimit_nofile = limit,
+                "open-file limit raised to the hard limit"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let state = build_state(config).await?;
+    let conn_metrics = crate::http::serve::ConnMetrics::register(state.metrics.registry())
+        .context("registering connection metrics")?;
     tracing::info!(
         addr = %listener.local_addr()?,
         database = ?state.store.backend(),
@@ -247,9 +284,12 @@ pub async fn run(
 
     let app = crate::http::router(state.clone());
     let stop = state.shutdown.clone();
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let mut server = tokio::spawn(async move { server.await });
+    let served =
+        crate::http::serve::serve(listener, app, serve_options, conn_metrics, stop.clone());
+    let crate::http::serve::Served {
+        task: mut server,
+        in_flight,
+    } = served;
 
     let startup = {
         let state = state.clone();
@@ -311,14 +351,36 @@ pub async fn run(
     // here until they learn the new owners).
     state.trading.hand_over_all(drain_timeout).await;
     stop.cancel();
-    match tokio::time::timeout(drain_timeout, &mut server).await {
-        Ok(res) => res.context("server task")?.context("serving HTTP")?,
-        Err(_) => {
-            tracing::warn!("drain timeout reached with requests still in flight; closing them");
-            server.abort();
+    let cut = match tokio::time::timeout(drain_timeout, &mut server).await {
+        Ok(res) => {
+            res.context("server task")?.context("serving HTTP")?;
+            0
         }
-    }
+        Err(_) => {
+            let cut = in_flight.get();
+            tracing::warn!(
+                requests_cut = cut,
+                drain_timeout = ?drain_timeout,
+                "drain timeout reached with requests still in flight; closing them"
+            );
+            server.abort();
+            cut.max(1)
+        }
+    };
     state.store.close().await;
+    if cut > 0 {
+        tracing::warn!(
+            requests_cut = cut,
+            exit_code = EXIT_DRAIN_TIMEOUT,
+            "shutdown forced"
+        );
+        // `main` maps every `Ok` to 0; a forced stop must be told apart from a clean one.
+        std::process::exit(i32::from(EXIT_DRAIN_TIMEOUT));
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }
+
+/// Exit code of `serve` when `DRAIN_TIMEOUT_SECONDS` ran out and requests were cut (a clean
+/// drain exits 0).
+pub const EXIT_DRAIN_TIMEOUT: u8 = 3;

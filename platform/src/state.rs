@@ -49,6 +49,10 @@ pub struct Shared {
     pub trading: crate::trading::Trading,
     /// The Prometheus registry and HTTP metrics.
     pub metrics: Metrics,
+    /// The WebSocket fan-out, caps and metrics.
+    pub ws: crate::http::ws::WsHub,
+    /// Password hashing, bounded in concurrency (and so in memory).
+    pub passwords: crate::passwords::Passwords,
     /// Rate limiters, load shedding, circuit breakers and the market-data cache.
     pub resilience: crate::resilience::Resilience,
     /// Cancelled when a graceful shutdown starts. Long-lived connections (WebSockets) select on

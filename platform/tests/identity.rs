@@ -253,6 +253,7 @@ async fn upgrade_keys_existing_names(store: &Store) {
     for taken in ["Admin", "BOB", "bob"] {
         let err = tradeplane_platform::accounts::create(
             store,
+            &tradeplane_platform::passwords::Passwords::new(1, 4),
             taken,
             "the-password",
             tradeplane_platform::auth::Role::Trader,

@@ -363,6 +363,55 @@ async fn real_concurrent_requests_beyond_the_limit_get_503_not_a_queue() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_hashing_past_its_slots_and_queue_is_shed_with_503() {
+    // One hash at a time and no queue: of a burst of logins, those that find the slot taken
+    // are answered 503 `overloaded` with Retry-After at once instead of each allocating 19 MiB.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = common::started_state(
+        &dir,
+        &[
+            ("PASSWORD_HASH_CONCURRENCY", "1"),
+            ("PASSWORD_HASH_QUEUE", "0"),
+            ("LOGIN_RATE_LIMIT_PER_MINUTE", "1000"),
+        ],
+    )
+    .await;
+    register(&state, "10.6.0.1", "hasher").await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let password = if i % 2 == 0 { CREDS } else { "wrong-password" };
+            call(
+                &state,
+                &format!("10.6.1.{i}"),
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": "hasher", "password": password})),
+            )
+            .await
+        }));
+    }
+    let (mut served, mut shed) = (0, 0);
+    for t in tasks {
+        let (status, headers, body) = t.await.expect("task");
+        match status {
+            StatusCode::OK | StatusCode::UNAUTHORIZED => served += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(body["code"], "overloaded", "{body}");
+                assert_eq!(headers["retry-after"], "1");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(served >= 1, "the slot serves");
+    assert!(shed >= 1, "a burst past one slot and no queue is shed");
+    assert_eq!(sample(&state, "password_hash_shed_total"), f64::from(shed));
+}
+
 #[tokio::test]
 async fn database_breaker_opens_fails_fast_and_shows_in_health_and_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");

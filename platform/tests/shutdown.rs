@@ -110,7 +110,7 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
 }
 
 #[tokio::test]
-async fn drain_timeout_bounds_the_wait() {
+async fn drain_timeout_bounds_the_wait_and_exits_3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = spare_port();
     let child = start(&dir, port, "1");
@@ -121,7 +121,11 @@ async fn drain_timeout_bounds_the_wait() {
     let signalled = Instant::now();
     sigterm(&child);
     let exit = wait_exit(child, Duration::from_secs(10)).await;
-    assert!(exit.success(), "exit status {exit:?}");
+    assert_eq!(
+        exit.code(),
+        Some(3),
+        "a drain that cut requests exits 3, not {exit:?}"
+    );
     let waited = signalled.elapsed();
     assert!(
         waited >= Duration::from_millis(900),

@@ -95,7 +95,15 @@ pub async fn create_user(
     role: Role,
     request_id: Option<&str>,
 ) -> Result<UserRecord, ApiError> {
-    Ok(crate::accounts::create(&state.store, username, password, role, request_id).await?)
+    Ok(crate::accounts::create(
+        &state.store,
+        &state.passwords,
+        username,
+        password,
+        role,
+        request_id,
+    )
+    .await?)
 }
 
 /// `POST /api/v1/auth/register`: creates a trader with an empty account.
@@ -120,6 +128,7 @@ pub async fn register(
 ) -> Result<impl IntoResponse, ApiError> {
     let user = crate::accounts::create(
         &state.store,
+        &state.passwords,
         &body.username,
         &body.password,
         Role::Trader,
@@ -172,12 +181,6 @@ async fn issue_pair(
     })
 }
 
-/// A valid argon2 hash of a random password, verified against when the username is unknown so
-/// that a failed login takes the same time whether or not the user exists.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    auth::hash_password(&auth::new_refresh_token()).unwrap_or_default()
-});
-
 /// `POST /api/v1/auth/login`: checks the password and returns an access and a refresh token.
 ///
 /// Besides the per-IP login limit (in the rate limit middleware), attempts are limited per
@@ -217,16 +220,10 @@ pub async fn login(
     }
     let user = state.store.find_user(&body.username).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let password = body.password.clone();
-    let ok = tokio::task::spawn_blocking(move || match stored {
-        Some(hash) => auth::verify_password(&password, &hash),
-        None => {
-            auth::verify_password(&password, &DUMMY_HASH);
-            false
-        }
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
+    let ok = state
+        .passwords
+        .verify(body.password.clone(), stored)
+        .await?;
     let Some(user) = user.filter(|_| ok) else {
         let failures = limiter.check(LimitKind::FailedLogin, &user_key).await;
         if failures.allowed && failures.remaining == 0 {

@@ -132,7 +132,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme name is case-insensitive
 /// (RFC 9110 §11.1): `bearer` and `BEARER` work too.
-fn bearer_token(value: Option<&str>) -> Option<&str> {
+pub(crate) fn bearer_token(value: Option<&str>) -> Option<&str> {
     let (scheme, token) = value?.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

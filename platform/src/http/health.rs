@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::state::AppState;
@@ -13,9 +13,21 @@ pub async fn live() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
+/// Marks a probe's 503 as the expected state it reports (starting, draining, a dependency
+/// down), so that the request log does not report it as a server error.
+fn expected(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    if response.status().is_server_error() {
+        response
+            .extensions_mut()
+            .insert(super::middleware::ExpectedUnavailable);
+    }
+    response
+}
+
 /// Startup: 200 once configuration, migrations and warm-up are done, 503 before.
-pub async fn startup(State(state): State<AppState>) -> impl IntoResponse {
-    if state.health.is_started() {
+pub async fn startup(State(state): State<AppState>) -> Response {
+    expected(if state.health.is_started() {
         (StatusCode::OK, Json(json!({ "status": "started" })))
     } else {
         (
@@ -24,12 +36,12 @@ pub async fn startup(State(state): State<AppState>) -> impl IntoResponse {
                 json!({ "status": "starting", "check": "startup", "message": "start-up has not finished" }),
             ),
         )
-    }
+    })
 }
 
 /// Readiness: 200 when this instance should receive traffic, else 503 naming the failing check.
-pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match state.health.readiness() {
+pub async fn ready(State(state): State<AppState>) -> Response {
+    expected(match state.health.readiness() {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(reason) => {
             let message = match reason {
@@ -44,16 +56,16 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
                 Json(json!({ "status": "not_ready", "check": reason.check(), "message": message })),
             )
         }
-    }
+    })
 }
 
 /// Detailed report of every check; 200 when ready, 503 otherwise.
-pub async fn detail(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn detail(State(state): State<AppState>) -> Response {
     let report = state.health.report();
     let status = if report.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(report))
+    expected((status, Json(report)))
 }

@@ -1,18 +1,15 @@
-//! Public market data: instruments, book depth, recent trades, ticker, and the WebSocket stream.
+//! Public market data: instruments, book depth, recent trades and ticker (the WebSocket stream
+//! is in [`super::ws`]).
 //! REST reads come from the database, so every replica answers the same, through the two-level
 //! market-data cache ([`crate::resilience::market_cache`]) that trades invalidate.
-
-use std::collections::HashSet;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use tradeplane_engine::instrument::{Instrument, TradingStatus};
 use tradeplane_engine::num::{Price, Qty};
 use tradeplane_engine::order::Side;
@@ -22,8 +19,8 @@ use super::orders::page_size;
 use crate::error::ApiError;
 use crate::input::Validate;
 use crate::state::AppState;
+use crate::trading::persist_status;
 use crate::trading::views::TradeView;
-use crate::trading::{MarketEvent, persist_status};
 
 /// An instrument with its current status.
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,7 +156,11 @@ impl Validate for TradesQuery {
     }
 }
 
-async fn book_view(state: &AppState, symbol: &str, depth: u32) -> Result<BookView, ApiError> {
+pub(super) async fn book_view(
+    state: &AppState,
+    symbol: &str,
+    depth: u32,
+) -> Result<BookView, ApiError> {
     // md_seq first: the levels read after it are at least that new, and book events are
     // absolute levels, so replaying the ones in between is harmless.
     let md_seq = state
@@ -443,120 +444,4 @@ pub async fn resume(
         symbol,
         status: TradingStatus::Open,
     }))
-}
-
-/// A message from a WebSocket client.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum ClientMessage {
-    /// Start receiving a snapshot and then the events of these symbols.
-    Subscribe { symbols: Vec<String> },
-    /// Stop receiving these symbols.
-    Unsubscribe { symbols: Vec<String> },
-}
-
-/// `GET /api/v1/ws`: the market-data stream.
-///
-/// Send `{"op":"subscribe","symbols":["BTC-USD"]}`; the server answers with a `snapshot`
-/// (book levels and the `md_seq` it reflects) and then every `trade`, `book` and `status` event
-/// of the symbol with its `md_seq`. Events are contiguous per symbol: a jump means a gap, and the
-/// client should subscribe again for a fresh snapshot. A client that falls too far behind is
-/// disconnected (close code 1008) rather than slowing anyone else down; on shutdown every client
-/// gets close code 1001.
-pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
-        .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| stream(state, socket))
-}
-
-async fn send_json(socket: &mut WebSocket, value: &impl Serialize) -> bool {
-    match serde_json::to_string(value) {
-        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
-        Err(_) => false,
-    }
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
-}
-
-async fn stream(state: AppState, mut socket: WebSocket) {
-    let gauge = state.trading.metrics().websocket_subscribers.clone();
-    gauge.inc();
-    let mut events = state.trading.subscribe();
-    let mut subscribed: HashSet<String> = HashSet::new();
-    let mut last_seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    loop {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => {
-                close(&mut socket, 1001, "server shutting down").await;
-                break;
-            }
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if !subscribed.contains(&event.symbol) {
-                        continue;
-                    }
-                    let seen = last_seen.entry(event.symbol.clone()).or_insert(0);
-                    if event.md_seq <= *seen {
-                        continue; // already reflected in the snapshot
-                    }
-                    *seen = event.md_seq;
-                    // `origin` is the replicas' bookkeeping, not market data.
-                    let public = MarketEvent { origin: String::new(), ..(*event).clone() };
-                    if !send_json(&mut socket, &public).await {
-                        break;
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    close(&mut socket, 1008, "too slow: fell behind the market-data stream").await;
-                    break;
-                }
-                Err(RecvError::Closed) => break,
-            },
-            message = socket.recv() => match message {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMessage>(&text) {
-                    Ok(ClientMessage::Subscribe { symbols }) => {
-                        for symbol in symbols {
-                            if !state.trading.instruments().contains_key(&symbol) {
-                                let err = serde_json::json!({"type": "error", "code": "unknownSymbol", "message": format!("no instrument {symbol}")});
-                                if !send_json(&mut socket, &err).await { return gauge.dec(); }
-                                continue;
-                            }
-                            match book_view(&state, &symbol, 50).await {
-                                Ok(book) => {
-                                    last_seen.insert(symbol.clone(), u64::try_from(book.md_seq).unwrap_or(0));
-                                    subscribed.insert(symbol);
-                                    let snapshot = serde_json::json!({"type": "snapshot", "symbol": book.symbol, "md_seq": book.md_seq, "bids": book.bids, "asks": book.asks});
-                                    if !send_json(&mut socket, &snapshot).await { return gauge.dec(); }
-                                }
-                                Err(e) => {
-                                    let err = serde_json::json!({"type": "error", "code": e.code(), "message": e.to_string()});
-                                    if !send_json(&mut socket, &err).await { return gauge.dec(); }
-                                }
-                            }
-                        }
-                    }
-                    Ok(ClientMessage::Unsubscribe { symbols }) => {
-                        for s in symbols {
-                            subscribed.remove(&s);
-                            last_seen.remove(&s);
-                        }
-                    }
-                    Err(e) => {
-                        let err = serde_json::json!({"type": "error", "code": "bad_request", "message": e.to_string()});
-                        if !send_json(&mut socket, &err).await { break; }
-                    }
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
-            },
-        }
-    }
-    gauge.dec();
 }

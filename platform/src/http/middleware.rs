@@ -44,6 +44,99 @@ pub fn drop_unsafe_request_id(mut req: Request) -> Request {
     req
 }
 
+/// The body deadline of `REQUEST_BODY_TIMEOUT_SECONDS` and the `MAX_BODY_BYTES` bound.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyDeadline {
+    /// How long the whole body may take, counted from the end of the request head.
+    pub timeout: std::time::Duration,
+    /// Largest body read.
+    pub max_bytes: usize,
+}
+
+/// Reads the whole request body within one deadline, answering 408 `request_timeout` when it
+/// has not arrived in time.
+///
+/// Hand-written because tower-http's `RequestBodyTimeoutLayer` restarts its timer at every
+/// frame (a body trickled at 1 byte/s never trips it) and its error reaches the JSON extractor
+/// as a 400. Request bodies here are small JSON documents, so buffering them costs nothing that
+/// the extractors would not spend anyway. A body that is already known to be empty is passed
+/// through untouched (GETs, WebSocket upgrades).
+pub async fn body_deadline(
+    State(limit): State<BodyDeadline>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::body::HttpBody as _;
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(limit.timeout, axum::body::to_bytes(body, limit.max_bytes)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut too_large = false;
+            while let Some(err) = source {
+                too_large |= err.is::<http_body_util::LengthLimitError>();
+                source = err.source();
+            }
+            if too_large {
+                crate::error::ApiError::PayloadTooLarge.into_response()
+            } else {
+                crate::error::ApiError::BadRequest("the request body could not be read".into())
+                    .into_response()
+            }
+        }
+        Err(_) => crate::error::ApiError::Status {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            message: format!(
+                "the request body did not arrive within {} s",
+                limit.timeout.as_secs()
+            ),
+        }
+        .into_response(),
+    }
+}
+
+/// Response extension of a 503 that reports expected state (a probe saying "starting" or
+/// "draining"), logged at DEBUG instead of ERROR by [`log_response`].
+#[derive(Clone, Copy, Debug)]
+pub struct ExpectedUnavailable;
+
+/// The request log line: 5xx at ERROR (unless [`ExpectedUnavailable`]), others at DEBUG, in the
+/// request's span (which carries the request id, method and path).
+pub fn log_response<B>(
+    response: &axum::http::Response<B>,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_millis();
+    if response.status().is_server_error()
+        && response.extensions().get::<ExpectedUnavailable>().is_none()
+    {
+        tracing::error!(status, latency_ms, "response failed");
+    } else {
+        tracing::debug!(status, latency_ms, "finished processing request");
+    }
+}
+
+/// Failures that are not a status (a response body that broke mid-stream) at ERROR; failing
+/// statuses are logged by [`log_response`], which can tell an expected 503 apart.
+pub fn log_failure(
+    failure: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    if let tower_http::classify::ServerErrorsFailureClass::Error(error) = failure {
+        tracing::error!(error, latency_ms = latency.as_millis(), "response failed");
+    }
+}
+
 /// Largest plain-text error body kept as the message of a rewritten error.
 const MAX_TEXT_ERROR: usize = 2048;
 

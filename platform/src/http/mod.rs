@@ -11,7 +11,9 @@ pub mod market;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
+pub mod serve;
 pub mod web;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -23,7 +25,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -60,10 +62,14 @@ pub fn router(state: AppState) -> Router {
     routes = routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(RequestBodyTimeoutLayer::new(
-            config.resilience.request_body_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            middleware::BodyDeadline {
+                timeout: config.resilience.request_body_timeout,
+                max_bytes: config.max_body_bytes,
+            },
+            middleware::body_deadline,
         ))
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
@@ -101,7 +107,9 @@ pub fn router(state: AppState) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
-        }))
+        })
+        .on_response(middleware::log_response)
+        .on_failure(middleware::log_failure))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower::util::MapRequestLayer::new(middleware::drop_unsafe_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
@@ -129,7 +137,7 @@ fn api() -> Router<AppState> {
         .route("/markets/{symbol}/trades", get(market::trades))
         .route("/markets/{symbol}/ticker", get(market::ticker))
         .route("/markets/{symbol}/candles", get(candles::candles))
-        .route("/ws", get(market::ws))
+        .route("/ws", get(ws::ws))
         .route("/openapi.json", get(openapi::document))
 }
 

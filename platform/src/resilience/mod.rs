@@ -244,12 +244,14 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     let path = req.uri().path();
     let login = req.method() == Method::POST
         && (path == "/api/v1/auth/login" || path == "/api/v1/auth/register");
-    let account = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| state.keys.verify(t.trim()).ok())
+    // The scheme is case-insensitive, as the extractor reads it: `bearer x` is limited per
+    // account too.
+    let account = crate::http::extract::bearer_token(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .and_then(|t| state.keys.verify(t).ok())
         .map(|claims| claims.acct.to_string());
 
     let mut checks = vec![(LimitKind::Ip, ip.clone())];

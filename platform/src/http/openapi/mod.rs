@@ -122,10 +122,11 @@ pub async fn document() -> impl IntoResponse {
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket is open. The messages are `WsClientMessage` (client to server), `WsSnapshot`, `WsEvent` and `WsError` (server to client)."),
         (status = 400, description = "`bad_request`: not a valid WebSocket upgrade (missing or wrong `Connection`, `Upgrade`, `Sec-WebSocket-Key` or `Sec-WebSocket-Version: 13`).", body = crate::error::ErrorBody),
+        (status = 429, description = "`too_many_connections`: this client already has `WS_MAX_CONNECTIONS_PER_IP` WebSockets open; or `rate_limited` (see the `RateLimited` response), with `Retry-After`.", body = crate::error::ErrorBody),
         (status = 426, description = "`error`: the connection cannot be upgraded (for example HTTP/2 without extended CONNECT).", body = crate::error::ErrorBody),
     )
 )]
-#[allow(dead_code)] // documents super::market::ws
+#[allow(dead_code)] // documents super::ws::ws
 fn ws() {}
 
 /// Standard responses, shared by reference (`#/components/responses/...`).
@@ -222,6 +223,30 @@ const MATCHER_OPERATIONS: &[&str] = &[
 /// responses of each operation by what it takes (a body, parameters, a token, the admin role).
 pub struct Standard;
 
+/// Makes the optional properties of schema `name` non-nullable (`oneOf: [X, null]` becomes `X`):
+/// the server refuses their `null` (see `super::orders::PlaceOrderBody`). The type lives with
+/// the order flow, whose `Option` fields utoipa documents as nullable.
+fn not_nullable(components: &mut utoipa::openapi::Components, name: &str) {
+    use utoipa::openapi::schema::Schema;
+    let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) else {
+        return;
+    };
+    let null = json!({"type": "null"});
+    for property in object.properties.values_mut() {
+        let RefOr::T(Schema::OneOf(one_of)) = property else {
+            continue;
+        };
+        let (nulls, rest): (Vec<_>, Vec<_>) = one_of
+            .items
+            .iter()
+            .cloned()
+            .partition(|item| serde_json::to_value(item).is_ok_and(|v| v == null));
+        if let ([_], [only]) = (nulls.as_slice(), rest.as_slice()) {
+            *property = only.clone();
+        }
+    }
+}
+
 impl Modify for Standard {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         doc.info.description = Some(OVERVIEW.to_owned());
@@ -236,6 +261,7 @@ impl Modify for Standard {
                     .build(),
             ),
         );
+        not_nullable(components, "PlaceOrder");
         for (name, status, code, description) in STANDARD {
             components.responses.insert(
                 (*name).to_owned(),

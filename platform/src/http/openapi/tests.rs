@@ -443,19 +443,29 @@ fn real_instruments_fit_the_instrument_schema() {
     }
 }
 
-/// `"tif": null` (and any optional field as null) is accepted, and the document says so.
+/// `"tif": null` (and any optional order field as null) is refused by the document and by the
+/// server (422 `null_field`); omitted, the field takes its default.
 #[tokio::test]
-async fn optional_fields_may_be_null_in_the_document_and_the_server() {
+async fn optional_order_fields_may_be_omitted_but_not_null_in_the_document_and_the_server() {
+    use crate::input::Validate;
     let doc = document();
-    let tif = &doc["components"]["schemas"]["PlaceOrder"]["properties"]["tif"];
-    let v = validator(&doc, tif);
-    assert!(v.is_valid(&Value::Null), "tif is nullable: {tif}");
-    let body: crate::trading::PlaceOrder = serde_json::from_value(serde_json::json!({
-        "symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "1",
-        "tif": null, "client_order_id": null
-    }))
-    .expect("null optional fields are accepted");
-    assert!(body.tif.is_none() && body.client_order_id.is_none());
+    let order = serde_json::json!({"$ref": "#/components/schemas/PlaceOrder"});
+    let v = validator(&doc, &order);
+    let base = serde_json::json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": "1", "qty": "1"});
+    assert!(v.is_valid(&base), "omitted optional fields are valid");
+    let body: super::super::orders::PlaceOrderBody =
+        serde_json::from_value(base.clone()).expect("omitted fields parse");
+    body.validate().expect("and are accepted");
+    for field in ["tif", "client_order_id", "price"] {
+        let mut with_null = base.clone();
+        with_null[field] = Value::Null;
+        assert!(!v.is_valid(&with_null), "{field}: null breaks the document");
+        let body: super::super::orders::PlaceOrderBody =
+            serde_json::from_value(with_null).expect("parses");
+        let err = body.validate().expect_err(field);
+        assert_eq!(err.code(), "null_field", "{field}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
 }
 
 /// The client_order_id rule of the server is the document's pattern (a space is refused by both).
