@@ -252,7 +252,7 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
             .and_then(|v| v.to_str().ok()),
     )
     .and_then(|t| state.keys.verify(t).ok())
-        .map(|claims| claims.acct.to_string());
+    .map(|claims| claims.acct.to_string());
 
     let mut checks = vec![(LimitKind::Ip, ip.clone())];
     if login {
