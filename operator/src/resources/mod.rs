@@ -215,7 +215,7 @@ pub struct Desired {
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// Disruption budget, when enabled and more than one replica can run.
     pub pdb: Option<PodDisruptionBudget>,
-    /// Why there is no disruption budget, for the status.
+    /// Why there is no disruption budget, or why it was tightened, for the status.
     pub pdb_skipped_reason: Option<String>,
     /// Backup claim, when backups are enabled and no existing claim is named.
     pub backup_claim: Option<PersistentVolumeClaim>,
