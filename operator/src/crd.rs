@@ -1063,4 +1063,9 @@ pub struct TradingPlatformStatus {
     /// The last `tradeplane.io/backup-now` value the operator has turned into a Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_now_request: Option<String>,
+    /// The image whose database migration (`tradeplane-platform migrate`, a Job) has succeeded,
+    /// or that the pods already ran; the Deployment gets a new image only once it is here, and an
+    /// operator restart does not migrate it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_image: Option<String>,
 }

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod migrate;
 pub mod resources;
 pub mod run;
 pub mod schedule;

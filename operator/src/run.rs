@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -273,6 +273,8 @@ pub fn build_controller(
     c = owns::<PodDisruptionBudget>(c, client, namespace, health);
     c = owns::<PersistentVolumeClaim>(c, client, namespace, health);
     c = owns::<CronJob>(c, client, namespace, health);
+    // Migration Jobs (owned by the TradingPlatform): their end opens the rollout.
+    c = owns::<Job>(c, client, namespace, health);
     c = owns::<Ingress>(c, client, namespace, health);
     owns::<NetworkPolicy>(c, client, namespace, health)
 }
