@@ -11,6 +11,7 @@ pub mod leader;
 pub mod metrics;
 pub mod migrate;
 pub mod resources;
+pub mod rollout;
 pub mod run;
 pub mod schedule;
 pub mod watch;
