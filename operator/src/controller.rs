@@ -410,6 +410,13 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     a.apply(&desired.service_account).await;
     a.apply(&desired.config_map).await;
     a.apply(&desired.service).await;
+    // A new image reaches the Deployment only after its migration Job succeeded.
+    let (gate, migrated_image) = crate::migrate::gate(&mut a, ctx, tp, ns).await?;
+    match gate.held() {
+        None => {}
+        Some(Some(live)) => desired.deployment = Some(resources::deployment_with_image(tp, live)?),
+        Some(None) => desired.deployment = None,
+    }
     // The HPA before the Deployment: the Deployment stops carrying replicas only once it exists.
     let hpa = a.apply(&desired.hpa).await;
     let deployment = Box::pin(apply_deployment(
@@ -494,6 +501,27 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         ctx.now(),
     );
     let mut action = Action::requeue(RESYNC);
+    status.migrated_image = migrated_image;
+    if let Some((type_, reason, message)) = gate.condition(&tp.spec.image) {
+        set_condition(
+            &mut status.conditions,
+            type_,
+            "True",
+            reason,
+            &message,
+            tp.meta().generation,
+            ctx.now(),
+        );
+        if type_ == CONDITION_DEGRADED {
+            status.phase = Some("Degraded".to_string());
+        } else if status.phase.as_deref() != Some("Degraded") {
+            status.phase = Some("Progressing".to_string());
+        }
+    }
+    if matches!(gate, crate::migrate::Gate::Migrating { .. }) {
+        // The Job is watched too; this re-check covers a missed event.
+        action = Action::requeue(BACKUP_NOW_RETRY);
+    }
     let backup = BackupNow {
         live_cronjob: cronjob.as_ref(),
         desired_cronjob: desired.backup_cronjob.as_ref(),
@@ -1237,6 +1265,7 @@ pub fn derive_status(
         last_scheduled_backup: last_scheduled,
         last_successful_backup: last_success,
         last_backup_now_request: previous.last_backup_now_request,
+        migrated_image: previous.migrated_image,
     }
 }
 

@@ -850,6 +850,17 @@ pub struct PlatformSettings {
     /// Database connection pool.
     #[serde(default)]
     pub database_pool: DatabasePool,
+    /// Seconds a replica's lease on a symbol lasts without renewal (`SYMBOL_LEASE_SECONDS`,
+    /// PostgreSQL only). Each symbol is matched by exactly one replica holding its lease; when
+    /// that replica dies, another takes the symbol over after at most this long, so it bounds
+    /// the failover time. Shorter means faster failover but more lease renewals.
+    #[serde(default = "default_symbol_lease_seconds")]
+    #[schemars(range(min = 1, max = 60))]
+    pub symbol_lease_seconds: i32,
+}
+
+fn default_symbol_lease_seconds() -> i32 {
+    3
 }
 
 impl Default for PlatformSettings {
@@ -860,6 +871,7 @@ impl Default for PlatformSettings {
             instruments: Vec::new(),
             rate_limits: RateLimits::default(),
             database_pool: DatabasePool::default(),
+            symbol_lease_seconds: default_symbol_lease_seconds(),
         }
     }
 }
@@ -1051,4 +1063,9 @@ pub struct TradingPlatformStatus {
     /// The last `tradeplane.io/backup-now` value the operator has turned into a Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_now_request: Option<String>,
+    /// The image whose database migration (`tradeplane-platform migrate`, a Job) has succeeded,
+    /// or that the pods already ran; the Deployment gets a new image only once it is here, and an
+    /// operator restart does not migrate it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_image: Option<String>,
 }

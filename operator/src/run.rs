@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -250,6 +250,9 @@ where
     c.owns_stream(stream.touched_objects())
 }
 
+/// Reconciliations running at once (see `scripts/bench-operator.sh` for the effect at 1,000).
+pub const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// The Controller with one guarded watch per kind: TradingPlatforms (full objects, cached) and
 /// every owned kind (metadata only, not cached: the reconciler reads children from the API).
 pub fn build_controller(
@@ -264,7 +267,12 @@ pub fn build_controller(
     })
     .reflect(writer)
     .applied_objects();
-    let mut c = Controller::for_stream(main, reader);
+    // At most RECONCILE_CONCURRENCY reconciliations at once: without a bound, a start with 1,000
+    // TradingPlatforms holds 1,000 reconciliations (their desired objects and API answers) in
+    // memory at the same time, for no gain against one API server.
+    let mut c = Controller::for_stream(main, reader).with_config(
+        kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+    );
     c = owns::<ServiceAccount>(c, client, namespace, health);
     c = owns::<ConfigMap>(c, client, namespace, health);
     c = owns::<Service>(c, client, namespace, health);
@@ -273,6 +281,8 @@ pub fn build_controller(
     c = owns::<PodDisruptionBudget>(c, client, namespace, health);
     c = owns::<PersistentVolumeClaim>(c, client, namespace, health);
     c = owns::<CronJob>(c, client, namespace, health);
+    // Migration Jobs (owned by the TradingPlatform): their end opens the rollout.
+    c = owns::<Job>(c, client, namespace, health);
     c = owns::<Ingress>(c, client, namespace, health);
     owns::<NetworkPolicy>(c, client, namespace, health)
 }

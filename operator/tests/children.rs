@@ -316,7 +316,7 @@ async fn backup_now_waits_for_a_running_backup_and_suspends_the_cronjob_while_it
             .unwrap()
             .store
             .keys()
-            .filter(|k| k.starts_with(&format!("{JOBS}/")))
+            .filter(|k| k.starts_with(&format!("{JOBS}/")) && !k.contains("-migrate-"))
             .cloned()
             .collect()
     };

@@ -83,7 +83,7 @@ async fn after_an_api_server_restart_a_missed_change_is_applied_at_once() {
         image(&env).as_deref() == Some("img:1")
     })
     .await;
-    until(Duration::from_secs(10), || env.api.open_watches() == 11).await;
+    until(Duration::from_secs(10), || env.api.open_watches() == 12).await;
     assert_eq!(status_of(&state, "/health/ready").await, 200);
 
     // The API server restarts: a change lands that no watch delivers, the Deployments list keeps

@@ -39,6 +39,10 @@ pub fn data(spec: &TradingPlatformSpec) -> Result<BTreeMap<String, String>, Buil
             "LOGIN_RATE_LIMIT_PER_MINUTE".to_string(),
             s.rate_limits.login_per_minute.to_string(),
         ),
+        (
+            "SYMBOL_LEASE_SECONDS".to_string(),
+            s.symbol_lease_seconds.to_string(),
+        ),
     ]);
     if !s.instruments.is_empty() {
         let json = serde_json::to_string(&s.instruments)

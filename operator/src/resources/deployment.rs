@@ -8,9 +8,10 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
-    LocalObjectReference, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, SleepAction,
-    TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
+    LocalObjectReference, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
+    SecurityContext, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -132,6 +133,34 @@ pub fn platform_secret_env(spec: &TradingPlatformSpec) -> Vec<EnvVar> {
     env
 }
 
+/// Name of the env var carrying the pod's IP (contract: the platform advertises
+/// `$POD_IP:<port>` to the other replicas, which forward orders for the symbols it owns there).
+pub const POD_IP_ENV: &str = "POD_IP";
+
+/// `POD_IP` from the downward API (`status.podIP`).
+pub fn pod_ip_env() -> EnvVar {
+    EnvVar {
+        name: POD_IP_ENV.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".to_string()),
+                field_path: "status.podIP".to_string(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The env of the platform container: `POD_IP` first (so `spec.env` values may refer to it as
+/// `$(POD_IP)`), the secrets, then `spec.env`. The migration Job uses the same list.
+pub fn platform_env(spec: &TradingPlatformSpec) -> Vec<EnvVar> {
+    let mut env = vec![pod_ip_env()];
+    env.extend(platform_secret_env(spec));
+    env.extend(spec.env.iter().cloned());
+    env
+}
+
 /// Image pull secrets as local references.
 pub fn pull_secrets(spec: &TradingPlatformSpec) -> Option<Vec<LocalObjectReference>> {
     (!spec.image_pull_secrets.is_empty()).then(|| {
@@ -202,8 +231,7 @@ pub fn build(
     if spec.image.trim().is_empty() {
         return Err(BuildError::Invalid("spec.image is empty".to_string()));
     }
-    let mut env = platform_secret_env(spec);
-    env.extend(spec.env.iter().cloned());
+    let env = platform_env(spec);
 
     let (tmp_vol, tmp_mount) = tmp_volume();
     let lifecycle = (spec.shutdown.pre_stop_sleep_seconds > 0).then(|| Lifecycle {
@@ -292,6 +320,8 @@ pub fn build(
                 ..Default::default()
             },
             revision_history_limit: Some(5),
+            // Never below the current count during a rollout: a new pod must be ready (and able to
+            // take symbol leases) before an old one stops, so some replica always owns each symbol.
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".to_string()),
                 rolling_update: Some(RollingUpdateDeployment {

@@ -21,6 +21,7 @@ pub mod configmap;
 pub mod deployment;
 pub mod hpa;
 pub mod ingress;
+pub mod migration;
 pub mod networkpolicy;
 pub mod pdb;
 pub mod service;
@@ -215,7 +216,7 @@ pub struct Desired {
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// Disruption budget, when enabled and more than one replica can run.
     pub pdb: Option<PodDisruptionBudget>,
-    /// Why there is no disruption budget, for the status.
+    /// Why there is no disruption budget, or why it was tightened, for the status.
     pub pdb_skipped_reason: Option<String>,
     /// Backup claim, when backups are enabled and no existing claim is named.
     pub backup_claim: Option<PersistentVolumeClaim>,
@@ -247,6 +248,18 @@ pub fn desired(tp: &TradingPlatform) -> Result<Desired, BuildError> {
         ingress: ingress::build(&parent, spec),
         network_policy: networkpolicy::build(&parent, spec),
     })
+}
+
+/// The platform Deployment as `desired` builds it, but running `image` (and labelled with its
+/// version): what the operator applies while the migration of a new `spec.image` is not done, so
+/// other spec changes still apply and the pods keep the image they run.
+pub fn deployment_with_image(tp: &TradingPlatform, image: &str) -> Result<Deployment, BuildError> {
+    let mut parent = Parent::of(tp)?;
+    parent.version = Some(image_version(image));
+    let mut spec = tp.spec.clone();
+    spec.image = image.to_string();
+    let checksum = configmap::checksum(&configmap::build(&parent, &spec)?);
+    deployment::build(&parent, &spec, &checksum)
 }
 
 impl Desired {

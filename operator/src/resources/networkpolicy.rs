@@ -1,4 +1,7 @@
 //! NetworkPolicy admitting ingress traffic to the platform pods only on the HTTP port.
+//!
+//! The platform's own pods are always admitted on that port: a replica forwards an order for a
+//! symbol it does not own to the owner's advertised address (`POST /internal/v1/commands`).
 
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -16,16 +19,27 @@ pub fn build(parent: &Parent, spec: &TradingPlatformSpec) -> Option<NetworkPolic
     if !np.enabled {
         return None;
     }
+    // No `from`: any source may connect (the own pods included). With a namespace restriction,
+    // the own pods are added as a second peer, since their namespace may not carry those labels.
     let from = if np.allowed_namespace_labels.is_empty() {
         None
     } else {
-        Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(np.allowed_namespace_labels.clone()),
+        Some(vec![
+            NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(np.allowed_namespace_labels.clone()),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }])
+            },
+            NetworkPolicyPeer {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(parent.selector_labels()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ])
     };
     Some(NetworkPolicy {
         metadata: parent.meta(parent.name.clone(), COMPONENT_PLATFORM),

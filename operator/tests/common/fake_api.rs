@@ -50,6 +50,9 @@ pub struct FakeState {
     /// that one field: the field is removed, then defaulted to 1, when its last owner stops
     /// sending it, as the API server does for a Deployment).
     replica_owners: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// When set, a migration Job (`…-migrate-…`) is created already `Complete`, as if its pod had
+    /// run at once (a stand-in for the Job controller; tests of the migration gate clear it).
+    pub complete_migrations: bool,
 }
 
 /// Handle to the fake: shared state plus the client talking to it.
@@ -63,7 +66,10 @@ impl FakeApi {
     /// Starts the fake and returns it with a client connected to it.
     pub fn start() -> (Self, Client) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let state = Arc::new(Mutex::new(FakeState::default()));
+        let state = Arc::new(Mutex::new(FakeState {
+            complete_migrations: true,
+            ..FakeState::default()
+        }));
         let s = state.clone();
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
@@ -156,6 +162,11 @@ impl FakeApi {
                     .unwrap(),
             );
         }
+    }
+
+    /// Makes the fake leave new migration Jobs running (see `complete_migrations`).
+    pub fn hold_migrations(&self) {
+        self.state.lock().unwrap().complete_migrations = false;
     }
 
     /// Takes the request log.
@@ -516,6 +527,13 @@ impl FakeState {
                             meta["uid"] = json!(format!("uid-{n}"));
                             meta["creationTimestamp"] = json!("2026-11-22T11:00:00Z");
                             meta["generation"] = json!(1);
+                            if self.complete_migrations
+                                && coll.ends_with("/jobs")
+                                && p.contains("-migrate-")
+                            {
+                                new["status"] = json!({"succeeded": 1, "conditions": [
+                                    {"type": "Complete", "status": "True"}]});
+                            }
                         }
                     }
                     new["metadata"]["resourceVersion"] = json!(n.to_string());
