@@ -190,15 +190,22 @@ pub async fn ensure_admin(state: &AppState) -> anyhow::Result<()> {
     if state.store.find_user(username).await?.is_some() {
         return Ok(());
     }
-    match crate::http::auth::create_user(state, username, password, crate::auth::Role::Admin, None)
-        .await
+    match crate::accounts::create(
+        &state.store,
+        &state.passwords,
+        username,
+        password,
+        crate::auth::Role::Admin,
+        None,
+    )
+    .await
     {
         Ok(user) => {
             tracing::info!(username, user_id = user.id, "admin user created");
             Ok(())
         }
         // Another replica created it first.
-        Err(crate::error::ApiError::Conflict(_)) => Ok(()),
+        Err(crate::accounts::AccountError::Taken(_)) => Ok(()),
         Err(e) => Err(anyhow::anyhow!("creating the admin user: {e}")),
     }
 }

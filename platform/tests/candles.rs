@@ -16,8 +16,9 @@ use common::send;
 
 /// A trader with `cash` and 1000 AAPL; returns its account id.
 async fn funded(state: &AppState, name: &str) -> i64 {
-    let user = tradeplane_platform::http::auth::create_user(
-        state,
+    let user = tradeplane_platform::accounts::create(
+        &state.store,
+        &state.passwords,
         name,
         "password-123",
         Role::Trader,

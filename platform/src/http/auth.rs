@@ -85,27 +85,6 @@ impl Validate for RefreshRequest {
     }
 }
 
-/// Creates a user or admin through [`crate::accounts::create`], with the API's errors.
-///
-/// Kept for `server::ensure_admin`; new callers use [`crate::accounts::create`].
-pub async fn create_user(
-    state: &AppState,
-    username: &str,
-    password: &str,
-    role: Role,
-    request_id: Option<&str>,
-) -> Result<UserRecord, ApiError> {
-    Ok(crate::accounts::create(
-        &state.store,
-        &state.passwords,
-        username,
-        password,
-        role,
-        request_id,
-    )
-    .await?)
-}
-
 /// `POST /api/v1/auth/register`: creates a trader with an empty account.
 #[utoipa::path(
     post,
