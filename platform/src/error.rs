@@ -157,6 +157,15 @@ impl IntoResponse for ApiError {
             request_id: None,
         };
         let db_failed = matches!(self, ApiError::DependencyUnavailable(_));
+        // The matcher's own "database down" answer (see `trading::Refusal::DatabaseDown`): says
+        // nothing to the HTTP breaker either way.
+        let db_untouched = matches!(
+            self,
+            ApiError::Status {
+                code: "dependency_unavailable",
+                ..
+            }
+        );
         let overloaded = matches!(self, ApiError::Overloaded(_));
         let headers = match &self {
             ApiError::RateLimited { headers, .. } => Some(headers.clone()),
@@ -178,6 +187,11 @@ impl IntoResponse for ApiError {
             response
                 .extensions_mut()
                 .insert(crate::resilience::breaker::DbOutcome::Failed);
+        }
+        if db_untouched {
+            response
+                .extensions_mut()
+                .insert(crate::resilience::breaker::DbOutcome::Untouched);
         }
         // The json_errors middleware adds the request id from this marker.
         response.extensions_mut().insert(body);

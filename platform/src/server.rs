@@ -99,6 +99,23 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     resilience
         .market
         .spawn_invalidator(&trading, shutdown.clone());
+    // The matcher probes its database on its own cadence while it is down; when it answers,
+    // the HTTP database breaker closes too, so orders are not held back for its open period.
+    {
+        let (trading, breaker, stop) = (
+            trading.clone(),
+            resilience.db_breaker.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = trading.database_back() => breaker.success(),
+                }
+            }
+        });
+    }
     health.set_breakers(resilience.breakers().map(Clone::clone).to_vec());
     if let Some(url) = &config.redis_url {
         let client = redis::Client::open(url.as_str()).context("REDIS_URL: cannot be used")?;

@@ -44,7 +44,7 @@ pub(super) struct Matcher {
     events: broadcast::Sender<Arc<MarketEvent>>,
     metrics: TradingMetrics,
     origin: String,
-    down: Arc<AtomicBool>,
+    down: Arc<DbFlag>,
     db_timeout: Duration,
     /// The stored version of each account as the engine's copy reflects it.
     versions: HashMap<i64, i64>,
@@ -125,6 +125,41 @@ where
     }
 }
 
+/// Whether the matcher sees its database as down, with a signal when it answers again (the
+/// HTTP database breaker closes on it, so orders flow as soon as the matcher takes them).
+#[derive(Default)]
+pub struct DbFlag {
+    down: AtomicBool,
+    back: tokio::sync::Notify,
+}
+
+impl DbFlag {
+    /// Whether the database is down.
+    pub fn load(&self, order: Ordering) -> bool {
+        self.down.load(order)
+    }
+
+    /// Sets the flag, returning the previous value; wakes [`DbFlag::back`]'s waiters when it
+    /// goes from down to up.
+    pub fn swap(&self, down: bool, order: Ordering) -> bool {
+        let was = self.down.swap(down, order);
+        if was && !down {
+            self.back.notify_waiters();
+        }
+        was
+    }
+
+    /// Sets the flag (see [`DbFlag::swap`]).
+    pub fn store(&self, down: bool, order: Ordering) {
+        self.swap(down, order);
+    }
+
+    /// Resolves the next time the database comes back.
+    pub async fn back(&self) {
+        self.back.notified().await;
+    }
+}
+
 /// Commands of a batch with their index in it.
 type Indexed<'a> = Vec<(usize, &'a Request)>;
 
@@ -180,7 +215,7 @@ impl Matcher {
         events: broadcast::Sender<Arc<MarketEvent>>,
         metrics: TradingMetrics,
         origin: String,
-        down: Arc<AtomicBool>,
+        down: Arc<DbFlag>,
         db_timeout: Duration,
         ownership: super::ownership::Ownership,
     ) -> Matcher {
@@ -807,7 +842,7 @@ fn refuse(c: Command) {
 struct Link<'a> {
     pool: &'a mut MatchPool,
     rx: &'a mut mpsc::Receiver<Command>,
-    down: &'a AtomicBool,
+    down: &'a DbFlag,
     metrics: &'a TradingMetrics,
     db_timeout: Duration,
 }

@@ -135,7 +135,15 @@ impl From<Refusal> for ApiError {
             Refusal::AccountGone => {
                 ApiError::Unauthorized("the account of this token no longer exists".into())
             }
-            Refusal::DatabaseDown(m) => ApiError::DependencyUnavailable(m),
+            // The same answer as `DependencyUnavailable`, without feeding the HTTP database
+            // breaker: the matcher already refuses at once while its database is down and
+            // probes it on its own cadence, so orders flow again as soon as it answers, instead
+            // of waiting out the breaker's open period (BREAKER_OPEN_SECONDS).
+            Refusal::DatabaseDown(message) => ApiError::Status {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "dependency_unavailable",
+                message,
+            },
             Refusal::Expired => ApiError::Status {
                 status: StatusCode::REQUEST_TIMEOUT,
                 code: "request_timeout",
@@ -340,6 +348,11 @@ fn refusal_of(e: ApiError) -> Refusal {
             code: "outcome_unknown",
             ..
         } => Refusal::OutcomeUnknown,
+        ApiError::Status {
+            code: "dependency_unavailable",
+            message,
+            ..
+        } => Refusal::DatabaseDown(message),
         other => Refusal::Internal(other.to_string()),
     }
 }
@@ -353,7 +366,7 @@ pub struct Trading {
     store: Store,
     metrics: TradingMetrics,
     origin: Arc<str>,
-    database_down: Arc<std::sync::atomic::AtomicBool>,
+    database_down: Arc<matcher::DbFlag>,
     options: TradingOptions,
     ownership: ownership::Ownership,
     forwarder: Option<forward::Forwarder>,
@@ -376,7 +389,7 @@ impl Trading {
         let (commands, rx) = mpsc::channel(QUEUE_DEPTH);
         let (events, _) = broadcast::channel(BROADCAST_DEPTH);
         let origin: Arc<str> = ownership.me().id.as_str().into();
-        let database_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let database_down = Arc::new(matcher::DbFlag::default());
         let matcher = matcher::Matcher::new(
             engine,
             store.matcher_pool(options.db_timeout),
@@ -517,6 +530,11 @@ impl Trading {
     /// Publishes an event received from another replica to this replica's subscribers.
     pub fn republish(&self, event: Arc<MarketEvent>) {
         let _ = self.events.send(event);
+    }
+
+    /// Resolves the next time the matcher's database answers again after being down.
+    pub async fn database_back(&self) {
+        self.database_down.back().await;
     }
 
     /// Whether the matcher currently sees its database as unreachable (orders are refused
