@@ -215,6 +215,10 @@ def check_values_schema() -> None:
     bad = deep_merge(values, {"operator": {"replicaCount": "two", "unknownKey": 1}})
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(bad))
     report(len(errors) >= 2, "values.schema.json rejects a wrong type and an unknown key", f"{len(errors)} error(s) found")
+    # Helm passes a parent's `global` values to every chart (and `--set global.x=y` sets them).
+    with_global = deep_merge(values, {"global": {"imageRegistry": "registry.example", "any": {"nested": 1}}})
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(with_global))
+    report(not errors, "values.schema.json accepts Helm's `global` values", "; ".join(e.message for e in errors[:5]))
 
 
 def check_dashboard() -> None:
@@ -510,6 +514,7 @@ def main() -> int:
     merged_cluster = deep_merge(shipped, ALL_ON)
     merged_ns = deep_merge(merged_cluster, {"operator": {"watchNamespace": "trading"}})
     check_render("defaults", shipped)
+    check_render("defaults plus `global` values (--set global.x=y)", deep_merge(shipped, {"global": {"imageRegistry": "registry.example"}}))
     # Release named like the TradingPlatform, in its namespace: no object names may collide.
     check_render("every optional part on, all namespaces", merged_cluster, release="tradeplane")
     check_render("every optional part on, one namespace", merged_ns)

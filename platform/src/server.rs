@@ -170,25 +170,65 @@ async fn wait_for_file_lock(
     }
 }
 
-/// Runs migrations, retrying with capped exponential backoff until they succeed or `stop` fires.
+/// Why a migration attempt ended without success.
+#[derive(Debug)]
+enum MigrateAttempt {
+    /// `stop` fired before a retry: give up quietly.
+    Stopped,
+    /// The migration failed; retried only when the cause is transient.
+    Failed(sqlx::migrate::MigrateError),
+}
+
+/// Runs migrations, retrying transient failures with capped exponential backoff (backon, 250 ms
+/// doubling to 10 s, no attempt limit) until they succeed (`Ok(true)`) or `stop` fires
+/// (`Ok(false)`). An attempt in progress is never cut short: `stop` ends the wait between
+/// attempts, and no attempt starts after it fired. Other errors are returned at once.
 pub(crate) async fn migrate_with_retry(
     store: &Store,
     stop: &CancellationToken,
 ) -> anyhow::Result<bool> {
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match store.migrate().await {
-            Ok(()) => return Ok(true),
-            Err(sqlx::migrate::MigrateError::Execute(e)) if is_transient(&e) => {
+    use backon::{ExponentialBuilder, Retryable};
+    use sqlx::migrate::MigrateError;
+
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(10))
+        .without_max_times();
+    let sleep_stop = stop.clone();
+    let mut first = true;
+    let attempt = || {
+        // The first attempt always runs (as `serve` and `migrate` did before backoff existed);
+        // a retry after `stop` fired does not.
+        let stopped = !std::mem::replace(&mut first, false) && stop.is_cancelled();
+        async move {
+            if stopped {
+                return Err(MigrateAttempt::Stopped);
+            }
+            store.migrate().await.map_err(MigrateAttempt::Failed)
+        }
+    };
+    let result = attempt
+        .retry(backoff)
+        .sleep(move |delay| {
+            let stop = sleep_stop.clone();
+            async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        })
+        .when(|e| matches!(e, MigrateAttempt::Failed(MigrateError::Execute(e)) if is_transient(e)))
+        .notify(|e, delay| {
+            if let MigrateAttempt::Failed(e) = e {
                 tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet; retrying migrations");
             }
-            Err(e) => return Err(e).context("applying database migrations"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(false),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
+        })
+        .await;
+    match result {
+        Ok(()) => Ok(true),
+        Err(MigrateAttempt::Stopped) => Ok(false),
+        Err(MigrateAttempt::Failed(e)) => Err(e).context("applying database migrations"),
     }
 }
 
@@ -408,3 +448,76 @@ pub async fn run(
 /// Exit code of `serve` when `DRAIN_TIMEOUT_SECONDS` ran out and requests were cut (a clean
 /// drain exits 0).
 pub const EXIT_DRAIN_TIMEOUT: u8 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(url: &str) -> Store {
+        Store::open(&StoreOptions {
+            url: url.into(),
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(200),
+        })
+        .expect("store options")
+    }
+
+    /// A port nothing listens on, so connecting is refused (a transient error).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn succeeds_on_a_reachable_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite:{}", dir.path().join("t.db").display());
+        let stop = CancellationToken::new();
+        assert!(
+            migrate_with_retry(&store(&url), &stop)
+                .await
+                .expect("migrates")
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_an_unreachable_database_until_stop_fires() {
+        let url = format!("postgres://postgres@127.0.0.1:{}/test", closed_port());
+        let stop = CancellationToken::new();
+        let canceller = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                // Long enough for several attempts (200 ms each, 250 ms then 500 ms apart).
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                stop.cancel();
+            })
+        };
+        // The outer timeout only keeps a regression from hanging the suite.
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            migrate_with_retry(&store(&url), &stop),
+        )
+        .await
+        .expect("returns once stop fires");
+        canceller.abort();
+        assert!(
+            !r.expect("a transient error is not returned"),
+            "stopped, not migrated"
+        );
+    }
+
+    #[tokio::test]
+    async fn does_not_retry_a_permanent_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // SQLite cannot create a file in a directory that does not exist.
+        let url = format!("sqlite:{}", dir.path().join("missing/t.db").display());
+        let stop = CancellationToken::new();
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            migrate_with_retry(&store(&url), &stop),
+        )
+        .await
+        .expect("returns without waiting for stop");
+        assert!(r.is_err(), "a permanent error is returned: {r:?}");
+    }
+}
