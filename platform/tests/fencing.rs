@@ -1,0 +1,94 @@
+//! The fence of symbol leases, at the storage layer: a replica whose lease on a symbol expired
+//! and was taken over locks nothing for it (so its batch writes nothing and goes back to be
+//! routed), its renewals fail, and a takeover waits for a batch that locked the symbol under a
+//! valid lease to finish, so a batch is never half-applied across owners.
+
+mod common;
+
+use std::time::Duration;
+
+use tradeplane_platform::store::Store;
+use tradeplane_platform::store::leases;
+use tradeplane_platform::store::matching::{MatchPool, MatchTx};
+
+mod pg {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run through scripts/test"]
+    async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
+        super::a_replica_that_lost_its_lease_locks_and_renews_nothing().await;
+    }
+}
+
+async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
+    let db = common::PgDatabase::create().await;
+    let store = db.store().await;
+    let Store::Postgres(pool) = &store else {
+        panic!("postgres")
+    };
+    leases::ensure_symbols(pool, &["AAA".to_owned()])
+        .await
+        .expect("symbols");
+    let short = Duration::from_millis(500);
+    let a = leases::acquire(pool, "replica-a", "AAA", short)
+        .await
+        .expect("acquire")
+        .expect("a takes the free lease");
+    assert!(
+        leases::acquire(pool, "replica-b", "AAA", short)
+            .await
+            .expect("acquire")
+            .is_none(),
+        "b cannot take a lease that is still valid"
+    );
+    let matcher = MatchPool::Postgres(pool.clone());
+
+    // A batch of `a` locks the symbol under its valid lease; the lease then runs out and `b`
+    // tries to take it: the takeover waits until a's batch has committed.
+    let mut tx = MatchTx::begin(&matcher).await.expect("begin");
+    let rows = tx
+        .lock_symbols(&[("AAA".to_owned(), a)], Some("replica-a"))
+        .await
+        .expect("lock");
+    assert!(rows.contains_key("AAA"), "the owner locks its symbol");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let takeover = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            leases::acquire(&pool, "replica-b", "AAA", Duration::from_secs(30)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !takeover.is_finished(),
+        "a takeover waits for the batch that holds the symbol"
+    );
+    tx.commit().await.expect("commit");
+    let b = takeover
+        .await
+        .expect("task")
+        .expect("acquire")
+        .expect("b takes the expired lease");
+    assert!(b > a, "the fencing token grows: {a} -> {b}");
+
+    // From now on `a` locks nothing for the symbol and cannot renew; `b` can.
+    let mut tx = MatchTx::begin(&matcher).await.expect("begin");
+    let rows = tx
+        .lock_symbols(&[("AAA".to_owned(), a)], Some("replica-a"))
+        .await
+        .expect("lock");
+    assert!(rows.is_empty(), "the old owner's token locks nothing");
+    drop(tx);
+    let renewed = leases::renew(pool, "replica-a", &[("AAA".to_owned(), a)], short)
+        .await
+        .expect("renew");
+    assert!(renewed.is_empty(), "the old owner renews nothing");
+    let mut tx = MatchTx::begin(&matcher).await.expect("begin");
+    let rows = tx
+        .lock_symbols(&[("AAA".to_owned(), b)], Some("replica-b"))
+        .await
+        .expect("lock");
+    assert!(rows.contains_key("AAA"), "the new owner locks it");
+    drop(tx);
+    store.close().await;
+    db.drop_now().await;
+}
