@@ -551,16 +551,26 @@ impl Trading {
         let (queue_wait, _) = self.options.waits();
         let deadline = tokio::time::Instant::now() + queue_wait;
         let mut changes = self.ownership.subscribe();
+        // Set once a forward of this order may have run (its reply was lost): from then on
+        // running out of time means "outcome unknown", never "nothing was executed".
+        let mut uncertain = false;
         loop {
             let reply = match self.ownership.route(request.symbol()) {
                 ownership::Route::Local(_) => self.local(request.clone(), deadline).await?,
                 ownership::Route::Remote(address) => self
-                    .forward(&address, &request, deadline)
+                    .forward(&address, &request, deadline, &mut uncertain)
                     .await
                     .unwrap_or(Err(Refusal::NotOwner)),
                 ownership::Route::Unknown => Err(Refusal::NotOwner),
             };
-            if !matches!(reply, Err(Refusal::NotOwner)) || tokio::time::Instant::now() >= deadline {
+            if !matches!(reply, Err(Refusal::NotOwner)) {
+                return reply.map_err(ApiError::from);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if uncertain {
+                    self.metrics.outcome_unknown.inc();
+                    return Err(ApiError::from(Refusal::OutcomeUnknown));
+                }
                 return reply.map_err(ApiError::from);
             }
             // Wait for the next change of ownership, or a short while (the forward may just
@@ -570,13 +580,14 @@ impl Trading {
         }
     }
 
-    /// Sends `request` to the owner at `address`; `None` when it was not delivered (route
-    /// again).
+    /// Sends `request` to the owner at `address`; `None` when it should be routed again (not
+    /// delivered, or an idempotent order whose reply was lost: then `uncertain` is set).
     async fn forward(
         &self,
         address: &str,
         request: &Request,
         deadline: tokio::time::Instant,
+        uncertain: &mut bool,
     ) -> Option<Reply> {
         let forwarder = self.forwarder.as_ref()?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -593,6 +604,19 @@ impl Trading {
             Ok(reply) => Some(reply),
             Err(forward::ForwardError::NotSent(e)) => {
                 tracing::debug!(error = %e, "forward not delivered; routing again");
+                None
+            }
+            // An order with a client_order_id is safe to send again: whichever replica runs
+            // it next finds the key if the first attempt committed (the key is looked up under
+            // the symbol's lock, which a new owner only gets after the old one's batch ended).
+            Err(forward::ForwardError::Unknown(e))
+                if matches!(
+                    request,
+                    Request::Place { order, .. } if order.client_order_id.is_some()
+                ) =>
+            {
+                tracing::info!(error = %e, "a forwarded order's reply was lost; sending it again under its client_order_id");
+                *uncertain = true;
                 None
             }
             Err(forward::ForwardError::Unknown(e)) => {
