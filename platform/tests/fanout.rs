@@ -44,11 +44,42 @@ mod redis {
             tempfile::tempdir().expect("dir"),
             tempfile::tempdir().expect("dir"),
         );
-        let a = common::started_state(&da, &env).await;
-        let b = common::started_state(&db_dir, &env).await;
+        let first = common::started_state(&da, &env).await;
+        let second = common::started_state(&db_dir, &env).await;
+        // AAPL is leased to one of the two: `a` is its owner (it matches, the event starts
+        // there), `b` the other replica, which only hears of it through Redis. Wait until the
+        // lease has stayed put for 2 s (a join hands symbols over within two lease rounds).
+        let owner_of = |s: &AppState| s.trading.ownership().token("AAPL").is_some();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut stable_since: Option<(bool, tokio::time::Instant)> = None;
+        let first_owns = loop {
+            let now = (owner_of(&first), owner_of(&second));
+            let current = match now {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                _ => None,
+            };
+            match (current, stable_since) {
+                (Some(c), Some((s, since))) if c == s => {
+                    if since.elapsed() >= Duration::from_secs(2) {
+                        break c;
+                    }
+                }
+                (Some(c), _) => stable_since = Some((c, tokio::time::Instant::now())),
+                (None, _) => stable_since = None,
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "AAPL never settled on one owner"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let (a, b) = if first_owns {
+            (first, second)
+        } else {
+            (second, first)
+        };
         let mut on_b = b.trading.subscribe();
-        // Give both subscribers time to attach to the Redis channel.
-        tokio::time::sleep(Duration::from_millis(500)).await;
 
         tradeplane_platform::server::ensure_admin(&a)
             .await

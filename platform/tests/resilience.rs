@@ -785,6 +785,12 @@ mod redis {
             tempfile::tempdir().expect("d"),
         );
         let a = common::started_state(&d1, &vars).await;
+        // Shared limiters connect to Redis in the background; until then they count locally.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !a.resilience.limiter.is_shared() {
+            assert!(Instant::now() < deadline, "a's limiter never reached Redis");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let name = format!("u{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         register(&a, &random_ip(), &name).await;
         for _ in 0..2 {
@@ -793,10 +799,19 @@ mod redis {
         }
         // Another replica (own process memory) sees the lock through Redis.
         let b = common::started_state(&d2, &vars).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !b.resilience.limiter.is_shared() {
+            assert!(Instant::now() < deadline, "b's limiter never reached Redis");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let lock = b
             .resilience
             .limiter
-            .peek(LimitKind::FailedLogin, &name)
+            // Keyed like uniqueness: the case-folded confusable skeleton (`0` reads as `o`).
+            .peek(
+                LimitKind::FailedLogin,
+                &tradeplane_platform::input::username_key(&name),
+            )
             .await;
         assert!(lock.shared && !lock.allowed, "{lock:?}");
         let (status, body) = login(&a, &random_ip(), &name, CREDS).await;
