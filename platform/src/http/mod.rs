@@ -88,7 +88,7 @@ pub fn router(state: AppState) -> Router {
             resilience::shed,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
+            state.clone(),
             middleware::track_metrics,
         ))
         .layer(axum::middleware::from_fn(middleware::json_errors))
