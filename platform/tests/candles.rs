@@ -1,6 +1,7 @@
 //! Candles and the ticker's 24-hour figures from real trades. Runs on SQLite always and on
 //! PostgreSQL in `pg::`.
 
+#[macro_use]
 mod common;
 
 use axum::http::StatusCode;
@@ -287,37 +288,8 @@ async fn ticker_has_the_24_hour_change(state: AppState) {
     assert_eq!(t["volume_24h"], "4");
 }
 
-/// Generates one SQLite test and one PostgreSQL test per suite function.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let state = super::common::started_state(&dir, &[]).await;
-                    super::$name(state).await;
-                }
-            )*
-        }
-        mod pg {
-            $(
-                #[tokio::test]
-                #[ignore = "needs PostgreSQL: run through scripts/test"]
-                async fn $name() {
-                    let db = super::common::PgDatabase::create().await;
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let state = super::common::started_state(&dir, &[("DATABASE_URL", &db.url)]).await;
-                    super::$name(state.clone()).await;
-                    state.store.close().await;
-                    db.drop_now().await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+state_on_both_backends!(
+    &[];
     candles_aggregate_trades_exactly,
     ticker_has_the_24_hour_change
 );

@@ -1,5 +1,6 @@
 //! `--demo` seeds traders and keeps a live market with bots of its own.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -296,37 +297,8 @@ async fn bot_history_is_pruned_and_people_keep_theirs(state: AppState) {
     );
 }
 
-/// Generates one SQLite test and one PostgreSQL test per suite function.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let state = super::common::started_state(&dir, &[]).await;
-                    super::$name(state).await;
-                }
-            )*
-        }
-        mod pg {
-            $(
-                #[tokio::test]
-                #[ignore = "needs PostgreSQL: run through scripts/test"]
-                async fn $name() {
-                    let db = super::common::PgDatabase::create().await;
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let state = super::common::started_state(&dir, &[("DATABASE_URL", &db.url)]).await;
-                    super::$name(state.clone()).await;
-                    state.store.close().await;
-                    db.drop_now().await;
-                }
-            )*
-        }
-    };
-}
-
-both_backends!(
+state_on_both_backends!(
+    &[];
     a_start_without_demo_disables_the_demo_password_until_demo_again,
     bot_history_is_pruned_and_people_keep_theirs,
 );

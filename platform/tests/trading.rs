@@ -1,6 +1,7 @@
 //! Trading through the API: two accounts trade, balances move, bad input changes nothing.
 //! Runs on SQLite always and on PostgreSQL in `pg::`.
 
+#[macro_use]
 mod common;
 
 use axum::http::StatusCode;
@@ -615,38 +616,6 @@ async fn an_overflowing_asset_deposit_is_refused(state: AppState) {
     assert_eq!(status, StatusCode::OK, "a sane deposit still works: {body}");
 }
 
-/// Generates one SQLite test and one PostgreSQL test per suite function.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let state = super::common::started_state(&dir, super::ADMIN_ENV).await;
-                    super::$name(state).await;
-                }
-            )*
-        }
-        mod pg {
-            $(
-                #[tokio::test]
-                #[ignore = "needs PostgreSQL: run through scripts/test"]
-                async fn $name() {
-                    let db = super::common::PgDatabase::create().await;
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let mut env = super::ADMIN_ENV.to_vec();
-                    env.push(("DATABASE_URL", &db.url));
-                    let state = super::common::started_state(&dir, &env).await;
-                    super::$name(state.clone()).await;
-                    state.store.close().await;
-                    db.drop_now().await;
-                }
-            )*
-        }
-    };
-}
-
 const ADMIN_ENV: &[(&str, &str)] = &[
     ("ADMIN_USERNAME", ADMIN.0),
     ("ADMIN_PASSWORD", ADMIN.1),
@@ -656,7 +625,8 @@ const ADMIN_ENV: &[(&str, &str)] = &[
     ("RATE_LIMIT_BURST", "100000"),
 ];
 
-both_backends!(
+state_on_both_backends!(
+    super::ADMIN_ENV;
     two_traders_trade,
     bad_orders_change_nothing,
     a_batch_costs_a_bounded_number_of_statements,

@@ -1,5 +1,5 @@
 //! Helpers shared by the platform's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 
 pub mod pg_proxy;
 pub mod process;
@@ -245,4 +245,41 @@ impl Drop for PrivateRedis {
             let _ = child.wait();
         }
     }
+}
+
+/// Generates, for each suite function `async fn name(state: AppState)`, one SQLite test
+/// (`sqlite::name`) and one PostgreSQL test (`pg::name`, ignored, run by scripts/test), each on a
+/// fresh database with the extra variables `env` (an expression evaluated inside those modules,
+/// so a constant of the test file is `super::NAME`). Use with `#[macro_use] mod common;`.
+macro_rules! state_on_both_backends {
+    ($env:expr; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let extra: &[(&str, &str)] = $env;
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let state = super::common::started_state(&dir, extra).await;
+                    super::$name(state).await;
+                }
+            )*
+        }
+        mod pg {
+            $(
+                #[tokio::test]
+                #[ignore = "needs PostgreSQL: run through scripts/test"]
+                async fn $name() {
+                    let extra: &[(&str, &str)] = $env;
+                    let db = super::common::PgDatabase::create().await;
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let mut env = extra.to_vec();
+                    env.push(("DATABASE_URL", &db.url));
+                    let state = super::common::started_state(&dir, &env).await;
+                    super::$name(state.clone()).await;
+                    state.store.close().await;
+                    db.drop_now().await;
+                }
+            )*
+        }
+    };
 }
