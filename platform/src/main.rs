@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => match server::run(config, server::termination_signal()).await {
-                Ok(()) => 0,
+                Ok(stopped) => stopped.exit_code(),
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "fatal");
                     eprintln!("tradeplane-platform: {e:#}");

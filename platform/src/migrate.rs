@@ -58,11 +58,8 @@ pub async fn run(config: &Config, stop: CancellationToken) -> u8 {
             EXIT_DATABASE
         }
         Err(e) => {
-            let refused = e.chain().any(|c| c.downcast_ref::<NewerSchema>().is_some())
-                || matches!(
-                    e.downcast_ref::<sqlx::migrate::MigrateError>(),
-                    Some(sqlx::migrate::MigrateError::Source(s)) if s.downcast_ref::<NewerSchema>().is_some()
-                );
+            // `MigrateError::Source` names the refusal as its source, so the chain reaches it.
+            let refused = e.chain().any(|c| c.downcast_ref::<NewerSchema>().is_some());
             eprintln!("tradeplane-platform migrate: {e:#}");
             if refused { EXIT_REFUSED } else { EXIT_DATABASE }
         }

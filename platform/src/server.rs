@@ -300,7 +300,7 @@ pub async fn termination_signal() {
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stopped> {
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("LISTEN_ADDR: cannot listen on {}", config.listen_addr))?;
@@ -403,7 +403,8 @@ pub async fn run(
             }
             res = &mut server => {
                 // The server only ends by itself on an I/O error.
-                return res.context("server task")?.context("serving HTTP");
+                res.context("server task")?.context("serving HTTP")?;
+                return Ok(Stopped::Clean);
             }
             _ = &mut shutdown => break,
         }
@@ -438,11 +439,32 @@ pub async fn run(
             exit_code = EXIT_DRAIN_TIMEOUT,
             "shutdown forced"
         );
-        // `main` maps every `Ok` to 0; a forced stop must be told apart from a clean one.
-        std::process::exit(i32::from(EXIT_DRAIN_TIMEOUT));
+        return Ok(Stopped::Forced { requests_cut: cut });
     }
     tracing::info!("shutdown complete");
-    Ok(())
+    Ok(Stopped::Clean)
+}
+
+/// How a served process stopped, so that `main` can tell a clean stop from a forced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every request finished within the drain (exit 0).
+    Clean,
+    /// `DRAIN_TIMEOUT_SECONDS` ran out and requests were cut (exit [`EXIT_DRAIN_TIMEOUT`]).
+    Forced {
+        /// How many requests were still in flight.
+        requests_cut: usize,
+    },
+}
+
+impl Stopped {
+    /// The process exit code for this stop.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Stopped::Clean => 0,
+            Stopped::Forced { .. } => EXIT_DRAIN_TIMEOUT,
+        }
+    }
 }
 
 /// Exit code of `serve` when `DRAIN_TIMEOUT_SECONDS` ran out and requests were cut (a clean
