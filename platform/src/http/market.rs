@@ -372,6 +372,21 @@ pub struct MarketStatusChange {
     pub status: TradingStatus,
 }
 
+/// Sets a symbol's trading status as `uid` (halt and resume differ only in the status).
+async fn set_status(
+    state: &AppState,
+    uid: i64,
+    request_id: Option<String>,
+    symbol: String,
+    status: TradingStatus,
+) -> Result<Json<MarketStatusChange>, ApiError> {
+    state
+        .trading
+        .set_status(&symbol, status, format!("user:{uid}"), request_id)
+        .await?;
+    Ok(Json(MarketStatusChange { symbol, status }))
+}
+
 /// `POST /api/v1/admin/markets/{symbol}/halt`.
 #[utoipa::path(
     post,
@@ -394,19 +409,7 @@ pub async fn halt(
     RequestId(request_id): RequestId,
     ApiPath(SymbolPath { symbol }): ApiPath<SymbolPath>,
 ) -> Result<Json<MarketStatusChange>, ApiError> {
-    state
-        .trading
-        .set_status(
-            &symbol,
-            TradingStatus::Halted,
-            format!("user:{}", admin.uid),
-            request_id,
-        )
-        .await?;
-    Ok(Json(MarketStatusChange {
-        symbol,
-        status: TradingStatus::Halted,
-    }))
+    set_status(&state, admin.uid, request_id, symbol, TradingStatus::Halted).await
 }
 
 /// `POST /api/v1/admin/markets/{symbol}/resume`.
@@ -431,17 +434,5 @@ pub async fn resume(
     RequestId(request_id): RequestId,
     ApiPath(SymbolPath { symbol }): ApiPath<SymbolPath>,
 ) -> Result<Json<MarketStatusChange>, ApiError> {
-    state
-        .trading
-        .set_status(
-            &symbol,
-            TradingStatus::Open,
-            format!("user:{}", admin.uid),
-            request_id,
-        )
-        .await?;
-    Ok(Json(MarketStatusChange {
-        symbol,
-        status: TradingStatus::Open,
-    }))
+    set_status(&state, admin.uid, request_id, symbol, TradingStatus::Open).await
 }
