@@ -3,7 +3,7 @@
 //! Every error a client sees is `{"code": ..., "message": ..., "request_id": ...}` with a stable,
 //! machine-readable `code`. Handlers return [`ApiError`]; errors produced outside handlers
 //! (unknown routes, oversize bodies, timeouts, panics) are rewritten into the same shape by
-//! [`crate::http::middleware::json_errors`], which also fills in the request id.
+//! [`crate::http::middleware::envelope`], which also fills in the request id.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -193,7 +193,7 @@ impl IntoResponse for ApiError {
                 .extensions_mut()
                 .insert(crate::resilience::breaker::DbOutcome::Untouched);
         }
-        // The json_errors middleware adds the request id from this marker.
+        // The envelope (http::guard) adds the request id from this marker.
         response.extensions_mut().insert(body);
         response
     }

@@ -1,17 +1,18 @@
-//! Middleware written here because no tower-http layer does it: the JSON error envelope and the
-//! route-labelled HTTP metrics. Everything else (request ids, tracing, timeouts, limits, panics)
-//! comes from tower-http; see [`crate::http::router`].
-
-use std::time::Instant;
+//! Request and response pieces no tower-http layer provides: request-id hygiene, the body
+//! deadline, the request log line, the JSON error envelope and panics as JSON. The per-request
+//! middleware that uses them is [`crate::http::guard`]; everything else (request ids, tracing,
+//! timeouts, limits) comes from tower-http; see [`crate::http::router`].
 
 use axum::Json;
-use axum::extract::{MatchedPath, Request, State};
+use std::convert::Infallible;
+use std::task::Poll;
+
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::{BoxFuture, Either};
 
 use crate::error::{ErrorBody, code_for_status};
-use crate::state::AppState;
 
 /// The request id header, set by tower-http's `SetRequestIdLayer`.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -59,23 +60,63 @@ pub struct BodyDeadline {
 /// Hand-written because tower-http's `RequestBodyTimeoutLayer` restarts its timer at every
 /// frame (a body trickled at 1 byte/s never trips it) and its error reaches the JSON extractor
 /// as a 400. Request bodies here are small JSON documents, so buffering them costs nothing that
-/// the extractors would not spend anyway. A body that is already known to be empty is passed
-/// through untouched (GETs, WebSocket upgrades).
-pub async fn body_deadline(
-    State(limit): State<BodyDeadline>,
-    req: Request,
-    next: Next,
-) -> Response {
-    use axum::body::HttpBody as _;
-    if req.body().is_end_stream() {
-        return next.run(req).await;
+/// the extractors would not spend anyway. A body that is already known to be empty (GETs,
+/// WebSocket upgrades) is passed through untouched, without boxing anything: a tower `Layer`
+/// rather than `from_fn`, which would clone and box the inner service on every request.
+impl<S> tower::Layer<S> for BodyDeadline {
+    type Service = BodyDeadlineService<S>;
+
+    fn layer(&self, inner: S) -> BodyDeadlineService<S> {
+        BodyDeadlineService {
+            limit: *self,
+            inner,
+        }
     }
+}
+
+/// The service of [`BodyDeadline`].
+#[derive(Clone, Debug)]
+pub struct BodyDeadlineService<S> {
+    limit: BodyDeadline,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for BodyDeadlineService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        use axum::body::HttpBody as _;
+        if req.body().is_end_stream() {
+            return Either::Left(self.inner.call(req));
+        }
+        // The ready service answers this request; its clone waits for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let limit = self.limit;
+        Either::Right(Box::pin(async move {
+            match read_body(limit, req).await {
+                Ok(req) => inner.call(req).await,
+                Err(refused) => Ok(refused),
+            }
+        }))
+    }
+}
+
+/// The request with its body read within the deadline, or the error response.
+async fn read_body(limit: BodyDeadline, req: Request) -> Result<Request, Response> {
     let (parts, body) = req.into_parts();
     match tokio::time::timeout(limit.timeout, axum::body::to_bytes(body, limit.max_bytes)).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
         Ok(Err(e)) => {
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
             let mut too_large = false;
@@ -83,14 +124,14 @@ pub async fn body_deadline(
                 too_large |= err.is::<http_body_util::LengthLimitError>();
                 source = err.source();
             }
-            if too_large {
+            Err(if too_large {
                 crate::error::ApiError::PayloadTooLarge.into_response()
             } else {
                 crate::error::ApiError::BadRequest("the request body could not be read".into())
                     .into_response()
-            }
+            })
         }
-        Err(_) => crate::error::ApiError::Status {
+        Err(_) => Err(crate::error::ApiError::Status {
             status: StatusCode::REQUEST_TIMEOUT,
             code: "request_timeout",
             message: format!(
@@ -98,7 +139,7 @@ pub async fn body_deadline(
                 limit.timeout.as_secs()
             ),
         }
-        .into_response(),
+        .into_response()),
     }
 }
 
@@ -146,20 +187,26 @@ const MAX_TEXT_ERROR: usize = 2048;
 /// need the request id. Errors produced elsewhere (unknown routes, axum's extractor rejections,
 /// tower-http's 413 and timeouts) arrive as plain text or empty bodies and are rewritten. JSON
 /// bodies that are not errors of this shape (the 503 of a readiness probe) are left alone.
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let response = next.run(req).await;
+pub async fn envelope(response: Response, request_id: Option<HeaderValue>) -> Response {
+    let request_id = || {
+        request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     if let Some(body) = response.extensions().get::<ErrorBody>().cloned() {
         let (parts, _) = response.into_parts();
-        return rebuild(parts, ErrorBody { request_id, ..body });
+        return rebuild(
+            parts,
+            ErrorBody {
+                request_id: request_id(),
+                ..body
+            },
+        );
     }
     let is_json = response
         .headers()
@@ -185,7 +232,7 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         ErrorBody {
             code: code_for_status(status).to_owned(),
             message,
-            request_id,
+            request_id: request_id(),
         },
     )
 }
@@ -211,7 +258,7 @@ fn default_message(status: StatusCode) -> String {
     }
 }
 
-/// Turns a panic into a 500 JSON error; the json_errors layer adds the request id.
+/// Turns a panic into a 500 JSON error; the envelope adds the request id.
 pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let detail = panic
         .downcast_ref::<String>()
@@ -229,41 +276,8 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
     response
 }
 
-/// Decrements the in-flight gauge even when the request future is dropped (client went away).
-struct InFlight(prometheus::IntGauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Counts and times every request by method, matched route template and status.
-pub async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // The state is one `Arc`: cloning it per request is one increment (a `Metrics` is a dozen).
-    let metrics = &state.metrics;
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = method_label(req.method());
-    metrics.http_in_flight.inc();
-    let _in_flight = InFlight(metrics.http_in_flight.clone());
-    let start = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [method, route.as_str(), status.as_str()];
-    metrics.http_requests.with_label_values(&labels).inc();
-    metrics
-        .http_duration
-        .with_label_values(&labels)
-        .observe(start.elapsed().as_secs_f64());
-    response
-}
-
 /// Known methods keep their name; anything else is `other`, so clients cannot inflate cardinality.
-fn method_label(method: &Method) -> &'static str {
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

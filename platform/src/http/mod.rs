@@ -5,6 +5,7 @@ pub mod auth;
 pub mod candles;
 pub mod debug;
 pub mod extract;
+pub mod guard;
 pub mod health;
 pub mod internal;
 pub mod market;
@@ -16,15 +17,15 @@ pub mod web;
 pub mod ws;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -36,11 +37,10 @@ use crate::state::AppState;
 ///
 /// Layers, outermost first: sensitive headers are marked (so they are never logged), a request id
 /// is taken from `x-request-id` or made, a tracing span carries it into every log line of the
-/// request, the id is echoed in the response, security headers (and CORS, when configured) are
-/// added, errors get the JSON envelope, metrics are recorded, API requests are shed at the
-/// concurrency limit, rate limited and guarded by the database breaker (see
-/// [`crate::resilience`]), panics become 500s, then the timeout, body deadline and body limits
-/// apply.
+/// request, the id is echoed in the response, CORS applies when configured, then the platform's
+/// one middleware ([`guard::pipeline`]: JSON error envelope, metrics, security headers, and for
+/// API requests load shedding, rate limits and the database breaker), panics become 500s, then
+/// the timeout, body deadline and body limits apply.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let mut routes = Router::new()
@@ -58,62 +58,53 @@ pub fn router(state: AppState) -> Router {
         routes = routes.route("/debug/sleep", get(debug::sleep));
     }
 
-    // Router::layer wraps what is already there, so the layers below are listed innermost first.
-    routes = routes
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+    // One `Router::layer` call with the whole stack: axum boxes each route once per `layer`
+    // call and clones every box on every request, so twenty calls cost twenty boxed clones of
+    // ever deeper stacks per request (issue 10). `ServiceBuilder` lists layers outermost first.
+    let stack = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .map_request(middleware::drop_unsafe_request_id)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span as fn(&Request) -> tracing::Span)
+                .on_response(middleware::log_response)
+                .on_failure(middleware::log_failure),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .option_layer(resilience::cors(&config.resilience))
         .layer(axum::middleware::from_fn_with_state(
-            middleware::BodyDeadline {
-                timeout: config.resilience.request_body_timeout,
-                max_bytes: config.max_body_bytes,
-            },
-            middleware::body_deadline,
+            state.clone(),
+            guard::pipeline,
         ))
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            resilience::db_guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            resilience::rate_limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            resilience::shed,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::track_metrics,
-        ))
-        .layer(axum::middleware::from_fn(middleware::json_errors))
-        .layer(tower::util::option_layer(resilience::cors(
-            &config.resilience,
-        )));
-    for (name, value) in resilience::security_headers() {
-        routes = routes.layer(SetResponseHeaderLayer::if_not_present(name, value));
-    }
-    routes
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let request_id = req
-                .headers()
-                .get(middleware::REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
+        // Back to axum's body type: the timeout's 408 needs a body it can make (`Default`).
+        .map_response(IntoResponse::into_response)
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .map_request(|req: axum::http::Request<_>| req.map(axum::body::Body::new))
+        .layer(middleware::BodyDeadline {
+            timeout: config.resilience.request_body_timeout,
+            max_bytes: config.max_body_bytes,
         })
-        .on_response(middleware::log_response)
-        .on_failure(middleware::log_failure))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(tower::util::MapRequestLayer::new(middleware::drop_unsafe_request_id))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    routes.fallback(not_found).layer(stack).with_state(state)
+}
+
+/// The tracing span of a request: every log line inside carries its request id.
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(middleware::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
 }
 
 /// The versioned API.

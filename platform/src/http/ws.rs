@@ -159,7 +159,7 @@ enum ClientMessage {
 /// disconnected (close code 1008) rather than slowing anyone else down; on shutdown every client
 /// gets close code 1001.
 pub async fn ws(State(state): State<AppState>, req: Request) -> Response {
-    let ip = crate::resilience::client_ip(&req, state.config.resilience.forwarded_for_hops)
+    let ip = crate::http::guard::client_ip(&req, state.config.resilience.forwarded_for_hops)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     // The TCP connection's cap slots, held until the WebSocket closes.
     let conn_slot = req
