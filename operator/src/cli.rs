@@ -65,8 +65,8 @@ pub struct RunArgs {
 }
 
 /// Text of the CRD, as printed by `crd` and committed in `crds/tradingplatform.yaml`.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&TradingPlatform::crd())
+pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(&TradingPlatform::crd())
 }
 
 /// Renders the objects for the TradingPlatform in `yaml`, as `render` prints them.

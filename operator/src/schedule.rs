@@ -1,168 +1,124 @@
-//! Minimal 5-field cron parser, used to tell how often backups should succeed.
+//! How often backups should succeed, from the backup CronJob's schedule.
 //!
 //! `BackupHealthy` turns false when the last successful backup is older than twice the schedule
 //! interval; the interval of a cron expression is not fixed (weekdays only, month ends), so we
-//! take the longest gap between the next few fire times.
+//! take the longest gap between the next few fire times. Parsing and fire times come from the
+//! `croner` crate; this module only narrows it to what a Kubernetes CronJob accepts.
 
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
 use jiff::civil::Date;
 
-/// A parsed cron schedule (minute hour day-of-month month day-of-week).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CronSchedule {
-    minutes: Vec<bool>,
-    hours: Vec<bool>,
-    days_of_month: Vec<bool>,
-    months: Vec<bool>,
-    days_of_week: Vec<bool>,
-    dom_restricted: bool,
-    dow_restricted: bool,
+/// croner, configured as a CronJob reads a schedule.
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        // `5/10` (from 5 to the end in steps of 10), which robfig/cron and so a CronJob take.
+        .sloppy_ranges(true)
+        .build()
 }
 
-const MONTHS: [&str; 12] = [
-    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+/// The fields of a schedule, for messages that say which one is wrong.
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of week", "0-6 or SUN-SAT"),
 ];
-const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// Which field of a 5-field schedule croner refuses, tried one at a time with `*` elsewhere
+/// (croner's own errors do not name the field).
+fn culprit(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
+        return None;
+    }
+    fields.iter().enumerate().find_map(|(i, field)| {
+        let mut alone = ["*"; 5];
+        alone[i] = field;
+        let (name, range) = FIELDS[i];
+        parser()
+            .parse(&alone.join(" "))
+            .err()
+            .map(|e| format!("{name} {field:?} is invalid (allowed: {range}; {e})"))
+    })
+}
+
+/// A parsed cron schedule (minute hour day-of-month month day-of-week), as a CronJob takes it.
+#[derive(Clone, Debug)]
+pub struct CronSchedule {
+    cron: Cron,
+}
 
 impl CronSchedule {
-    /// Parses a 5-field expression or a macro (`@hourly`, `@daily`, `@midnight`, `@weekly`,
-    /// `@monthly`, `@yearly`, `@annually`).
+    /// Parses a 5-field expression or a macro (`@hourly`, `@daily`, `@weekly`, `@monthly`,
+    /// `@yearly`, `@annually`).
+    ///
+    /// croner also understands Quartz extensions (`L`, `W`, `#`) that the Kubernetes CronJob
+    /// controller does not; they are refused here as the CRD's validation refuses them, so the
+    /// operator never builds a CronJob the API server or the controller would reject. When both
+    /// day fields are restricted, either may match (Vixie cron, and Kubernetes).
     pub fn parse(expr: &str) -> Result<Self, String> {
-        let expanded = match expr.trim() {
-            "@hourly" => "0 * * * *",
-            "@daily" | "@midnight" => "0 0 * * *",
-            "@weekly" => "0 0 * * 0",
-            "@monthly" => "0 0 1 * *",
-            "@yearly" | "@annually" => "0 0 1 1 *",
-            other => other,
-        };
-        let fields: Vec<&str> = expanded.split_whitespace().collect();
-        if fields.len() != 5 {
-            return Err(format!(
-                "expected 5 fields (minute hour day-of-month month day-of-week), found {} in {expr:?}",
-                fields.len()
-            ));
+        let expanded = expr.trim();
+        if !expanded.starts_with('@') {
+            let fields = expanded.split_whitespace().count();
+            if fields != 5 {
+                return Err(format!(
+                    "expected 5 fields (minute hour day-of-month month day-of-week), found {fields} in {expr:?}"
+                ));
+            }
+            if let Some(c) = expanded
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || " *,-/?".contains(*c)))
+            {
+                return Err(format!(
+                    "{c:?} is not allowed in a CronJob schedule ({expr:?})"
+                ));
+            }
+            let quartz = expanded.split_whitespace().take(3).any(|f| {
+                f.split([',', '-', '/'])
+                    .any(|t| t.eq_ignore_ascii_case("L") || t.to_ascii_uppercase().ends_with('W'))
+            });
+            if quartz {
+                return Err(format!(
+                    "L and W are Quartz extensions a CronJob does not accept ({expr:?})"
+                ));
+            }
+            // Day of week is 0-6 for a CronJob (croner also takes 7 for Sunday).
+            let dow = expanded.split_whitespace().nth(4).unwrap_or("*");
+            let past_saturday = dow
+                .split(',')
+                .flat_map(|part| part.split('/').next().unwrap_or("").split('-'))
+                .any(|t| t.parse::<u32>().is_ok_and(|d| d > 6));
+            if past_saturday {
+                return Err(format!(
+                    "{expr:?}: day of week {dow:?} is invalid (allowed: 0-6 or SUN-SAT)"
+                ));
+            }
         }
-        let mut dow = field(fields[4], 0, 7, &DAYS, 0, "day-of-week")?;
-        if dow[7] {
-            dow[0] = true; // 7 is Sunday too
-        }
-        dow.truncate(7);
-        Ok(Self {
-            minutes: field(fields[0], 0, 59, &[], 0, "minute")?,
-            hours: field(fields[1], 0, 23, &[], 0, "hour")?,
-            days_of_month: field(fields[2], 1, 31, &[], 1, "day-of-month")?,
-            months: field(fields[3], 1, 12, &MONTHS, 1, "month")?,
-            days_of_week: dow,
-            dom_restricted: !matches!(fields[2], "*" | "?"),
-            dow_restricted: !matches!(fields[4], "*" | "?"),
-        })
-    }
-
-    fn day_matches(&self, d: Date) -> bool {
-        let month = usize::try_from(d.month()).unwrap_or(0);
-        if !self.months.get(month).copied().unwrap_or(false) {
-            return false;
-        }
-        let dom = self
-            .days_of_month
-            .get(usize::try_from(d.day()).unwrap_or(0))
-            .copied()
-            .unwrap_or(false);
-        let dow = self
-            .days_of_week
-            .get(usize::try_from(d.weekday().to_sunday_zero_offset()).unwrap_or(0))
-            .copied()
-            .unwrap_or(false);
-        // Standard cron: when both day fields are restricted, either may match.
-        match (self.dom_restricted, self.dow_restricted) {
-            (true, true) => dom || dow,
-            (true, false) => dom,
-            (false, true) => dow,
-            (false, false) => true,
-        }
+        let cron = parser()
+            .parse(expanded)
+            .map_err(|e| format!("{expr:?}: {}", culprit(expanded).unwrap_or(e.to_string())))?;
+        Ok(Self { cron })
     }
 
     /// The longest gap, in seconds, between consecutive fire times among the next few firings
-    /// after the start of `from` (UTC days). `None` if it fires fewer than twice in ~2 years.
+    /// from the start of `from` (UTC). `None` if it fires fewer than twice in ~2 years.
     pub fn max_interval_seconds(&self, from: Date) -> Option<i64> {
         const WANT: usize = 9;
-        let mut fires: Vec<i64> = Vec::new();
-        let mut day = from;
-        for day_index in 0..800i64 {
-            if self.day_matches(day) {
-                for (h, _) in self.hours.iter().enumerate().filter(|(_, on)| **on) {
-                    for (m, _) in self.minutes.iter().enumerate().filter(|(_, on)| **on) {
-                        let minute_of_day = i64::try_from(h * 60 + m).unwrap_or(0);
-                        fires.push(day_index * 1440 + minute_of_day);
-                        if fires.len() >= WANT {
-                            break;
-                        }
-                    }
-                    if fires.len() >= WANT {
-                        break;
-                    }
-                }
-            }
-            if fires.len() >= WANT {
-                break;
-            }
-            day = day.tomorrow().ok()?;
-        }
-        fires.windows(2).map(|w| (w[1] - w[0]) * 60).max()
+        let start = from.to_zoned(jiff::tz::TimeZone::UTC).ok()?;
+        let horizon = start.timestamp().as_second() + 800 * 86_400;
+        let fires: Vec<i64> = self
+            .cron
+            .iter_from(start, croner::Direction::Forward)
+            .map(|t| t.timestamp().as_second())
+            .take_while(|&t| t <= horizon)
+            .take(WANT)
+            .collect();
+        fires.windows(2).map(|w| w[1] - w[0]).max()
     }
-}
-
-fn field(
-    text: &str,
-    min: usize,
-    max: usize,
-    names: &[&str],
-    name_base: usize,
-    what: &str,
-) -> Result<Vec<bool>, String> {
-    let mut set = vec![false; max + 1];
-    let value = |s: &str| -> Result<usize, String> {
-        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
-            return Ok(i + name_base);
-        }
-        let v: usize = s
-            .parse()
-            .map_err(|_| format!("{what}: {s:?} is not a number"))?;
-        if v < min || v > max {
-            return Err(format!("{what}: {v} is outside {min}-{max}"));
-        }
-        Ok(v)
-    };
-    for part in text.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((r, s)) => {
-                let step: usize = s
-                    .parse()
-                    .map_err(|_| format!("{what}: step {s:?} is not a number"))?;
-                if step == 0 {
-                    return Err(format!("{what}: step must be positive"));
-                }
-                (r, step)
-            }
-            None => (part, 1),
-        };
-        let (lo, hi) = if range == "*" || range == "?" {
-            (min, max)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (value(a)?, value(b)?)
-        } else {
-            let v = value(range)?;
-            // `5/15` means from 5 to the end in steps of 15.
-            (v, if part.contains('/') { max } else { v })
-        };
-        if lo > hi {
-            return Err(format!("{what}: range {lo}-{hi} is backwards"));
-        }
-        for v in (lo..=hi).step_by(step) {
-            set[v] = true;
-        }
-    }
-    Ok(set)
 }
 
 #[cfg(test)]
@@ -177,11 +133,18 @@ mod tests {
     fn daily_is_a_day() {
         let s = CronSchedule::parse("0 2 * * *").unwrap();
         assert_eq!(s.max_interval_seconds(day()), Some(86_400));
+        for m in ["@daily", "0 0 * * *"] {
+            assert_eq!(
+                CronSchedule::parse(m).unwrap().max_interval_seconds(day()),
+                Some(86_400),
+                "{m}"
+            );
+        }
         assert_eq!(
-            CronSchedule::parse("@daily")
+            CronSchedule::parse("@hourly")
                 .unwrap()
                 .max_interval_seconds(day()),
-            Some(86_400)
+            Some(3600)
         );
     }
 
@@ -189,22 +152,41 @@ mod tests {
     fn steps_lists_and_ranges() {
         let s = CronSchedule::parse("*/15 * * * *").unwrap();
         assert_eq!(s.max_interval_seconds(day()), Some(900));
+        let s = CronSchedule::parse("5/25 * * * *").unwrap();
+        assert_eq!(
+            s.max_interval_seconds(day()),
+            Some(25 * 60),
+            "5, 30, 55, then 5 past"
+        );
         let s = CronSchedule::parse("0 1,13 * * *").unwrap();
         assert_eq!(s.max_interval_seconds(day()), Some(12 * 3600));
         // weekdays only: the weekend gap (Fri -> Mon) is the longest
         let s = CronSchedule::parse("30 3 * * MON-FRI").unwrap();
         assert_eq!(s.max_interval_seconds(day()), Some(3 * 86_400));
-        let s = CronSchedule::parse("0 0 * * 7").unwrap();
+        let s = CronSchedule::parse("0 0 * * 0").unwrap();
         assert_eq!(s.max_interval_seconds(day()), Some(7 * 86_400));
+        // both day fields restricted: either matches (the 1st, and every Monday)
+        let s = CronSchedule::parse("0 0 1 * MON").unwrap();
+        assert!(s.max_interval_seconds(day()).unwrap() <= 7 * 86_400);
     }
 
     #[test]
     fn rejects_bad_expressions() {
-        assert!(CronSchedule::parse("0 2 * *").is_err());
-        assert!(CronSchedule::parse("61 2 * * *").is_err());
-        assert!(CronSchedule::parse("0 2 * * */0").is_err());
-        assert!(CronSchedule::parse("0 5-2 * * *").is_err());
-        assert!(CronSchedule::parse("x 2 * * *").is_err());
+        for bad in [
+            "0 2 * *",
+            "61 2 * * *",
+            "0 2 * * */0",
+            "0 5-2 * * *",
+            "x 2 * * *",
+            "0 0 L * *",
+            "0 0 15W * *",
+            "0 0 * * 1#2",
+            "0 0 0 2 * *",
+            "0 0 * * 7",
+            "@midnight",
+        ] {
+            assert!(CronSchedule::parse(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -456,6 +456,8 @@ async fn invalid_spec_is_degraded_with_a_clear_message() {
         env.condition("Degraded")["message"]
             .as_str()
             .unwrap()
-            .contains("minute: 61 is outside 0-59")
+            .contains("minute \"61\" is invalid (allowed: 0-59"),
+        "{}",
+        env.condition("Degraded")["message"]
     );
 }

@@ -21,7 +21,7 @@ fn committed_crd_matches_generated() {
 
 #[test]
 fn crd_names_match_the_contract() {
-    let crd: Value = serde_yaml::from_str(&crd_yaml().unwrap()).unwrap();
+    let crd: Value = serde_yaml_ng::from_str(&crd_yaml().unwrap()).unwrap();
     assert_eq!(crd["metadata"]["name"], "tradingplatforms.tradeplane.io");
     assert_eq!(crd["spec"]["group"], "tradeplane.io");
     assert_eq!(crd["spec"]["scope"], "Namespaced");
@@ -184,17 +184,25 @@ fn rule_exactly_one_of_min_available_max_unavailable() {
     );
 }
 
+/// The CRD's rule and the operator's parser (croner, narrowed to what a CronJob takes) agree:
+/// what the API server admits, the operator can schedule, and the reverse.
 #[test]
 fn rule_cron_schedule_shape() {
+    use tradeplane_operator::schedule::CronSchedule;
     for good in [
         "0 2 * * *",
         "*/15 * * * *",
         "30 3 * * MON-FRI",
         "@daily",
+        "@hourly",
         "0 0 1,15 * *",
+        "5/10 * * * *",
+        "0 0 30 2 *",
+        "0 0 * jan-mar sun",
     ] {
         cel(&with(&["spec", "backup", "schedule"], json!(good)))
             .unwrap_or_else(|e| panic!("{good}: {e}"));
+        CronSchedule::parse(good).unwrap_or_else(|e| panic!("{good}: {e}"));
     }
     for bad in [
         "0 2 * *",
@@ -202,9 +210,19 @@ fn rule_cron_schedule_shape() {
         "@fortnightly",
         "0 2 * * * *",
         "0;2 * * * *",
+        "61 * * * *",
+        "0 24 * * *",
+        "0 0 L * *",
+        "0 0 * * 1#2",
+        "0 0 * * 7",
+        "@midnight",
     ] {
         let err = cel(&with(&["spec", "backup", "schedule"], json!(bad))).expect_err(bad);
         assert!(err.contains("5-field cron"), "{bad}: {err}");
+        assert!(
+            CronSchedule::parse(bad).is_err(),
+            "{bad}: the parser took it"
+        );
     }
 }
 

@@ -39,7 +39,7 @@ fn rendered_objects_have_kinds_and_names() {
     for f in common::example_files() {
         let rendered = render_yaml(&std::fs::read_to_string(&f).unwrap()).unwrap();
         for doc in rendered.split("---\n").filter(|d| !d.trim().is_empty()) {
-            let v: serde_json::Value = serde_yaml::from_str(doc).unwrap();
+            let v: serde_json::Value = serde_yaml_ng::from_str(doc).unwrap();
             assert!(v["kind"].is_string() && v["apiVersion"].is_string());
             assert!(v["metadata"]["name"].is_string());
         }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 use tradeplane_platform::cli::{Cli, Command};
 use tradeplane_platform::config::Config;
 
@@ -28,7 +28,7 @@ fn rendered(path: &PathBuf) -> Vec<Value> {
     let yaml = std::fs::read_to_string(path).expect("example readable");
     let out = tradeplane_operator::cli::render_yaml(&yaml)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&out)
+    serde_yaml_ng::Deserializer::from_str(&out)
         .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
         .filter(|v| !v.is_null())
         .collect()

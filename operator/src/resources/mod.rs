@@ -284,7 +284,7 @@ impl Desired {
         let mut out = String::new();
         for v in self.to_values().map_err(|e| e.to_string())? {
             out.push_str("---\n");
-            out.push_str(&serde_yaml::to_string(&v).map_err(|e| e.to_string())?);
+            out.push_str(&serde_yaml_ng::to_string(&v).map_err(|e| e.to_string())?);
         }
         Ok(out)
     }
@@ -303,7 +303,7 @@ fn push<K: serde::Serialize>(
 /// Reads a TradingPlatform from YAML (one document), as `render -f` does.
 pub fn parse_trading_platform(yaml: &str) -> Result<TradingPlatform, String> {
     let value: serde_json::Value =
-        serde_yaml::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
+        serde_yaml_ng::from_str(yaml).map_err(|e| format!("not valid YAML: {e}"))?;
     let api_version = TradingPlatform::api_version(&());
     let kind = TradingPlatform::kind(&());
     let found_version = value.get("apiVersion").and_then(|v| v.as_str());

@@ -383,7 +383,7 @@ impl FakeState {
             .unwrap_or("")
             .to_string();
         let body: Option<Value> = serde_json::from_slice(bytes).ok().or_else(|| {
-            serde_yaml::from_slice(bytes)
+            serde_yaml_ng::from_slice(bytes)
                 .ok()
                 .filter(|v: &Value| !v.is_null())
         });

@@ -177,5 +177,5 @@ fn walk(schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>, root: b
 /// Reads a YAML file as JSON.
 pub fn yaml_file(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path).expect("readable");
-    serde_yaml::from_str(&text).expect("valid yaml")
+    serde_yaml_ng::from_str(&text).expect("valid yaml")
 }
