@@ -113,11 +113,7 @@ impl Resilience {
         );
         let limiter = RateLimiter::new(config, redis, prefix, redis_breaker.clone(), refused);
         let resilience = Resilience {
-            retry_budget: Arc::new(retry::RetryBudget::new(
-                retry::DEFAULT_RATIO,
-                retry::DEFAULT_RESERVE,
-                Some(retries),
-            )),
+            retry_budget: Arc::new(retry::RetryBudget::standard(Some(retries))),
             limiter: Arc::new(limiter),
             db_breaker,
             redis_breaker,

@@ -1,57 +1,72 @@
 //! Retries for idempotent reads: jittered exponential backoff (backon) under a retry budget.
 //!
 //! Only reads that change nothing are retried (market data), and only on errors that say a
-//! dependency was momentarily unavailable. The budget lets retries add at most a fixed share of
-//! the request volume (every first attempt earns `ratio` of a retry, a retry spends one), so
-//! during a real outage retries stop instead of multiplying the load on a struggling database.
+//! dependency was momentarily unavailable. The budget (tower's `TpsBudget`) lets retries add at
+//! most a fixed share of the recent request volume, so during a real outage retries stop instead
+//! of multiplying the load on a struggling database.
 
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use prometheus::IntCounterVec;
+use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::error::ApiError;
 
 /// Share of the request volume that retries may add.
-pub const DEFAULT_RATIO: f64 = 0.1;
-/// Retries that may be banked in quiet times (so a burst of blips after idling is covered).
-pub const DEFAULT_RESERVE: f64 = 10.0;
+pub const DEFAULT_RATIO: f32 = 0.1;
+/// Retries per second allowed whatever the volume (so a blip after idling is covered).
+pub const DEFAULT_MIN_PER_SECOND: u32 = 1;
+/// How long a first attempt's deposit counts.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 
-/// A token bucket of retries, earned by first attempts.
-#[derive(Debug)]
+/// The retry budget: tower's `TpsBudget` (first attempts deposit, each retry withdraws; deposits
+/// expire after the window), with a counter of what it decided.
 pub struct RetryBudget {
-    balance: Mutex<f64>,
-    ratio: f64,
-    reserve: f64,
+    budget: TpsBudget,
     counter: Option<IntCounterVec>,
 }
 
+impl std::fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryBudget").finish_non_exhaustive()
+    }
+}
+
 impl RetryBudget {
-    /// A budget where retries add at most `ratio` of the attempts, banking up to `reserve`.
-    /// `counter` (labels: `outcome` = `retried` | `budget_exhausted`) counts what happened.
-    pub fn new(ratio: f64, reserve: f64, counter: Option<IntCounterVec>) -> RetryBudget {
+    /// A budget where retries add at most `ratio` of the attempts of the last `window`, plus
+    /// `min_per_second` whatever the volume. `counter` (labels: `outcome` = `retried` |
+    /// `budget_exhausted`) counts what happened.
+    pub fn new(
+        window: Duration,
+        min_per_second: u32,
+        ratio: f32,
+        counter: Option<IntCounterVec>,
+    ) -> RetryBudget {
         RetryBudget {
-            balance: Mutex::new(reserve),
-            ratio,
-            reserve,
+            budget: TpsBudget::new(window, min_per_second, ratio),
             counter,
         }
     }
 
+    /// The default budget: 10 % of the last 10 s of requests, plus one retry a second.
+    pub fn standard(counter: Option<IntCounterVec>) -> RetryBudget {
+        RetryBudget::new(
+            DEFAULT_WINDOW,
+            DEFAULT_MIN_PER_SECOND,
+            DEFAULT_RATIO,
+            counter,
+        )
+    }
+
     fn earn(&self) {
-        let mut b = self.balance.lock().unwrap_or_else(|p| p.into_inner());
-        *b = (*b + self.ratio).min(self.reserve);
+        self.budget.deposit();
     }
 
     /// Takes one retry from the budget, if there is one.
     pub fn try_spend(&self) -> bool {
-        let mut b = self.balance.lock().unwrap_or_else(|p| p.into_inner());
-        let ok = *b >= 1.0;
-        if ok {
-            *b -= 1.0;
-        }
+        let ok = self.budget.withdraw();
         if let Some(c) = &self.counter {
             c.with_label_values(&[if ok { "retried" } else { "budget_exhausted" }])
                 .inc();
@@ -106,7 +121,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried() {
-        let budget = RetryBudget::new(DEFAULT_RATIO, DEFAULT_RESERVE, None);
+        let budget = RetryBudget::standard(None);
         let calls = AtomicU32::new(0);
         let r = idempotent(&budget, || flaky(&calls, 2, unavailable)).await;
         assert_eq!(r.expect("third attempt succeeds"), 2);
@@ -115,7 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_errors_and_persistent_failures_are_not_retried_forever() {
-        let budget = RetryBudget::new(DEFAULT_RATIO, DEFAULT_RESERVE, None);
+        let budget = RetryBudget::standard(None);
         let calls = AtomicU32::new(0);
         let r = idempotent(&budget, || {
             flaky(&calls, 1, || ApiError::NotFound("x".into()))
@@ -136,9 +151,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_caps_retries_to_a_share_of_the_traffic() {
-        // No reserve: retries come only from what first attempts earned (10% of them).
-        let budget = RetryBudget::new(0.1, 1.0, None);
-        *budget.balance.lock().expect("lock") = 0.0;
+        // No per-second floor: retries come only from what first attempts earned (10% of them).
+        let budget = RetryBudget::new(DEFAULT_WINDOW, 0, 0.1, None);
         let calls = AtomicU32::new(0);
         let mut requests = 0;
         for _ in 0..100 {
