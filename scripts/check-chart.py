@@ -245,6 +245,23 @@ def check_dashboard() -> None:
             if err:
                 bad.append(f"{p['title']}: {err}")
     report(not bad, f"{path.relative_to(ROOT)}: every panel query parses as PromQL", "; ".join(bad))
+    # A ratio (a query with a division at its top level, such as errors / requests) is plotted
+    # in a percent unit: on a requests-per-second axis a 0-1 ratio reads as nothing.
+    wrong_axis = []
+    for p in dash.get("panels", []):
+        defaults = p.get("fieldConfig", {}).get("defaults", {})
+        overrides = {
+            o.get("matcher", {}).get("options"): {x["id"]: x["value"] for x in o.get("properties", [])}
+            for o in p.get("fieldConfig", {}).get("overrides", [])
+            if o.get("matcher", {}).get("id") == "byFrameRefID"
+        }
+        for t in p.get("targets", []):
+            if ") / sum(" not in t["expr"]:
+                continue
+            unit = overrides.get(t.get("refId"), {}).get("unit", defaults.get("unit"))
+            if unit not in ("percentunit", "percent"):
+                wrong_axis.append(f"{p['title']} {t.get('refId')}: unit {unit}")
+    report(not wrong_axis, f"{path.relative_to(ROOT)}: ratios are plotted in percent", "; ".join(wrong_axis))
     ds_vars = {v["name"] for v in dash.get("templating", {}).get("list", [])}
     report({"datasource", "namespace", "platform"} <= ds_vars, f"{path.relative_to(ROOT)}: datasource, namespace and platform variables", str(ds_vars))
 
