@@ -11,6 +11,9 @@ use std::time::Duration;
 /// Default SQLite file used when `DATABASE_URL` is not set, relative to the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tradeplane.db?mode=rwc";
 
+/// Default `REDIS_KEY_PREFIX`.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tradeplane:";
+
 /// A configuration problem, always naming the variable at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid configuration: {var}: {reason}")]
@@ -53,6 +56,9 @@ pub struct Config {
     pub symbol_lease: Duration,
     /// `REDIS_URL`: optional; without it the in-process cache is used.
     pub redis_url: Option<String>,
+    /// `REDIS_KEY_PREFIX`: the start of every Redis key and channel name (rate limits, revoked
+    /// sessions, the market-data channel), so that several platforms can share one Redis.
+    pub redis_key_prefix: String,
     /// `JWT_SECRET`: key for signing access tokens.
     pub jwt_secret: String,
     /// Whether `JWT_SECRET` was left unset and a random per-process secret is in use.
@@ -214,6 +220,20 @@ impl Config {
             return Err(ConfigError {
                 var: "REDIS_URL",
                 reason: "must start with redis:// or rediss://".into(),
+            });
+        }
+
+        let redis_key_prefix = get("REDIS_KEY_PREFIX")
+            .unwrap_or(DEFAULT_REDIS_KEY_PREFIX)
+            .to_owned();
+        if !(1..=128).contains(&redis_key_prefix.len())
+            || !redis_key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":._/-".contains(&b))
+        {
+            return Err(ConfigError {
+                var: "REDIS_KEY_PREFIX",
+                reason: "must be 1 to 128 characters of letters, digits and : . _ / -".into(),
             });
         }
 
@@ -465,6 +485,7 @@ impl Config {
                 60_000,
             )?),
             redis_url,
+            redis_key_prefix,
             jwt_secret,
             jwt_secret_generated,
             log_format,
@@ -551,6 +572,7 @@ mod tests {
             ("LISTEN_ADDR", "localhost"),
             ("DATABASE_URL", "mysql://x"),
             ("REDIS_URL", "127.0.0.1:6379"),
+            ("REDIS_KEY_PREFIX", "has space:"),
             ("JWT_SECRET", "short"),
             ("LOG_FORMAT", "xml"),
             ("DRAIN_TIMEOUT_SECONDS", "-1"),
@@ -604,6 +626,7 @@ mod tests {
         .expect("valid");
         assert_eq!(c.listen_addr.port(), 9000);
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(c.redis_key_prefix, DEFAULT_REDIS_KEY_PREFIX);
         assert!(!c.jwt_secret_generated);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.drain_timeout, Duration::from_secs(5));

@@ -19,9 +19,6 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{Store, StoreOptions};
 
-/// Key prefix for everything the platform stores in Redis.
-pub const REDIS_PREFIX: &str = "tradeplane:";
-
 /// Builds the shared state from a configuration: opens the store and the cache, nothing else.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = Store::open(&StoreOptions {
@@ -31,10 +28,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     })
     .context("DATABASE_URL: cannot be used")?;
     let cache = match &config.redis_url {
-        Some(url) => Cache::connect(url, REDIS_PREFIX)
+        Some(url) => Cache::connect(url, &config.redis_key_prefix)
             .await
             .context("REDIS_URL: cannot be used")?,
-        None => Cache::local(REDIS_PREFIX),
+        None => Cache::local(&config.redis_key_prefix),
     };
     let data_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let health = Health::new(
@@ -90,7 +87,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let resilience = crate::resilience::Resilience::new(
         &config.resilience,
         redis_client,
-        REDIS_PREFIX,
+        &config.redis_key_prefix,
         cache.clone(),
         config.instruments.iter().map(|i| i.symbol.clone()),
         metrics.registry(),
@@ -119,7 +116,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     health.set_breakers(resilience.breakers().map(Clone::clone).to_vec());
     if let Some(url) = &config.redis_url {
         let client = redis::Client::open(url.as_str()).context("REDIS_URL: cannot be used")?;
-        crate::trading::fanout::start(&trading, client, shutdown.clone());
+        crate::trading::fanout::start(&trading, client, &config.redis_key_prefix, shutdown.clone());
     }
     let passwords = crate::passwords::Passwords::new(
         config.password_hash_concurrency,

@@ -33,9 +33,12 @@ mod redis {
     async fn events_matched_on_one_replica_reach_the_other() {
         let redis_url = common::redis_url();
         let db = common::PgDatabase::create().await;
+        // This platform's keys and channel, apart from any other run's on the same Redis.
+        let prefix = format!("tradeplane:fanout-{}:", uuid::Uuid::new_v4().simple());
         let env: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &db.url),
             ("REDIS_URL", &redis_url),
+            ("REDIS_KEY_PREFIX", &prefix),
             ("ADMIN_USERNAME", "root"),
             ("ADMIN_PASSWORD", "root-password-long"),
             ("JWT_SECRET", "fanout-test-secret-0123456789abcdef"),
@@ -46,6 +49,20 @@ mod redis {
         );
         let first = common::started_state(&da, &env).await;
         let second = common::started_state(&db_dir, &env).await;
+        // Another platform (its own database) on the same Redis under its own prefix: it must
+        // hear nothing of this one's market data.
+        let other_dir = tempfile::tempdir().expect("dir");
+        let other_prefix = format!("{prefix}other:");
+        let other = common::started_state(
+            &other_dir,
+            &[
+                ("REDIS_URL", &redis_url),
+                ("REDIS_KEY_PREFIX", &other_prefix),
+                ("JWT_SECRET", "fanout-test-secret-0123456789abcdef"),
+            ],
+        )
+        .await;
+        let mut on_other = other.trading.subscribe();
         // AAPL is leased to one of the two: `a` is its owner (it matches, the event starts
         // there), `b` the other replica, which only hears of it through Redis. Wait until the
         // lease has stayed put for 2 s (a join hands symbols over within two lease rounds).
@@ -134,6 +151,12 @@ mod redis {
         assert_eq!(event.origin, a.trading.origin());
         assert_ne!(event.origin, b.trading.origin());
         assert_eq!(event.data["price"], "101");
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), on_other.recv())
+                .await
+                .is_err(),
+            "a platform with another REDIS_KEY_PREFIX received this platform's market data"
+        );
 
         a.store.close().await;
         b.store.close().await;

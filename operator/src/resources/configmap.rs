@@ -9,7 +9,10 @@ use super::{BuildError, COMPONENT_PLATFORM, HTTP_PORT, Parent};
 use crate::crd::TradingPlatformSpec;
 
 /// The key/value pairs the platform reads from its environment.
-pub fn data(spec: &TradingPlatformSpec) -> Result<BTreeMap<String, String>, BuildError> {
+pub fn data(
+    parent: &Parent,
+    spec: &TradingPlatformSpec,
+) -> Result<BTreeMap<String, String>, BuildError> {
     let s = &spec.settings;
     let mut data = BTreeMap::from([
         ("LISTEN_ADDR".to_string(), format!("0.0.0.0:{HTTP_PORT}")),
@@ -49,14 +52,26 @@ pub fn data(spec: &TradingPlatformSpec) -> Result<BTreeMap<String, String>, Buil
             .map_err(|e| BuildError::Invalid(format!("settings.instruments: {e}")))?;
         data.insert("INSTRUMENTS".to_string(), json);
     }
+    if spec.redis.is_some() {
+        data.insert("REDIS_KEY_PREFIX".to_string(), redis_key_prefix(parent));
+    }
     Ok(data)
+}
+
+/// Every Redis key and channel of this platform starts with `tradeplane:<namespace>/<name>:`, so
+/// that platforms sharing one Redis never see each other's rate limits, sessions or market data.
+pub fn redis_key_prefix(parent: &Parent) -> String {
+    match &parent.namespace {
+        Some(ns) => format!("tradeplane:{ns}/{}:", parent.name),
+        None => format!("tradeplane:{}:", parent.name),
+    }
 }
 
 /// Builds the ConfigMap `<name>-config`.
 pub fn build(parent: &Parent, spec: &TradingPlatformSpec) -> Result<ConfigMap, BuildError> {
     Ok(ConfigMap {
         metadata: parent.meta(parent.config_map_name(), COMPONENT_PLATFORM),
-        data: Some(data(spec)?),
+        data: Some(data(parent, spec)?),
         ..Default::default()
     })
 }

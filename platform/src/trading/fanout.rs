@@ -14,16 +14,30 @@ use tokio_util::sync::CancellationToken;
 
 use super::{MarketEvent, Trading};
 
-/// The Redis channel market data travels on.
-pub const CHANNEL: &str = "tradeplane:market-data";
-
-/// Starts the publisher and the subscriber tasks; both stop when `stop` is cancelled.
-pub fn start(trading: &Trading, client: redis::Client, stop: CancellationToken) {
-    tokio::spawn(publish(trading.clone(), client.clone(), stop.clone()));
-    tokio::spawn(subscribe(trading.clone(), client, stop));
+/// The Redis channel market data travels on, under `REDIS_KEY_PREFIX`: the replicas of one
+/// platform share it, another platform on the same Redis has its own.
+pub fn channel(prefix: &str) -> String {
+    format!("{prefix}market-data")
 }
 
-async fn publish(trading: Trading, client: redis::Client, stop: CancellationToken) {
+/// Starts the publisher and the subscriber tasks; both stop when `stop` is cancelled.
+pub fn start(trading: &Trading, client: redis::Client, prefix: &str, stop: CancellationToken) {
+    let channel = channel(prefix);
+    tokio::spawn(publish(
+        trading.clone(),
+        client.clone(),
+        channel.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(subscribe(trading.clone(), client, channel, stop));
+}
+
+async fn publish(
+    trading: Trading,
+    client: redis::Client,
+    channel: String,
+    stop: CancellationToken,
+) {
     let mut events = trading.subscribe();
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     loop {
@@ -51,7 +65,7 @@ async fn publish(trading: Trading, client: redis::Client, stop: CancellationToke
         }
         if let Some(c) = conn.as_mut() {
             let sent: Result<(), _> = redis::cmd("PUBLISH")
-                .arg(CHANNEL)
+                .arg(&channel)
                 .arg(payload)
                 .query_async(c)
                 .await;
@@ -63,12 +77,17 @@ async fn publish(trading: Trading, client: redis::Client, stop: CancellationToke
     }
 }
 
-async fn subscribe(trading: Trading, client: redis::Client, stop: CancellationToken) {
+async fn subscribe(
+    trading: Trading,
+    client: redis::Client,
+    channel: String,
+    stop: CancellationToken,
+) {
     let mut delay = Duration::from_millis(250);
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => {
-                if let Err(e) = pubsub.subscribe(CHANNEL).await {
+                if let Err(e) = pubsub.subscribe(&channel).await {
                     tracing::warn!(error = %e, "subscribing to market data failed");
                 } else {
                     delay = Duration::from_millis(250);
