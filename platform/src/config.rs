@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod observability;
+pub use observability::{ObservabilityConfig, SloConfig};
+
 /// Default SQLite file used when `DATABASE_URL` is not set, relative to the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tradeplane.db?mode=rwc";
 
@@ -98,6 +101,8 @@ pub struct Config {
     pub password_hash_queue: usize,
     /// WebSocket limits.
     pub ws: WsConfig,
+    /// Database telemetry and service-level objectives.
+    pub observability: ObservabilityConfig,
 }
 
 /// The limits of the `/api/v1/ws` market-data stream.
@@ -442,6 +447,7 @@ impl Config {
                 100_000,
             )? as usize,
             resilience,
+            observability: ObservabilityConfig::read(get)?,
             demo: false,
             instruments,
             admin,

@@ -93,6 +93,7 @@ impl Metrics {
         registry.register(Box::new(redis_fallback.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(backup_duration.clone()))?;
+        crate::store::telemetry::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,

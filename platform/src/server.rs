@@ -28,8 +28,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         url: config.database_url.clone(),
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_connect_timeout,
+        statement_timeout: config.observability.db_statement_timeout,
     })
     .context("DATABASE_URL: cannot be used")?;
+    crate::store::telemetry::set_slow_threshold(config.observability.db_slow_statement);
     let cache = match &config.redis_url {
         Some(url) => Cache::connect(url, REDIS_PREFIX)
             .await
@@ -480,6 +482,7 @@ mod tests {
             url: url.into(),
             max_connections: 1,
             acquire_timeout: Duration::from_millis(200),
+            statement_timeout: None,
         })
         .expect("store options")
     }

@@ -27,6 +27,7 @@ fn open_store(config: &Config) -> Result<Store, BackupError> {
             url: config.database_url.clone(),
             max_connections: 2,
             acquire_timeout,
+            statement_timeout: None,
         })
         .map_err(db_err);
     }
