@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod candles;
+pub mod compression;
 pub mod debug;
 pub mod extract;
 pub mod health;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         routes = routes.layer(SetResponseHeaderLayer::if_not_present(name, value));
     }
     routes
+        .layer(compression::layer())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let request_id = req
