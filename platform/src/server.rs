@@ -45,7 +45,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         data_dir,
         config.ready_db_failure_grace,
     );
-    let metrics = Metrics::new().context("registering metrics")?;
+    let metrics = Metrics::with_latency_threshold(config.observability.slo.latency_threshold)
+        .context("registering metrics")?;
     let trading_metrics = crate::trading::TradingMetrics::register(metrics.registry())
         .context("registering trading metrics")?;
     let me = crate::store::leases::Replica {
@@ -132,6 +133,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let ws =
         crate::http::ws::WsHub::start(&trading, &config.ws, metrics.registry(), shutdown.clone())
             .context("registering WebSocket metrics")?;
+    let config_slo = config.observability.slo;
     Ok(AppState::new(crate::state::Shared {
         ws,
         passwords,
@@ -141,6 +143,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         store,
         cache,
         health,
+        slo: {
+            let slo = crate::slo::Slo::new(config_slo, metrics.http_duration.clone());
+            slo.spawn(shutdown.clone());
+            slo
+        },
         metrics,
         resilience,
         shutdown,

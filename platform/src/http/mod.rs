@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod orders;
 pub mod serve;
+pub mod slo;
 pub mod web;
 pub mod ws;
 
@@ -128,6 +129,7 @@ fn api() -> Router<AppState> {
         .route("/me", get(auth::me))
         .route("/admin/accounts/{id}/deposits", post(admin::deposit))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/slo", get(slo::report))
         .route("/admin/markets/{symbol}/halt", post(market::halt))
         .route("/admin/markets/{symbol}/resume", post(market::resume))
         .route("/orders", post(orders::place).get(orders::list))
