@@ -101,21 +101,27 @@ pub fn router(state: AppState) -> Router {
         routes = routes.layer(SetResponseHeaderLayer::if_not_present(name, value));
     }
     routes
+        .layer(axum::middleware::from_fn(
+            crate::telemetry::http::record_route,
+        ))
         .layer(compression::layer())
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-            let request_id = req
-                .headers()
-                .get(middleware::REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
-        })
-        .on_response(middleware::log_response)
-        .on_failure(middleware::log_failure))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    crate::telemetry::http::request_span(req)
+                })
+                .on_response(middleware::log_response)
+                .on_failure(middleware::log_failure),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(tower::util::MapRequestLayer::new(middleware::drop_unsafe_request_id))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(tower::util::MapRequestLayer::new(
+            middleware::drop_unsafe_request_id,
+        ))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
         .with_state(state)
 }
 

@@ -246,15 +246,26 @@ pub struct Observation {
     op: Op,
     start: Instant,
     done: bool,
+    // The statement's trace span, a child of the current one (disabled without tracing).
+    span: tracing::Span,
 }
 
 impl Observation {
     /// Starts timing a statement of `op`.
     pub fn start(op: Op) -> Observation {
+        let span = crate::telemetry::otel::span_if_enabled!(
+            "db.statement",
+            otel.name = op.as_str(),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.operation.name = op.as_str(),
+            db.outcome = tracing::field::Empty,
+        );
         Observation {
             op,
             start: Instant::now(),
             done: false,
+            span,
         }
     }
 
@@ -278,6 +289,10 @@ impl Observation {
         let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         counters[i].inc();
         histogram.observe(elapsed.as_secs_f64());
+        self.span.record("db.outcome", outcome.as_str());
+        if outcome != Outcome::Ok {
+            self.span.record("otel.status_code", "ERROR");
+        }
         let threshold = SLOW_MS.load(Ordering::Relaxed);
         if elapsed.as_millis() >= u128::from(threshold) {
             slow.inc();
