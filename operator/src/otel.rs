@@ -49,14 +49,51 @@ pub fn layer<S>() -> Result<
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    use opentelemetry_otlp::{Protocol, WithExportConfig};
     if !requested() {
         return Ok(None);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    build(None).map(Some)
+}
+
+/// The layer exporting to `traces_url` (the full `…/v1/traces` URL), whatever the environment
+/// says: for tests, which cannot set the process environment safely.
+#[allow(clippy::type_complexity)]
+pub fn layer_to<S>(
+    traces_url: &str,
+) -> Result<
+    (
+        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>,
+        Guard,
+    ),
+    opentelemetry_otlp::ExporterBuildError,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    build(Some(traces_url))
+}
+
+#[allow(clippy::type_complexity)]
+fn build<S>(
+    traces_url: Option<&str>,
+) -> Result<
+    (
+        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>,
+        Guard,
+    ),
+    opentelemetry_otlp::ExporterBuildError,
+>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .build()?;
+        .with_protocol(Protocol::HttpBinary);
+    if let Some(url) = traces_url {
+        exporter = exporter.with_endpoint(url);
+    }
+    let exporter = exporter.build()?;
     let mut resource = opentelemetry_sdk::Resource::builder();
     let named = env_set("OTEL_SERVICE_NAME")
         || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
@@ -68,10 +105,10 @@ where
         .with_resource(resource.build())
         .build();
     let tracer = provider.tracer(SERVICE_NAME);
-    Ok(Some((
+    Ok((
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_tracked_inactivity(false),
         Guard(Some(provider)),
-    )))
+    ))
 }
