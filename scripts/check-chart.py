@@ -233,9 +233,10 @@ def check_dashboard() -> None:
         "http_requests_total", "http_request_duration_seconds_bucket", "orders_total", "trades_total",
         "match_latency_seconds_bucket", "kube_deployment_status_replicas_available",
         "kube_horizontalpodautoscaler_status_current_replicas", "backup_last_success_timestamp_seconds",
+        "tradeplane:slo_error_budget_remaining:30d", "tradeplane:slo_burn_rate:1h",
     ]
     missing = [n for n in needed if n not in exprs]
-    report(not missing, f"{path.relative_to(ROOT)}: request rate, errors, latency, orders, trades, match latency, replicas, HPA, backup age", f"missing: {missing}")
+    report(not missing, f"{path.relative_to(ROOT)}: request rate, errors, latency, orders, trades, match latency, replicas, HPA, backup age, error budget, burn rate", f"missing: {missing}")
     bad = []
     for p in dash.get("panels", []):
         for t in p.get("targets", []):

@@ -56,6 +56,14 @@ pub struct Applier<'a> {
     pub failures: Vec<ChildFailure>,
     /// Set once a request was refused because the namespace is being deleted.
     pub terminating: bool,
+    /// Children applied so far (recorded on the reconcile span when the applier is dropped).
+    pub applied: u32,
+}
+
+impl Drop for Applier<'_> {
+    fn drop(&mut self) {
+        tracing::Span::current().record("children.applied", self.applied);
+    }
 }
 
 impl<'a> Applier<'a> {
@@ -67,6 +75,7 @@ impl<'a> Applier<'a> {
             ns,
             failures: Vec::new(),
             terminating: false,
+            applied: 0,
         }
     }
 
@@ -88,7 +97,10 @@ impl<'a> Applier<'a> {
         let name = obj.meta().name.clone().unwrap_or_default();
         let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.ns);
         let err = match ssa(&api, &name, obj).await {
-            Ok(o) => return Some(o),
+            Ok(o) => {
+                self.applied += 1;
+                return Some(o);
+            }
             Err(e) => e,
         };
         if let kube::Error::Api(s) = &err {

@@ -185,7 +185,13 @@ pub async fn reconcile(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<Ac
     let span = tracing::info_span!(
         "reconcile",
         tp = %tp.name_any(),
-        namespace = %tp.namespace().unwrap_or_default()
+        namespace = %tp.namespace().unwrap_or_default(),
+        otel.kind = "internal",
+        otel.status_code = tracing::field::Empty,
+        k8s.namespace.name = %tp.namespace().unwrap_or_default(),
+        tradingplatform.name = %tp.name_any(),
+        children.applied = tracing::field::Empty,
+        outcome = tracing::field::Empty,
     );
     async move {
         let timer = std::time::Instant::now();
@@ -196,6 +202,11 @@ pub async fn reconcile(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<Ac
             schedule(&tp, &ctx, action);
         }
         let label = if result.is_ok() { "ok" } else { "error" };
+        let current = tracing::Span::current();
+        current.record("outcome", label);
+        if result.is_err() {
+            current.record("otel.status_code", "ERROR");
+        }
         ctx.metrics
             .reconciliations
             .with_label_values(&[label])

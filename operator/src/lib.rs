@@ -10,6 +10,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod migrate;
+pub mod otel;
 pub mod resources;
 pub mod rollout;
 pub mod run;

@@ -49,7 +49,8 @@ pub fn with_user_agent(mut config: Config) -> Config {
 
 /// Entry point of `run`: returns the process exit code.
 pub fn main(args: RunArgs) -> ExitCode {
-    init_tracing();
+    // Dropped when main returns, after the runtime: flushes the last spans.
+    let _otel = init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,23 +74,39 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 /// Logs as JSON when `LOG_FORMAT=json`, text otherwise; level from `RUST_LOG` (default info).
-pub fn init_tracing() {
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, reconcile spans are exported too ([`crate::otel`]);
+/// the returned guard flushes them when dropped.
+pub fn init_tracing() -> Option<crate::otel::Guard> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (otel, guard) = match crate::otel::layer() {
+        Ok(Some((layer, guard))) => (Some(layer), Some(guard)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("warning: OpenTelemetry exporter: {e}; not exporting traces");
+            (None, None)
+        }
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if json {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .try_init()
     } else {
-        builder.try_init()
+        registry.with(tracing_subscriber::fmt::layer()).try_init()
     };
     if let Err(e) = result {
         eprintln!("warning: logging already initialised: {e}");
     }
+    guard
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -201,7 +202,11 @@ impl Cache {
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let key = self.key(key);
         if let Some(mut conn) = self.conn().await {
-            match conn.get::<_, Option<Vec<u8>>>(&key).await {
+            match conn
+                .get::<_, Option<Vec<u8>>>(&key)
+                .instrument(redis_span("GET"))
+                .await
+            {
                 Ok(v) => return v,
                 Err(e) => self.degrade(&e.to_string()),
             }
@@ -214,7 +219,11 @@ impl Cache {
         let key = self.key(key);
         if let Some(mut conn) = self.conn().await {
             let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            match conn.pset_ex::<_, _, ()>(&key, value, millis).await {
+            match conn
+                .pset_ex::<_, _, ()>(&key, value, millis)
+                .instrument(redis_span("PSETEX"))
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => self.degrade(&e.to_string()),
             }
@@ -226,12 +235,23 @@ impl Cache {
     pub async fn delete(&self, key: &str) {
         let key = self.key(key);
         if let Some(mut conn) = self.conn().await
-            && let Err(e) = conn.del::<_, ()>(&key).await
+            && let Err(e) = conn.del::<_, ()>(&key).instrument(redis_span("DEL")).await
         {
             self.degrade(&e.to_string());
         }
         self.inner.local.invalidate(&key).await;
     }
+}
+
+/// The trace span of one Redis command (disabled without tracing).
+pub(crate) fn redis_span(command: &'static str) -> tracing::Span {
+    crate::telemetry::otel::span_if_enabled!(
+        "redis",
+        otel.name = command,
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = command,
+    )
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod observability;
+pub use observability::{ObservabilityConfig, SloConfig};
+
 /// Default SQLite file used when `DATABASE_URL` is not set, relative to the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tradeplane.db?mode=rwc";
 
@@ -104,6 +107,8 @@ pub struct Config {
     pub password_hash_queue: usize,
     /// WebSocket limits.
     pub ws: WsConfig,
+    /// Database telemetry and service-level objectives.
+    pub observability: ObservabilityConfig,
 }
 
 /// The limits of the `/api/v1/ws` market-data stream.
@@ -462,6 +467,7 @@ impl Config {
                 100_000,
             )? as usize,
             resilience,
+            observability: ObservabilityConfig::read(get)?,
             demo: false,
             instruments,
             admin,

@@ -122,6 +122,11 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::Tls(_) => {
                 ApiError::DependencyUnavailable("the database is unavailable, retry later".into())
             }
+            e if crate::store::telemetry::is_timeout(&e) => ApiError::Status {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "statement_timeout",
+                message: "the database did not complete the request in time (DATABASE_STATEMENT_TIMEOUT_SECONDS); retry later".into(),
+            },
             other => ApiError::Internal(other.into()),
         }
     }

@@ -21,6 +21,7 @@ pub mod passwords;
 pub mod resilience;
 pub mod server;
 pub mod sessions;
+pub mod slo;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -24,10 +24,14 @@ fn main() -> ExitCode {
         }
     };
     config.demo = cli.demo;
-    if let Err(e) = telemetry::init(config.log_format) {
-        eprintln!("tradeplane-platform: cannot initialise logging: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    // Flushes the last spans when main returns (after the runtime has stopped).
+    let _telemetry = match telemetry::init(config.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("tradeplane-platform: cannot initialise logging: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,9 +12,11 @@ use prometheus::{
 use crate::cache::{Cache, CacheMode};
 use crate::store::Store;
 
-/// Latency buckets in seconds, from 1 ms to 10 s.
+/// Latency buckets in seconds, from 1 ms to 10 s; 0.2 is the default SLO latency threshold
+/// (`SLO_LATENCY_THRESHOLD_MS`), which is always made a boundary (see
+/// [`Metrics::with_latency_threshold`]).
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Every metric the platform exports.
@@ -37,7 +39,22 @@ pub struct Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Metrics, prometheus::Error> {
+        Metrics::with_latency_threshold(std::time::Duration::from_millis(200))
+    }
+
+    /// [`Metrics::new`], with `threshold` (the SLO's latency threshold) a boundary of the
+    /// request-latency buckets, so that the fraction of requests within it is exact, in
+    /// Prometheus (`le="0.2"`) and in the in-process SLO view.
+    pub fn with_latency_threshold(
+        threshold: std::time::Duration,
+    ) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
+        let mut buckets = LATENCY_BUCKETS.to_vec();
+        let le = threshold.as_secs_f64();
+        if !buckets.iter().any(|b| (b - le).abs() < 1e-9) {
+            buckets.push(le);
+            buckets.sort_by(f64::total_cmp);
+        }
         let http_requests = IntCounterVec::new(
             Opts::new(
                 "http_requests_total",
@@ -50,7 +67,7 @@ impl Metrics {
                 "http_request_duration_seconds",
                 "HTTP request latency in seconds.",
             )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            .buckets(buckets),
             &["method", "route", "status"],
         )?;
         let http_in_flight =
@@ -93,6 +110,7 @@ impl Metrics {
         registry.register(Box::new(redis_fallback.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(backup_duration.clone()))?;
+        crate::store::telemetry::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,

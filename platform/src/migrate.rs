@@ -26,6 +26,7 @@ pub async fn run(config: &Config, stop: CancellationToken) -> u8 {
         url: config.database_url.clone(),
         max_connections: 2,
         acquire_timeout: config.database_connect_timeout,
+        statement_timeout: None,
     }) {
         Ok(s) => s,
         Err(e) => {

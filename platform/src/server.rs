@@ -25,8 +25,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         url: config.database_url.clone(),
         max_connections: config.database_max_connections,
         acquire_timeout: config.database_connect_timeout,
+        statement_timeout: config.observability.db_statement_timeout,
     })
     .context("DATABASE_URL: cannot be used")?;
+    crate::store::telemetry::set_slow_threshold(config.observability.db_slow_statement);
     let cache = match &config.redis_url {
         Some(url) => Cache::connect(url, &config.redis_key_prefix)
             .await
@@ -40,7 +42,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         data_dir,
         config.ready_db_failure_grace,
     );
-    let metrics = Metrics::new().context("registering metrics")?;
+    let metrics = Metrics::with_latency_threshold(config.observability.slo.latency_threshold)
+        .context("registering metrics")?;
     let trading_metrics = crate::trading::TradingMetrics::register(metrics.registry())
         .context("registering trading metrics")?;
     let me = crate::store::leases::Replica {
@@ -127,6 +130,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let ws =
         crate::http::ws::WsHub::start(&trading, &config.ws, metrics.registry(), shutdown.clone())
             .context("registering WebSocket metrics")?;
+    let config_slo = config.observability.slo;
     Ok(AppState::new(crate::state::Shared {
         ws,
         passwords,
@@ -136,6 +140,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         store,
         cache,
         health,
+        slo: {
+            let slo = crate::slo::Slo::new(config_slo, metrics.http_duration.clone());
+            slo.spawn(shutdown.clone());
+            slo
+        },
         metrics,
         resilience,
         shutdown,
@@ -477,6 +486,7 @@ mod tests {
             url: url.into(),
             max_connections: 1,
             acquire_timeout: Duration::from_millis(200),
+            statement_timeout: None,
         })
         .expect("store options")
     }

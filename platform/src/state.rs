@@ -55,6 +55,8 @@ pub struct Shared {
     pub passwords: crate::passwords::Passwords,
     /// Rate limiters, load shedding, circuit breakers and the market-data cache.
     pub resilience: crate::resilience::Resilience,
+    /// This replica's SLO view (`GET /api/v1/admin/slo`).
+    pub slo: Arc<crate::slo::Slo>,
     /// Cancelled when a graceful shutdown starts. Long-lived connections (WebSockets) select on
     /// it and close themselves, because axum's graceful shutdown does not wait for upgraded
     /// connections.

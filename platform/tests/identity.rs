@@ -281,6 +281,7 @@ async fn the_username_key_migration_upgrades_an_existing_sqlite_database() {
         url,
         max_connections: 2,
         acquire_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: None,
     })
     .expect("open");
     let Store::Sqlite(pool) = &store else {
@@ -304,6 +305,7 @@ mod pg {
             url: db.url.clone(),
             max_connections: 2,
             acquire_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: None,
         })
         .expect("open");
         let Store::Postgres(pool) = &store else {

@@ -3,6 +3,7 @@
 //! the exit code (see the `EXIT_*` constants in [`super`]).
 
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use chrono::Utc;
 
@@ -27,6 +28,7 @@ fn open_store(config: &Config) -> Result<Store, BackupError> {
             url: config.database_url.clone(),
             max_connections: 2,
             acquire_timeout,
+            statement_timeout: None,
         })
         .map_err(db_err);
     }
@@ -159,7 +161,9 @@ async fn backup_inner(
         },
         progress: Progress::for_cli("backup", None, Progress::interval_from_env()),
     };
-    let result = create_backup(&store, &opts).await;
+    let result = create_backup(&store, &opts)
+        .instrument(crate::telemetry::otel::span_if_enabled!("backup"))
+        .await;
     opts.progress.finish();
     store.close().await;
     result

@@ -30,6 +30,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 
@@ -250,7 +251,9 @@ async fn backup_to_dir(
     let prefix = crypto::random_nonce_prefix();
     let file = writer::create_new(&temps.payload)?;
     let mut out = writer::PayloadWriter::new(file, opts.key.as_ref(), &prefix);
-    let snapshot = dump::dump(store, &mut out, &opts.progress).await?;
+    let snapshot = dump::dump(store, &mut out, &opts.progress)
+        .instrument(crate::telemetry::otel::span_if_enabled!("backup.dump"))
+        .await?;
     let finish_io = |e| BackupError::io("cannot finish the payload", e);
     let (buffered, sha256, bytes) = out.finish().map_err(finish_io)?;
     let file = buffered
@@ -266,10 +269,14 @@ async fn backup_to_dir(
         object: None,
     };
     let manifest = build_manifest(store, opts, snapshot, payload, &prefix, started);
-    let file_bytes = writer::commit(&manifest, &temps, &final_path)?;
+    let file_bytes = {
+        let _phase = crate::telemetry::otel::span_if_enabled!("backup.commit").entered();
+        writer::commit(&manifest, &temps, &final_path)?
+    };
     drop(temps);
 
     let (pruned, prune_error) = if opts.retention.is_active() {
+        let _phase = crate::telemetry::otel::span_if_enabled!("backup.prune").entered();
         match retention::prune(dir, opts.now, opts.retention, &final_path) {
             Ok(r) => (r, None),
             Err(e) => (PruneReport::default(), Some(e.to_string())),

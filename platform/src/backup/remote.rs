@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 
@@ -51,7 +52,10 @@ pub async fn backup(
     let prefix = crypto::random_nonce_prefix();
     let upload = bucket.upload(&payload_name).await?;
     let mut out = PayloadWriter::new(upload, opts.key.as_ref(), &prefix);
-    let snapshot = match dump::dump(store, &mut out, &opts.progress).await {
+    let snapshot = match dump::dump(store, &mut out, &opts.progress)
+        .instrument(crate::telemetry::otel::span_if_enabled!("backup.dump"))
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             if let Ok((upload, _, _)) = out.finish() {
@@ -63,7 +67,10 @@ pub async fn backup(
     let (upload, sha256, bytes) = out
         .finish()
         .map_err(|e| BackupError::io("cannot finish the payload", e))?;
-    upload.finish(&bucket, &payload_name).await?;
+    upload
+        .finish(&bucket, &payload_name)
+        .instrument(crate::telemetry::otel::span_if_enabled!("backup.upload"))
+        .await?;
     match bucket.size(&payload_name).await? {
         Some(n) if n == bytes => {}
         other => {

@@ -1,5 +1,6 @@
-//! The platform's own per-request work, in one middleware: the JSON error envelope, the
-//! route-labelled HTTP metrics, the security headers and, for API requests, load shedding, rate
+//! The platform's own per-request work, in one middleware: the route and status on the trace
+//! span, the JSON error envelope, the route-labelled HTTP metrics, the security headers and, for
+//! API requests, load shedding, rate
 //! limits and the database circuit breaker (the state they use lives in [`crate::resilience`]).
 //!
 //! One middleware rather than one per concern because each `axum::middleware::from_fn` layer
@@ -28,6 +29,7 @@ use crate::state::AppState;
 
 /// The one middleware (see the module documentation).
 pub async fn pipeline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    crate::telemetry::http::record_route(&req);
     let request_id = req.headers().get(REQUEST_ID).cloned();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = middleware::method_label(req.method());
@@ -43,6 +45,7 @@ pub async fn pipeline(State(state): State<AppState>, req: Request, next: Next) -
     };
 
     let status = response.status();
+    crate::telemetry::http::record_status(status);
     let labels = [
         method,
         route.as_ref().map_or("unmatched", MatchedPath::as_str),

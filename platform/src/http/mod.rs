@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod candles;
+pub mod compression;
 pub mod debug;
 pub mod extract;
 pub mod guard;
@@ -13,6 +14,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod orders;
 pub mod serve;
+pub mod slo;
 pub mod web;
 pub mod ws;
 
@@ -37,10 +39,12 @@ use crate::state::AppState;
 ///
 /// Layers, outermost first: sensitive headers are marked (so they are never logged), a request id
 /// is taken from `x-request-id` or made, a tracing span carries it into every log line of the
-/// request, the id is echoed in the response, CORS applies when configured, then the platform's
-/// one middleware ([`guard::pipeline`]: JSON error envelope, metrics, security headers, and for
-/// API requests load shedding, rate limits and the database breaker), panics become 500s, then
-/// the timeout, body deadline and body limits apply.
+/// request (and, with tracing on, joins the caller's `traceparent`), the id is echoed in the
+/// response, large JSON and text bodies are compressed when the client accepts it, CORS applies
+/// when configured, then the platform's one middleware ([`guard::pipeline`]: the route on the
+/// trace span, JSON error envelope, metrics, security headers, and for API requests load
+/// shedding, rate limits and the database breaker), panics become 500s, then the timeout, body
+/// deadline and body limits apply.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let mut routes = Router::new()
@@ -70,11 +74,15 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span as fn(&Request) -> tracing::Span)
+                .make_span_with(
+                    crate::telemetry::http::request_span::<axum::body::Body>
+                        as fn(&Request) -> tracing::Span,
+                )
                 .on_response(middleware::log_response)
                 .on_failure(middleware::log_failure),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(compression::layer())
         .option_layer(resilience::cors(&config.resilience))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -97,16 +105,6 @@ pub fn router(state: AppState) -> Router {
     routes.fallback(not_found).layer(stack).with_state(state)
 }
 
-/// The tracing span of a request: every log line inside carries its request id.
-fn request_span(req: &Request) -> tracing::Span {
-    let request_id = req
-        .headers()
-        .get(middleware::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", request_id, method = %req.method(), path = %req.uri().path())
-}
-
 /// The versioned API.
 fn api() -> Router<AppState> {
     Router::new()
@@ -117,6 +115,7 @@ fn api() -> Router<AppState> {
         .route("/me", get(auth::me))
         .route("/admin/accounts/{id}/deposits", post(admin::deposit))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/slo", get(slo::report))
         .route("/admin/markets/{symbol}/halt", post(market::halt))
         .route("/admin/markets/{symbol}/resume", post(market::resume))
         .route("/orders", post(orders::place).get(orders::list))

@@ -15,6 +15,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use axum::http::{HeaderMap, HeaderValue};
 use governor::clock::{Clock, DefaultClock};
@@ -364,7 +365,8 @@ impl RateLimiter {
                     .arg(u64::try_from(quota.interval.as_millis()).unwrap_or(u64::MAX))
                     .arg(quota.burst)
                     .arg(if take { 1 } else { 0 })
-                    .invoke_async(&mut conn),
+                    .invoke_async(&mut conn)
+                    .instrument(crate::cache::redis_span("EVALSHA")),
             )
             .await
             .map_err(|_| "redis call timed out".to_owned())?

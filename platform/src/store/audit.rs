@@ -112,7 +112,7 @@ impl Store {
     pub async fn append_audit(&self, event: &NewAuditEvent) -> Result<i64, sqlx::Error> {
         let now = Utc::now();
         let c = event.columns();
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::AuditWrite, pool => {
             let row = sqlx::query(INSERT)
                 .bind(now)
                 .bind(&c.actor)
@@ -133,7 +133,7 @@ impl Store {
         before: Option<i64>,
     ) -> Result<Vec<AuditEvent>, sqlx::Error> {
         let before = before.unwrap_or(i64::MAX);
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::AuditRead, pool => {
             let rows = sqlx::query(SELECT).bind(before).bind(i64::from(limit)).fetch_all(pool).await?;
             rows.iter()
                 .map(|row| {

@@ -84,7 +84,7 @@ impl Store {
             Backend::Postgres => PG_CANDLES,
             Backend::Sqlite => SQLITE_CANDLES,
         };
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::CandlesRead, pool => {
             let rows = sqlx::query(sql)
                 .bind(symbol)
                 .bind(from)
@@ -114,7 +114,7 @@ impl Store {
         symbol: &str,
         since: DateTime<Utc>,
     ) -> Result<Option<WindowStats>, sqlx::Error> {
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::CandlesRead, pool => {
             let row = sqlx::query(WINDOW_SQL)
                 .bind(symbol)
                 .bind(since)

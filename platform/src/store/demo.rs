@@ -53,7 +53,7 @@ const PRUNE_AUDIT: &str = "DELETE FROM audit_events WHERE id IN (SELECT id FROM 
 impl Store {
     /// Marks an account as a demo bot (idempotent).
     pub async fn register_demo_bot(&self, account_id: i64) -> Result<(), sqlx::Error> {
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::Demo, pool => {
             sqlx::query("INSERT INTO demo_bots (account_id) VALUES ($1) ON CONFLICT DO NOTHING")
                 .bind(account_id)
                 .execute(pool)
@@ -68,7 +68,7 @@ impl Store {
         account: i64,
         symbol: &str,
     ) -> Result<Vec<Quote>, sqlx::Error> {
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::Demo, pool => {
             let rows = sqlx::query(
                 "SELECT id, side, price FROM orders WHERE symbol = $1 \
                  AND status IN ('new', 'partially_filled') AND account_id = $2",
@@ -105,14 +105,14 @@ impl Store {
             (PRUNE_AUDIT, rest_before, &mut pruned.audit),
         ] {
             loop {
-                let n = with_pool!(self, pool => {
+                let n = with_pool!(self, super::telemetry::Op::Demo, pool => {
                     sqlx::query(sql)
                         .bind(before)
                         .bind(PRUNE_BATCH)
                         .execute(pool)
-                        .await?
-                        .rows_affected()
-                });
+                        .await
+                        .map(|done| done.rows_affected())
+                })?;
                 *count += n;
                 if n < PRUNE_BATCH as u64 {
                     break;
@@ -126,7 +126,7 @@ impl Store {
     /// the user exists. Used to reset and to disable the demo logins.
     pub async fn reset_password(&self, user_id: i64, hash: &str) -> Result<bool, sqlx::Error> {
         let now = Utc::now();
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::Demo, pool => {
             let mut tx = pool.begin().await?;
             let found = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                 .bind(hash)

@@ -13,6 +13,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 use super::Store;
+use super::telemetry::{Observation, Op};
 
 /// A pool of its own for the lease task (so renewals never wait behind API reads), or `None`
 /// for SQLite.
@@ -65,6 +66,7 @@ pub async fn round(
     leaving: bool,
     lease: Duration,
 ) -> Result<(Vec<Replica>, Vec<Lease>), sqlx::Error> {
+    let observation = Observation::start(Op::Lease);
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO replicas (id, address, started_at, heartbeat_at, leaving) VALUES ($1, $2, now(), now(), $3) \
@@ -109,7 +111,7 @@ pub async fn round(
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
     tx.commit().await?;
-    Ok((replicas, leases))
+    observation.finish(Ok((replicas, leases)))
 }
 
 /// Extends the leases `me` holds (symbol, token); returns the symbols still held.
@@ -124,7 +126,8 @@ pub async fn renew(
     }
     let symbols: Vec<&str> = held.iter().map(|h| h.0.as_str()).collect();
     let tokens: Vec<i64> = held.iter().map(|h| h.1).collect();
-    sqlx::query(
+    let observation = Observation::start(Op::Lease);
+    let rows = sqlx::query(
         "UPDATE symbols s SET lease_expires = now() + make_interval(secs => $4) \
          FROM UNNEST($2::text[], $3::bigint[]) AS k(symbol, token) \
          WHERE s.symbol = k.symbol AND s.lease_token = k.token AND s.owner = $1 RETURNING s.symbol",
@@ -134,10 +137,12 @@ pub async fn renew(
     .bind(tokens)
     .bind(interval(lease))
     .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| r.try_get(0))
-    .collect()
+    .await;
+    observation
+        .finish(rows)?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect()
 }
 
 /// Takes a symbol's lease if it is free or expired (or already ours); returns the new token.
@@ -147,6 +152,7 @@ pub async fn acquire(
     symbol: &str,
     lease: Duration,
 ) -> Result<Option<i64>, sqlx::Error> {
+    let observation = Observation::start(Op::Lease);
     let row = sqlx::query(
         "UPDATE symbols SET owner = $1, lease_token = lease_token + 1, \
          lease_expires = now() + make_interval(secs => $3) \
@@ -157,8 +163,8 @@ pub async fn acquire(
     .bind(symbol)
     .bind(interval(lease))
     .fetch_optional(pool)
-    .await?;
-    row.map(|r| r.try_get(0)).transpose()
+    .await;
+    observation.finish(row)?.map(|r| r.try_get(0)).transpose()
 }
 
 /// Gives a symbol's lease up (a handover): the next owner need not wait for it to expire.
@@ -168,6 +174,7 @@ pub async fn release(
     symbol: &str,
     token: i64,
 ) -> Result<bool, sqlx::Error> {
+    let observation = Observation::start(Op::Lease);
     let done = sqlx::query(
         "UPDATE symbols SET owner = NULL, lease_expires = NULL WHERE symbol = $2 AND owner = $1 AND lease_token = $3",
     )
@@ -175,15 +182,17 @@ pub async fn release(
     .bind(symbol)
     .bind(token)
     .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .await;
+    Ok(observation.finish(done)?.rows_affected() == 1)
 }
 
 /// Creates the rows of symbols that have none yet, so that they can be leased.
 pub async fn ensure_symbols(pool: &PgPool, symbols: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO symbols (symbol) SELECT * FROM UNNEST($1::text[]) ON CONFLICT (symbol) DO NOTHING")
+    let observation = Observation::start(Op::Lease);
+    let done = sqlx::query("INSERT INTO symbols (symbol) SELECT * FROM UNNEST($1::text[]) ON CONFLICT (symbol) DO NOTHING")
         .bind(symbols)
         .execute(pool)
         .await
-        .map(|_| ())
+        .map(|_| ());
+    observation.finish(done)
 }

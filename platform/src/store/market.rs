@@ -106,7 +106,7 @@ impl Store {
     pub async fn order(&self, id: i64) -> Result<Option<OrderView>, sqlx::Error> {
         let sql =
             format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND status <> 'pending'");
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
             row.as_ref().map(order_from_row).transpose()
         })
@@ -125,7 +125,7 @@ impl Store {
             "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND status <> 'pending' \
              AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR symbol = $3) AND id < $4 ORDER BY id DESC LIMIT $5"
         );
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let rows = sqlx::query(&sql)
                 .bind(account)
                 .bind(status)
@@ -151,7 +151,7 @@ impl Store {
                    CASE WHEN taker_account_id = $1 THEN 'taker' ELSE 'maker' END AS liquidity \
                    FROM trades WHERE (taker_account_id = $1 OR maker_account_id = $1) \
                    AND ($2 IS NULL OR symbol = $2) AND id < $3 ORDER BY id DESC LIMIT $4";
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let rows = sqlx::query(sql)
                 .bind(account)
                 .bind(symbol)
@@ -189,7 +189,7 @@ impl Store {
         symbol: &str,
         limit: u32,
     ) -> Result<Vec<TradeView>, sqlx::Error> {
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let rows = sqlx::query(
                 "SELECT id, seq, price, qty, taker_side, created_at FROM trades WHERE symbol = $1 ORDER BY seq DESC LIMIT $2",
             )
@@ -224,7 +224,7 @@ impl Store {
             "SELECT price, CAST(SUM(remaining) AS BIGINT) AS qty, COUNT(*) AS n FROM orders WHERE symbol = $1 AND side = $2 \
              AND status IN ('new', 'partially_filled') GROUP BY price ORDER BY price {order} LIMIT $3"
         );
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let rows = sqlx::query(&sql).bind(symbol).bind(side_str(side)).bind(i64::from(levels)).fetch_all(pool).await?;
             rows.iter()
                 .map(|r| Ok((r.try_get::<Option<i64>, _>("price")?.unwrap_or(0), r.try_get("qty")?, r.try_get("n")?)))
@@ -234,7 +234,7 @@ impl Store {
 
     /// A symbol's stored state (sequence numbers, status, last trade), if it ever traded.
     pub async fn symbol_state(&self, symbol: &str) -> Result<Option<SymbolRow>, sqlx::Error> {
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let row = sqlx::query(SYMBOL_SELECT).bind(symbol).fetch_optional(pool).await?;
             row.as_ref().map(symbol_from_row).transpose()
         })
@@ -246,7 +246,7 @@ impl Store {
         symbol: &str,
         since: DateTime<Utc>,
     ) -> Result<i64, sqlx::Error> {
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let row = sqlx::query("SELECT CAST(COALESCE(SUM(qty), 0) AS BIGINT) AS v FROM trades WHERE symbol = $1 AND created_at >= $2")
                 .bind(symbol)
                 .bind(since)

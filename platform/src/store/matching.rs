@@ -26,6 +26,7 @@ use tradeplane_engine::order::{AccountId, OrderId, Side};
 use super::Store;
 use super::audit::NewAuditEvent;
 use super::market::{ORDER_COLUMNS, SYMBOL_COLUMNS, SymbolRow, order_from_row, symbol_from_row};
+use super::telemetry::{Observation, Op};
 use super::views::OrderView;
 
 /// The matcher's own small pool: batches never queue behind API reads for a connection, and a
@@ -196,11 +197,14 @@ enum Tx {
 }
 
 /// Runs `$body` with `$conn` bound to the transaction's connection of either backend, counting
-/// one statement. The body is compiled once per backend.
+/// one statement, timed under `$op` (see [`super::telemetry`]; an error returned through `?`
+/// counts as `error`: the matcher's own `MATCHER_DB_TIMEOUT_MS` cuts a batch statement long
+/// before the server's statement timeout would). The body is compiled once per backend.
 macro_rules! on_tx {
-    ($self:ident, $conn:ident, pg => $pg:expr, sqlite => $sqlite:expr) => {{
+    ($self:ident, $op:ident, $conn:ident, pg => $pg:expr, sqlite => $sqlite:expr) => {{
         $self.statements += 1;
-        match &mut $self.tx {
+        let observation = Observation::start(Op::$op);
+        let value = match &mut $self.tx {
             Tx::Postgres(tx) => {
                 let $conn = &mut **tx;
                 $pg
@@ -209,7 +213,9 @@ macro_rules! on_tx {
                 let $conn = &mut **tx;
                 $sqlite
             }
-        }
+        };
+        observation.succeed();
+        value
     }};
 }
 
@@ -221,10 +227,12 @@ impl MatchTx {
     /// Starts a transaction. SQLite's is `BEGIN IMMEDIATE`: it takes the write lock up front,
     /// so an API write committed between our reads and our writes cannot fail the batch.
     pub async fn begin(pool: &MatchPool) -> Result<MatchTx, sqlx::Error> {
+        let observation = Observation::start(Op::BatchBegin);
         let tx = match pool {
             MatchPool::Postgres(p) => Tx::Postgres(p.begin().await?),
             MatchPool::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         };
+        observation.succeed();
         Ok(MatchTx {
             tx,
             statements: 1,
@@ -256,7 +264,7 @@ impl MatchTx {
         let mut out = BTreeMap::new();
         let names: Vec<&str> = symbols.iter().map(|s| s.0.as_str()).collect();
         let tokens: Vec<i64> = symbols.iter().map(|s| s.1).collect();
-        let xid = on_tx!(self, c,
+        let xid = on_tx!(self, BatchLock, c,
             pg => {
                 let cols = SYMBOL_COLUMNS
                     .split(", ")
@@ -302,7 +310,7 @@ impl MatchTx {
         }
         const COLS: &str =
             "id, version, cash, cash_reserved, allow_short, max_open_orders, open_orders";
-        let rows = on_tx!(self, c,
+        let rows = on_tx!(self, BatchRead, c,
             pg => sqlx::query(&format!("SELECT {COLS} FROM accounts WHERE id = ANY($1)"))
                 .bind(ids).fetch_all(&mut *c).await?.iter().map(head_from_row).collect::<Result<Vec<_>, _>>()?,
             sqlite => sqlx::query(&format!("SELECT {COLS} FROM accounts WHERE id IN (SELECT value FROM json_each($1))"))
@@ -320,7 +328,7 @@ impl MatchTx {
             return Ok(Vec::new());
         }
         const COLS: &str = "account_id, symbol, qty, reserved, cost_basis, realized_pnl";
-        let rows = on_tx!(self, c,
+        let rows = on_tx!(self, BatchRead, c,
             pg => sqlx::query(&format!("SELECT {COLS} FROM positions WHERE account_id = ANY($1)"))
                 .bind(ids).fetch_all(&mut *c).await?.iter().map(position_from_row).collect::<Result<Vec<_>, _>>()?,
             sqlite => sqlx::query(&format!("SELECT {COLS} FROM positions WHERE account_id IN (SELECT value FROM json_each($1))"))
@@ -356,7 +364,7 @@ impl MatchTx {
             .map(|c| format!("o.{}", c.trim()))
             .collect::<Vec<_>>()
             .join(", ");
-        let rows = on_tx!(self, c,
+        let rows = on_tx!(self, BatchRead, c,
             pg => {
                 let accounts: Vec<i64> = keys.iter().map(|k| k.0).collect();
                 let ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
@@ -387,7 +395,7 @@ impl MatchTx {
             return Ok(Vec::new());
         }
         let count = i32::try_from(n).unwrap_or(i32::MAX);
-        on_tx!(self, c,
+        on_tx!(self, BatchRead, c,
             pg => {
                 let rows = sqlx::query("SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $1)")
                     .bind(count).fetch_all(&mut *c).await?;
@@ -406,7 +414,7 @@ impl MatchTx {
         if ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        on_tx!(self, c,
+        on_tx!(self, BatchLock, c,
             pg => sqlx::query("SELECT id, version FROM accounts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
                 .bind(ids).fetch_all(&mut *c).await?.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect(),
             sqlite => sqlx::query("SELECT id, version FROM accounts WHERE id IN (SELECT value FROM json_each($1)) ORDER BY id")
@@ -457,7 +465,7 @@ impl MatchTx {
         }
         const COLS: &str = "id, account_id, client_order_id, symbol, side, order_type, tif, price, qty, filled, \
                             remaining, status, cancel_reason, priority, created_at, updated_at";
-        on_tx!(self, c,
+        on_tx!(self, BatchWrite, c,
             pg => {
                 sqlx::query(&format!(
                     "INSERT INTO orders ({COLS}) SELECT t.*, $15, $15 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], \
@@ -508,7 +516,7 @@ impl MatchTx {
         const SET: &str = "filled = orders.filled + d.filled, remaining = d.remaining, status = d.status, \
                            cancel_reason = COALESCE(d.cancel_reason, orders.cancel_reason)";
         const RESTING: &str = "orders.id = d.id AND orders.status IN ('new', 'partially_filled')";
-        let done = on_tx!(self, c,
+        let done = on_tx!(self, BatchWrite, c,
             pg => sqlx::query(&format!(
                     "UPDATE orders SET {SET}, updated_at = $6 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], \
                      $4::text[], $5::text[]) AS d(id, filled, remaining, status, cancel_reason) WHERE {RESTING}"
@@ -544,7 +552,7 @@ impl MatchTx {
         }
         const COLS: &str = "symbol, seq, price, qty, taker_side, taker_order_id, maker_order_id, taker_account_id, \
                             maker_account_id, created_at";
-        on_tx!(self, c,
+        on_tx!(self, BatchWrite, c,
             pg => {
                 sqlx::query(&format!(
                     "INSERT INTO trades ({COLS}) SELECT t.*, $10 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], \
@@ -586,7 +594,7 @@ impl MatchTx {
         }
         const SET: &str = "cash = accounts.cash + d.cash, cash_reserved = accounts.cash_reserved + d.cash_reserved, \
                            open_orders = accounts.open_orders + d.open_orders";
-        let done = on_tx!(self, c,
+        let done = on_tx!(self, BatchWrite, c,
             pg => sqlx::query(&format!(
                     "UPDATE accounts SET {SET} FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
                      AS d(id, cash, cash_reserved, open_orders) WHERE accounts.id = d.id"
@@ -631,7 +639,7 @@ impl MatchTx {
                 to_i64(pos.realized_pnl)?,
             ));
         }
-        on_tx!(self, c,
+        on_tx!(self, BatchWrite, c,
             pg => {
                 sqlx::query(&format!(
                     "INSERT INTO positions ({COLS}) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], \
@@ -668,7 +676,7 @@ impl MatchTx {
         }
         const COLS: &str = "occurred_at, actor, action, subject, request_id, details";
         let details: Vec<String> = a.iter().map(|e| e.details.to_string()).collect();
-        on_tx!(self, c,
+        on_tx!(self, BatchWrite, c,
             pg => {
                 sqlx::query(&format!(
                     "INSERT INTO audit_events ({COLS}) SELECT $6, t.* FROM UNNEST($1::text[], $2::text[], $3::text[], \
@@ -701,7 +709,7 @@ impl MatchTx {
         }
         const SET: &str = "seq = d.seq, md_seq = d.md_seq, status = d.status, last_price = d.last_price, \
                            last_qty = d.last_qty, last_trade_seq = d.last_trade_seq";
-        let done = on_tx!(self, c,
+        let done = on_tx!(self, BatchWrite, c,
             pg => sqlx::query(&format!(
                     "UPDATE symbols SET {SET} FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
                      $5::bigint[], $6::bigint[], $7::bigint[]) AS d(symbol, seq, md_seq, status, last_price, last_qty, \
@@ -733,15 +741,17 @@ impl MatchTx {
     /// Commits.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         self.statements += 1;
-        match self.tx {
+        let observation = Observation::start(Op::BatchCommit);
+        let done = match self.tx {
             Tx::Postgres(tx) => tx.commit().await,
             Tx::Sqlite(tx) => tx.commit().await,
-        }
+        };
+        observation.finish(done)
     }
 
     /// Creates the rows of symbols that have none yet (a new instrument).
     pub async fn ensure_symbols(&mut self, symbols: &[String]) -> Result<(), sqlx::Error> {
-        on_tx!(self, c,
+        on_tx!(self, BatchWrite, c,
             pg => sqlx::query("INSERT INTO symbols (symbol) SELECT * FROM UNNEST($1::text[]) ON CONFLICT (symbol) DO NOTHING")
                 .bind(symbols).execute(&mut *c).await?.rows_affected(),
             sqlite => sqlx::query("INSERT INTO symbols (symbol) SELECT value FROM json_each($1) WHERE true ON CONFLICT (symbol) DO NOTHING")
@@ -754,7 +764,7 @@ impl MatchTx {
     pub async fn resting_orders(&mut self, symbol: &str) -> Result<Vec<RestingOrder>, MatchError> {
         const SQL: &str = "SELECT id, account_id, side, price, qty, remaining, priority FROM orders \
                            WHERE symbol = $1 AND status IN ('new', 'partially_filled')";
-        let rows: Vec<RestingRow> = on_tx!(self, c,
+        let rows: Vec<RestingRow> = on_tx!(self, BatchRead, c,
             pg => sqlx::query_as(SQL).bind(symbol).fetch_all(&mut *c).await?,
             sqlite => sqlx::query_as(SQL).bind(symbol).fetch_all(&mut *c).await?
         );
@@ -788,14 +798,14 @@ impl MatchTx {
         const UPSERT: &str = "INSERT INTO positions (account_id, symbol, qty, cost_basis) VALUES ($1, $2, $3, $4) \
                               ON CONFLICT (account_id, symbol) DO UPDATE SET qty = positions.qty + excluded.qty, \
                               cost_basis = positions.cost_basis + excluded.cost_basis RETURNING qty";
-        let touched = on_tx!(self, c,
+        let touched = on_tx!(self, BatchWrite, c,
             pg => sqlx::query(TOUCH).bind(account).execute(&mut *c).await?.rows_affected(),
             sqlite => sqlx::query(TOUCH).bind(account).execute(&mut *c).await?.rows_affected()
         );
         if touched == 0 {
             return Ok(None);
         }
-        let qty: i64 = on_tx!(self, c,
+        let qty: i64 = on_tx!(self, BatchWrite, c,
             pg => sqlx::query(UPSERT).bind(account).bind(symbol).bind(qty).bind(cost).fetch_one(&mut *c).await?.try_get(0)?,
             sqlite => sqlx::query(UPSERT).bind(account).bind(symbol).bind(qty).bind(cost).fetch_one(&mut *c).await?.try_get(0)?
         );
@@ -810,11 +820,12 @@ impl MatchPool {
         let MatchPool::Postgres(pool) = self else {
             return Ok(Some(CommitOutcome::Aborted));
         };
-        let status: Option<String> = sqlx::query("SELECT pg_xact_status($1::xid8)")
+        let observation = Observation::start(Op::BatchRecovery);
+        let row = sqlx::query("SELECT pg_xact_status($1::xid8)")
             .bind(xid)
             .fetch_one(pool)
-            .await?
-            .try_get(0)?;
+            .await;
+        let status: Option<String> = observation.finish(row)?.try_get(0)?;
         Ok(match status.as_deref() {
             Some("committed") => Some(CommitOutcome::Committed),
             Some("in progress") => None,

@@ -12,6 +12,7 @@ pub mod leases;
 pub mod market;
 pub mod matching;
 pub mod schema;
+pub mod telemetry;
 mod users;
 pub mod views;
 
@@ -28,8 +29,18 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, PgPool, SqlitePool};
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds. The body is compiled once
-/// per backend, so it may use backend-specific sqlx types while the SQL text is shared.
+/// per backend, so it may use backend-specific sqlx types while the SQL text is shared. With an
+/// [`telemetry::Op`] first, the call is timed and counted under that operation (the body must
+/// then evaluate to a `Result`; an early `?` return counts as an error).
 macro_rules! with_pool {
+    ($store:expr, $op:expr, $pool:ident => $body:expr) => {{
+        let observation = $crate::store::telemetry::Observation::start($op);
+        let result = match $store {
+            $crate::store::Store::Postgres($pool) => $body,
+            $crate::store::Store::Sqlite($pool) => $body,
+        };
+        observation.finish(result)
+    }};
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
             $crate::store::Store::Postgres($pool) => $body,
@@ -69,6 +80,12 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long acquiring a connection may take before the call fails.
     pub acquire_timeout: Duration,
+    /// `DATABASE_STATEMENT_TIMEOUT_SECONDS`: the server cancels a statement running longer
+    /// (PostgreSQL `statement_timeout` on every connection of the pool and of the pools derived
+    /// from it; SQLite's `busy_timeout`, its only bound on a statement, which otherwise runs to
+    /// completion on a local file). `None` keeps the server's own setting (PostgreSQL) or 5 s
+    /// (SQLite).
+    pub statement_timeout: Option<Duration>,
 }
 
 /// The lock [`Store::lock_file`] takes; released when dropped (or when the process exits).
@@ -107,7 +124,7 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(opts.statement_timeout.unwrap_or(Duration::from_secs(5)))
                 .disable_statement_logging();
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections)
@@ -115,9 +132,16 @@ impl Store {
                 .connect_lazy_with(connect);
             Ok(Store::Sqlite(pool))
         } else {
-            let connect = PgConnectOptions::from_str(&opts.url)?
+            let mut connect = PgConnectOptions::from_str(&opts.url)?
                 .application_name("tradeplane-platform")
-                .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+                // The slow-statement log is ours (see `telemetry`): by operation name, without
+                // the SQL text.
+                .disable_statement_logging();
+            if let Some(timeout) = opts.statement_timeout {
+                // Sent in the startup packet, after DATABASE_URL's own `options`: this one wins.
+                connect =
+                    connect.options([("statement_timeout", format!("{}ms", timeout.as_millis()))]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
@@ -158,7 +182,16 @@ impl Store {
             Store::Postgres(pool) => {
                 let mut migrator = sqlx::migrate!("./migrations/postgres");
                 migrator.set_ignore_missing(!newer.is_empty());
-                migrator.run(pool).await
+                // Migrations are exempt from DATABASE_STATEMENT_TIMEOUT_SECONDS (an index build
+                // on a large table takes longer): they run on a connection of their own, taken
+                // out of the pool and closed afterwards, whose session turns the timeout off.
+                let mut conn = pool.acquire().await?.detach();
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut conn)
+                    .await?;
+                let result = migrator.run(&mut conn).await;
+                sqlx::Connection::close(conn).await.ok();
+                result
             }
             Store::Sqlite(pool) => {
                 let mut migrator = sqlx::migrate!("./migrations/sqlite");
@@ -179,7 +212,7 @@ impl Store {
 
     /// A round trip to the database, used by the health checker.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+        with_pool!(self, telemetry::Op::Ping, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
     /// Which backend this store uses.

@@ -48,7 +48,7 @@ pub(super) async fn applied_beyond(
     store: &Store,
     known: i64,
 ) -> Result<Vec<(i64, String)>, sqlx::Error> {
-    let result: Result<Vec<(i64, String)>, sqlx::Error> = with_pool!(store, pool => {
+    let result: Result<Vec<(i64, String)>, sqlx::Error> = with_pool!(store, super::telemetry::Op::Schema, pool => {
         sqlx::query_as(
             "SELECT version, description FROM _sqlx_migrations WHERE version > $1 ORDER BY version",
         )

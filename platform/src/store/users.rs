@@ -136,7 +136,7 @@ impl Store {
         request_id: Option<&str>,
     ) -> Result<UserRecord, CreateUserError> {
         let now: DateTime<Utc> = Utc::now();
-        let result: Result<UserRecord, sqlx::Error> = with_pool!(self, pool => async {
+        let result: Result<UserRecord, sqlx::Error> = with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
             let mut tx = pool.begin().await?;
             let user_id: i64 = sqlx::query(
                 "INSERT INTO users (username, username_key, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -186,7 +186,7 @@ impl Store {
              ORDER BY CASE WHEN u.username = $1 THEN 0 ELSE 1 END LIMIT 1"
         );
         let key = crate::input::username_key(username);
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::UserRead, pool => {
             let row = sqlx::query(&sql).bind(username).bind(&key).fetch_optional(pool).await?;
             row.as_ref().map(user_from_row).transpose()
         })
@@ -200,7 +200,7 @@ impl Store {
         token_hash: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        with_pool!(self, pool => sqlx::query(
+        with_pool!(self, super::telemetry::Op::UserWrite, pool => sqlx::query(
             "INSERT INTO refresh_tokens (user_id, family, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(user_id)
@@ -222,7 +222,7 @@ impl Store {
         new_expires_at: DateTime<Utc>,
     ) -> Result<RotateOutcome, sqlx::Error> {
         let now = Utc::now();
-        with_pool!(self, pool => async {
+        with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
             let mut tx = pool.begin().await?;
             let spent = sqlx::query(
                 "UPDATE refresh_tokens SET used_at = $2 \
@@ -280,7 +280,7 @@ impl Store {
         token_hash: &str,
     ) -> Result<Option<String>, sqlx::Error> {
         let now = Utc::now();
-        with_pool!(self, pool => async {
+        with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
             let mut tx = pool.begin().await?;
             let family: Option<String> =
                 sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE token_hash = $1")
@@ -307,7 +307,7 @@ impl Store {
         account_id: i64,
         family: &str,
     ) -> Result<bool, sqlx::Error> {
-        with_pool!(self, pool => {
+        with_pool!(self, super::telemetry::Op::UserRead, pool => {
             let row = sqlx::query(
                 "SELECT 1 FROM refresh_tokens t \
                  JOIN users u ON u.id = t.user_id \
@@ -340,7 +340,7 @@ impl Store {
             return Err(DepositError::NotPositive);
         }
         let headroom = i64::MAX - amount_raw;
-        with_pool!(self, pool => async {
+        with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
             let mut tx = pool.begin().await?;
             let row = sqlx::query("UPDATE accounts SET cash = cash + $2 WHERE id = $1 AND cash <= $3 RETURNING cash")
                 .bind(account_id)
@@ -371,7 +371,7 @@ impl Store {
 
     /// An account with its positions.
     pub async fn account(&self, account_id: i64) -> Result<Option<AccountRow>, sqlx::Error> {
-        with_pool!(self, pool => async {
+        with_pool!(self, super::telemetry::Op::UserRead, pool => async {
             let Some(row) = sqlx::query(
                 "SELECT id, user_id, cash, cash_reserved, allow_short, max_open_orders, open_orders FROM accounts WHERE id = $1",
             )

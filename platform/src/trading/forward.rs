@@ -251,6 +251,9 @@ impl Forwarder {
         if let Some(id) = request_id {
             builder = builder.header("x-request-id", id);
         }
+        if let Some(headers) = builder.headers_mut() {
+            crate::telemetry::otel::inject(headers);
+        }
         let request = builder
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ForwardError::NotSent(format!("building the request: {e}")))?;

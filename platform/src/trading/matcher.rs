@@ -265,6 +265,9 @@ impl Matcher {
                     let _ = c.reply.send(Err(Refusal::Expired));
                 }
             } else if c.ticket.start() {
+                // The wait in the queue ends here.
+                let mut c = c;
+                c.trace.wait = tracing::Span::none();
                 live.push(c);
             } else {
                 self.metrics.commands_expired.inc();
@@ -298,7 +301,29 @@ impl Matcher {
     /// Runs commands as one batch; if that fails for a reason other than stale state or the
     /// connection, runs each alone.
     async fn execute(&mut self, mut commands: Vec<Command>) {
-        match self.attempt(&mut commands).await {
+        use tracing::Instrument;
+        // One span per batch, in the trace of its first command and linked to the others'.
+        let span = match commands.first() {
+            Some(first) if crate::telemetry::otel::enabled() => {
+                let span = tracing::info_span!(
+                    parent: &first.trace.origin,
+                    "matcher.batch",
+                    batch.size = commands.len(),
+                    batch.statements = tracing::field::Empty,
+                );
+                for c in &commands[1..] {
+                    crate::telemetry::otel::link(&span, &c.trace.origin);
+                }
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let result = self.attempt(&mut commands).instrument(span.clone()).await;
+        if let Ok(done) = &result {
+            span.record("batch.statements", done.statements);
+        }
+        drop(span);
+        match result {
             Ok(done) => self.finish(commands, done),
             Err((Failure::Other, e)) if commands.len() > 1 => {
                 tracing::warn!(error = %e, size = commands.len(), "batch failed; running its commands one by one");

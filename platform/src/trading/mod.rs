@@ -279,6 +279,35 @@ pub(crate) struct Command {
     reply: oneshot::Sender<Reply>,
     ticket: Ticket,
     deadline: tokio::time::Instant,
+    /// The span of the request that sent it (the batch's parent, or a link of it), and the span
+    /// of its wait in the queue, closed when the matcher takes it; disabled spans without
+    /// tracing.
+    trace: Traced,
+}
+
+/// A command's spans (see [`Command`]).
+pub(crate) struct Traced {
+    origin: tracing::Span,
+    wait: tracing::Span,
+}
+
+impl Traced {
+    /// The current span, and a queue-wait span under it.
+    fn here() -> Traced {
+        if !crate::telemetry::otel::enabled() {
+            return Traced::none();
+        }
+        let origin = tracing::Span::current();
+        let wait = tracing::info_span!(parent: &origin, "matcher.queue_wait");
+        Traced { origin, wait }
+    }
+
+    fn none() -> Traced {
+        Traced {
+            origin: tracing::Span::none(),
+            wait: tracing::Span::none(),
+        }
+    }
 }
 
 /// Timing of the order path, from the configuration.
@@ -501,6 +530,7 @@ impl Trading {
             reply,
             ticket: Ticket::default(),
             deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
+            trace: Traced::none(),
         };
         if self.commands.send(command).await.is_ok() {
             let _ = rx.await;
@@ -679,6 +709,7 @@ impl Trading {
                 reply,
                 ticket: ticket.clone(),
                 deadline,
+                trace: Traced::here(),
             })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {

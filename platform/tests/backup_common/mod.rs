@@ -48,6 +48,7 @@ pub fn unmigrated_sqlite(path: &Path) -> Store {
         url: format!("sqlite://{}?mode=rwc", path.display()),
         max_connections: 4,
         acquire_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: None,
     })
     .expect("open")
 }

@@ -40,6 +40,7 @@ pub async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
         url,
         max_connections: 4,
         acquire_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: None,
     })
     .expect("sqlite store opens");
     store.migrate().await.expect("sqlite migrations apply");
@@ -95,6 +96,7 @@ impl PgDatabase {
             url: self.url.clone(),
             max_connections: 4,
             acquire_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: None,
         })
         .expect("postgres store opens");
         store.migrate().await.expect("postgres migrations apply");

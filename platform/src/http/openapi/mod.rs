@@ -56,6 +56,7 @@ const OVERVIEW: &str = include_str!("overview.md");
         super::auth::me,
         super::admin::deposit,
         super::admin::audit,
+        super::slo::report,
         super::market::halt,
         super::market::resume,
         super::orders::place,

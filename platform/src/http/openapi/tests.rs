@@ -220,6 +220,8 @@ async fn the_router_serves_exactly_the_documented_operations() {
     let config = crate::config::Config::from_vars([
         ("DATABASE_URL".to_owned(), url),
         ("LISTEN_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+        // Every method of every path from one address: more than the default burst.
+        ("RATE_LIMIT_BURST".to_owned(), "10000".to_owned()),
     ])
     .expect("config");
     let state = crate::server::build_state(config).await.expect("state");
