@@ -5,6 +5,7 @@ pub mod apply;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod crd_s3;
 pub mod errors;
 pub mod http;
 pub mod leader;
