@@ -2,6 +2,7 @@
 //! run the trading platform. A library so the integration tests and the binary share one code path.
 
 pub mod apply;
+pub mod backup_metrics;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -198,3 +198,30 @@ fn deployment_probes_and_configmap_match_the_platform() {
             .unwrap_or_else(|e| panic!("{}: ConfigMap {vars:?} is refused: {e}", path.display()));
     }
 }
+
+/// The backup command's result line (its termination message in the Job) is what the
+/// operator's backup metrics parse.
+#[test]
+fn the_backup_result_line_is_what_the_operator_reads() {
+    let line = tradeplane_platform::backup::result_file::RunResult {
+        operation: "backup".into(),
+        success: true,
+        exit_code: 0,
+        finished_at: 1_795_312_809.5,
+        duration_seconds: 8.25,
+        size_bytes: 123_456,
+        rows: 789,
+        backup: Some("s3://b/p/tradeplane-backup-20261122T020001.000Z.tpb".into()),
+        change_seq: Some(42),
+        error: None,
+    }
+    .to_line();
+    let got =
+        tradeplane_operator::backup_metrics::parse_message(&line).expect("the operator parses it");
+    assert!(got.success);
+    assert_eq!(
+        (got.size_bytes, got.rows, got.duration_seconds),
+        (123_456, 789, 8.25)
+    );
+    assert!(line.len() < 4096, "fits a termination message");
+}
