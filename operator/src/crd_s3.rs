@@ -21,9 +21,8 @@ pub struct S3Storage {
         regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
     )]
     pub bucket: String,
-    /// Key prefix under which the backups (and the change-log archive, `<prefix>/wal/`) are
-    /// written, e.g. `tradeplane/prod`; the bucket's root if unset. Segments are separated by
-    /// `/` and may not be empty or start with a dot.
+    /// Key prefix under which the backups are written, e.g. `tradeplane/prod`; the bucket's
+    /// root if unset. Segments are separated by `/` and may not be empty or start with a dot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 512),

@@ -212,7 +212,6 @@ fn the_backup_result_line_is_what_the_operator_reads() {
         size_bytes: 123_456,
         rows: 789,
         backup: Some("s3://b/p/tradeplane-backup-20261122T020001.000Z.tpb".into()),
-        change_seq: Some(42),
         error: None,
     }
     .to_line();

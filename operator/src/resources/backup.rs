@@ -77,7 +77,7 @@ fn plain_env(name: &str, value: &str) -> EnvVar {
 
 /// The `AWS_*` variables the platform's object-store client reads (platform/src/backup/s3.rs)
 /// for `s3`: endpoint, region, addressing style, server-side encryption, and the access keys
-/// from their Secrets. Shared by the backup Job and (for the change-log archive) the platform.
+/// from their Secrets.
 pub fn s3_env(s3: &S3Storage) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if let Some(endpoint) = &s3.endpoint {
