@@ -50,7 +50,7 @@ trap cleanup EXIT
 MOTO_PORT=$(free_port)
 moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 120); do curl -fsS -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" && break; sleep 0.5; done
+for _ in $(seq 1 120); do curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" && break; sleep 0.5; done
 # moto without IAM checks accepts any signature; the header only routes the request to S3.
 curl -fsS -o /dev/null -X PUT "http://127.0.0.1:$MOTO_PORT/bench" \
   -H "Authorization: AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
@@ -73,7 +73,7 @@ LISTEN_ADDR="127.0.0.1:$PORT" ADVERTISE_ADDR="127.0.0.1:$PORT" DATABASE_URL="$SR
   RATE_LIMIT_PER_SECOND=1000000 RATE_LIMIT_BURST=1000000 LOGIN_RATE_LIMIT_PER_MINUTE=100000 \
   MAX_CONCURRENT_REQUESTS=1024 "$BIN/tradeplane-platform" >"$WORK/platform.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 120); do curl -fsS -o /dev/null --max-time 2 "$URL/health/ready" && break; sleep 0.5; done
+for _ in $(seq 1 120); do curl -fs -o /dev/null --max-time 2 "$URL/health/ready" && break; sleep 0.5; done
 curl -fsS -o /dev/null "$URL/health/ready" || { echo "bench-backup-s3: the platform is not ready" >&2; tail -n 20 "$WORK/platform.log" >&2; exit 1; }
 
 load() { # orders, seconds
