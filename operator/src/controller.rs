@@ -117,7 +117,13 @@ pub struct Context {
     pub recreated: Mutex<RecreatedAt>,
     /// When each resource's next requeue is due and why, to label the next reconciliation.
     pub scheduled: Mutex<HashMap<String, (Timestamp, &'static str)>>,
+    /// Per TradingPlatform (`ns/name`): the newest succeeded backup Job whose pod was read, and
+    /// the result found in its termination message (see `crate::backup_metrics`).
+    pub backup_results: Mutex<BackupResults>,
 }
+
+/// See [`Context::backup_results`].
+pub type BackupResults = HashMap<String, (String, Option<crate::backup_metrics::BackupResult>)>;
 
 impl Context {
     /// A context with the real clock.
@@ -134,6 +140,7 @@ impl Context {
             clock: Arc::new(Timestamp::now),
             recreated: Mutex::new(RecreatedAt::new()),
             scheduled: Mutex::new(HashMap::new()),
+            backup_results: Mutex::new(HashMap::new()),
         }
     }
 
@@ -566,6 +573,7 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         status.phase = Some("Degraded".to_string());
     }
     record_managed(ctx, tp, &desired);
+    crate::backup_metrics::record(ctx, tp, ns, &status, cronjob.as_ref(), &jobs).await;
     write_status(tp, ctx, ns, status).await?;
     if failures.is_empty() {
         Ok(action)
@@ -912,6 +920,7 @@ async fn cleanup(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action
         }
     }
     forget_managed(ctx, tp);
+    crate::backup_metrics::forget(ctx, tp);
     info!("cleanup done; owned children are removed by garbage collection");
     Ok(Action::await_change())
 }

@@ -15,6 +15,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::crd_s3::{S3Credentials, S3Storage, ServerSideEncryption};
+
 /// API group of the custom resource (contract).
 pub const GROUP: &str = "tradeplane.io";
 /// Annotation that asks the operator for an immediate backup Job (contract).
@@ -517,7 +519,7 @@ pub struct BackupSpec {
     /// Which old backups the backup command prunes.
     #[serde(default)]
     pub retention: BackupRetention,
-    /// Where backups are written (mounted at `/backups`).
+    /// Where backups are written: a claim mounted at `/backups` (the default) or a bucket.
     #[serde(default)]
     pub storage: BackupStorage,
     /// Finished successful Jobs kept for inspection.
@@ -579,10 +581,12 @@ impl Default for BackupRetention {
     }
 }
 
-/// Backup volume: either a new claim (size, storage class) or an existing claim.
+/// Where backups go, exactly one of: a new claim (size, storage class; the default), an
+/// existing claim, or an S3-compatible bucket (`s3`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.existingClaim) || (!has(self.size) && !has(self.storageClassName))").message("existingClaim cannot be combined with size or storageClassName"))]
+#[x_kube(validation = Rule::new("!has(self.s3) || (!has(self.existingClaim) && !has(self.size) && !has(self.storageClassName))").message("exactly one backup storage: s3 cannot be combined with existingClaim, size or storageClassName").field_path(".s3"))]
 pub struct BackupStorage {
     /// Size of the claim the operator creates (default `10Gi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -599,10 +603,14 @@ pub struct BackupStorage {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub existing_claim: Option<String>,
-    /// What happens to a claim the operator created when backups are disabled or the
-    /// TradingPlatform is deleted: `Retain` keeps it (the backups survive), `Delete` removes it.
+    /// What happens to a claim the operator created when backups are disabled, the storage
+    /// moves to `s3`, or the TradingPlatform is deleted: `Retain` keeps it (the backups
+    /// survive), `Delete` removes it. Objects in a bucket are never deleted by the operator.
     #[serde(default)]
     pub retention_policy: ClaimRetentionPolicy,
+    /// Write backups to this S3-compatible bucket instead of a claim (`--dest s3://…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
 }
 
 impl Default for BackupStorage {
@@ -612,6 +620,7 @@ impl Default for BackupStorage {
             storage_class_name: None,
             existing_claim: None,
             retention_policy: ClaimRetentionPolicy::Retain,
+            s3: None,
         }
     }
 }

@@ -2,9 +2,11 @@
 //! run the trading platform. A library so the integration tests and the binary share one code path.
 
 pub mod apply;
+pub mod backup_metrics;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod crd_s3;
 pub mod errors;
 pub mod http;
 pub mod leader;

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the operator (prefix `tradeplane_operator_`, contract).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Everything the operator measures; one instance shared by the controller and `/metrics`.
@@ -28,6 +28,18 @@ pub struct Metrics {
     pub recreated: IntCounterVec,
     /// Reconciliations by what triggered them (`spec_change`, `child_change`, `requeue`, `resync`).
     pub triggers: IntCounterVec,
+    /// Unix time the backup CronJob was created (backups expected since), per TradingPlatform.
+    pub backup_expected_since: GaugeVec,
+    /// Unix time of the last successful backup, per TradingPlatform (crate::backup_metrics).
+    pub backup_last_success: GaugeVec,
+    /// Unix time the newest failed backup Job failed, while that Job exists.
+    pub backup_last_failure: GaugeVec,
+    /// Size in bytes of the last successful backup (from its termination message).
+    pub backup_last_size: GaugeVec,
+    /// Rows in the last successful backup.
+    pub backup_last_rows: GaugeVec,
+    /// Duration of the last successful backup run.
+    pub backup_last_duration: GaugeVec,
 }
 
 impl Metrics {
@@ -95,6 +107,35 @@ impl Metrics {
             ),
             &["trigger"],
         )?;
+        let per_platform = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
+            let g = GaugeVec::new(Opts::new(name, help), &["namespace", "tradingplatform"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let backup_expected_since = per_platform(
+            "tradeplane_operator_backup_expected_since_timestamp_seconds",
+            "Unix time the backup CronJob of each TradingPlatform was created (backups expected since)",
+        )?;
+        let backup_last_success = per_platform(
+            "tradeplane_operator_backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup of each TradingPlatform",
+        )?;
+        let backup_last_failure = per_platform(
+            "tradeplane_operator_backup_last_failure_timestamp_seconds",
+            "Unix time the newest failed backup Job of each TradingPlatform failed (while it exists)",
+        )?;
+        let backup_last_size = per_platform(
+            "tradeplane_operator_backup_last_size_bytes",
+            "Size of the last successful backup, from the backup Job's termination message",
+        )?;
+        let backup_last_rows = per_platform(
+            "tradeplane_operator_backup_last_rows",
+            "Rows in the last successful backup, from the backup Job's termination message",
+        )?;
+        let backup_last_duration = per_platform(
+            "tradeplane_operator_backup_last_duration_seconds",
+            "Duration of the last successful backup run, from the backup Job's termination message",
+        )?;
         registry.register(Box::new(watch_current.clone()))?;
         registry.register(Box::new(watch_errors.clone()))?;
         registry.register(Box::new(recreated.clone()))?;
@@ -115,6 +156,12 @@ impl Metrics {
             watch_errors,
             recreated,
             triggers,
+            backup_expected_since,
+            backup_last_success,
+            backup_last_failure,
+            backup_last_size,
+            backup_last_rows,
+            backup_last_duration,
         })
     }
 

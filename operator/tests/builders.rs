@@ -383,7 +383,9 @@ fn backup_cronjob_runs_the_contract_command() {
             "--keep-days",
             "14",
             "--keep-last",
-            "5"
+            "5",
+            "--result-file",
+            "/dev/termination-log"
         ])
     );
     assert_eq!(c["env"][0]["name"], "DATABASE_URL");
@@ -417,7 +419,9 @@ fn backup_retention_flags_are_optional() {
             "--dest",
             "/backups",
             "--keep-last",
-            "3"
+            "3",
+            "--result-file",
+            "/dev/termination-log"
         ])
     );
 }

@@ -411,7 +411,9 @@ async fn backup_now_annotation_starts_one_job() {
             "--dest",
             "/backups",
             "--keep-days",
-            "30"
+            "30",
+            "--result-file",
+            "/dev/termination-log"
         ])
     );
     assert_eq!(

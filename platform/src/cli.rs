@@ -2,8 +2,8 @@
 //! operator's CronJob command, for one) can check their argument lists against the real parser.
 //!
 //! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR|s3://bucket/prefix [--keep-days N]
-//! [--keep-last N] [--metrics-file PATH]`, `backup verify BACKUP`, `backup list DIR|URL`,
-//! `restore BACKUP [--force]`, `migrate`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
+//! [--keep-last N] [--metrics-file PATH] [--result-file PATH]`, `backup verify BACKUP`,
+//! `backup list DIR|URL`, `restore BACKUP [--force]`, `migrate`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
 
 use std::path::PathBuf;
 
@@ -60,6 +60,10 @@ pub struct BackupArgs {
     /// Also write the run's outcome as a Prometheus textfile to PATH.
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Also write the run's result as one JSON line to PATH, in place (the operator's backup
+    /// Job uses the termination message, /dev/termination-log).
+    #[arg(long, value_name = "PATH")]
+    pub result_file: Option<PathBuf>,
 }
 
 /// Subcommands of `backup`.

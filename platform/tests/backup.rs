@@ -523,6 +523,7 @@ async fn cli_commands_and_exit_codes() {
     let target_db = dir.path().join("target.db");
     let dest = dir.path().join("backups");
     let metrics = dir.path().join("backup.prom");
+    let result = dir.path().join("termination-log");
     let key_b64 = base64::engine::general_purpose::STANDARD.encode(KEY_A);
     let run = |db: &Path, key: Option<&str>, args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"));
@@ -558,10 +559,19 @@ async fn cli_commands_and_exit_codes() {
             "3",
             "--metrics-file",
             metrics.to_str().expect("utf-8"),
+            "--result-file",
+            result.to_str().expect("utf-8"),
         ],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("backup written"), "{stdout}");
+    let line: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).expect("result file"))
+            .expect("one JSON line");
+    assert_eq!(line["operation"], "backup");
+    assert_eq!(line["success"], true);
+    assert!(line["size_bytes"].as_u64().is_some_and(|n| n > 0), "{line}");
+    assert!(line["rows"].as_u64().is_some_and(|n| n > 0), "{line}");
     assert!(
         stdout.contains("\"outcome\":\"success\""),
         "structured log: {stdout}"
@@ -624,9 +634,22 @@ async fn cli_commands_and_exit_codes() {
             dest_s,
             "--metrics-file",
             metrics.to_str().expect("utf-8"),
+            "--result-file",
+            result.to_str().expect("utf-8"),
         ],
     );
     assert_eq!(code, 4);
+    let line: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).expect("result file"))
+            .expect("one JSON line");
+    assert_eq!(
+        (line["success"].clone(), line["exit_code"].clone()),
+        (false.into(), 4.into())
+    );
+    assert!(
+        line["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{line}"
+    );
     let prom = std::fs::read_to_string(&metrics).expect("metrics file");
     assert!(prom.contains("backup_last_run_success 0"), "{prom}");
     assert!(

@@ -51,6 +51,7 @@ fn strings(v: &Value) -> Vec<String> {
 #[test]
 fn backup_cronjob_runs_a_command_the_platform_accepts() {
     let mut cronjobs = 0;
+    let mut s3_examples = 0;
     for path in examples() {
         for obj in rendered(&path).iter().filter(|o| kind(o) == "CronJob") {
             cronjobs += 1;
@@ -69,16 +70,28 @@ fn backup_cronjob_runs_a_command_the_platform_accepts() {
             let Some(Command::Backup(args)) = cli.command else {
                 panic!("{}: not a backup command: {argv:?}", path.display())
             };
-            assert_eq!(args.dest.as_deref(), Some("/backups"), "{}", path.display());
             assert!(args.action.is_none(), "takes a backup, not verify");
-            let mounts = &container["volumeMounts"];
-            assert!(
-                mounts
-                    .as_sequence()
-                    .is_some_and(|m| m.iter().any(|m| m["mountPath"] == "/backups")),
-                "{}: the backup volume is mounted at --dest",
+            assert_eq!(
+                args.result_file.as_deref(),
+                Some(std::path::Path::new("/dev/termination-log")),
+                "{}: the result goes to the termination message the operator reads",
                 path.display()
             );
+            let dest = args.dest.as_deref().unwrap_or_default();
+            if dest.starts_with("s3://") {
+                s3_dest_is_understood(&path, dest, container);
+                s3_examples += 1;
+            } else {
+                assert_eq!(dest, "/backups", "{}", path.display());
+                let mounts = &container["volumeMounts"];
+                assert!(
+                    mounts
+                        .as_sequence()
+                        .is_some_and(|m| m.iter().any(|m| m["mountPath"] == "/backups")),
+                    "{}: the backup volume is mounted at --dest",
+                    path.display()
+                );
+            }
             let env: Vec<&str> = container["env"]
                 .as_sequence()
                 .map(|e| e.iter().filter_map(|x| x["name"].as_str()).collect())
@@ -87,6 +100,39 @@ fn backup_cronjob_runs_a_command_the_platform_accepts() {
         }
     }
     assert!(cronjobs > 0, "at least one example enables backups");
+    assert!(s3_examples > 0, "at least one example backs up to S3");
+}
+
+/// The platform parses the `--dest` URL and builds an object-store client from exactly the
+/// `AWS_*` variables the operator sets (literal values; Secret-backed ones get a stand-in).
+fn s3_dest_is_understood(path: &std::path::Path, dest: &str, container: &Value) {
+    use tradeplane_platform::backup::{Location, Reference};
+    let vars: Vec<(String, String)> = container["env"]
+        .as_sequence()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| {
+                    let name = x["name"].as_str()?.to_owned();
+                    let value = x["value"].as_str().unwrap_or("from-a-secret").to_owned();
+                    Some((name, value))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, _) in vars.iter().filter(|(n, _)| n.starts_with("AWS_")) {
+        assert!(
+            name.to_ascii_lowercase()
+                .parse::<object_store::aws::AmazonS3ConfigKey>()
+                .is_ok(),
+            "{}: the platform's S3 client does not read {name}",
+            path.display()
+        );
+    }
+    let Ok(Reference::Place(Location::S3(target))) = Reference::parse_with(dest, vars) else {
+        panic!("{}: {dest} is not a bucket place", path.display())
+    };
+    tradeplane_platform::backup::s3::Bucket::connect(&target)
+        .unwrap_or_else(|e| panic!("{}: {dest}: {e}", path.display()));
 }
 
 #[test]
@@ -151,4 +197,30 @@ fn deployment_probes_and_configmap_match_the_platform() {
         Config::from_vars(vars.clone())
             .unwrap_or_else(|e| panic!("{}: ConfigMap {vars:?} is refused: {e}", path.display()));
     }
+}
+
+/// The backup command's result line (its termination message in the Job) is what the
+/// operator's backup metrics parse.
+#[test]
+fn the_backup_result_line_is_what_the_operator_reads() {
+    let line = tradeplane_platform::backup::result_file::RunResult {
+        operation: "backup".into(),
+        success: true,
+        exit_code: 0,
+        finished_at: 1_795_312_809.5,
+        duration_seconds: 8.25,
+        size_bytes: 123_456,
+        rows: 789,
+        backup: Some("s3://b/p/tradeplane-backup-20261122T020001.000Z.tpb".into()),
+        error: None,
+    }
+    .to_line();
+    let got =
+        tradeplane_operator::backup_metrics::parse_message(&line).expect("the operator parses it");
+    assert!(got.success);
+    assert_eq!(
+        (got.size_bytes, got.rows, got.duration_seconds),
+        (123_456, 789, 8.25)
+    );
+    assert!(line.len() < 4096, "fits a termination message");
 }

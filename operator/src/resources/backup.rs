@@ -1,13 +1,18 @@
 //! Backup CronJob (batch/v1) running `tradeplane-platform backup`, its claim, and the one-off Job
 //! that the `tradeplane.io/backup-now` annotation triggers from the same template.
+//!
+//! With `spec.backup.storage.s3` there is no claim: the Job writes to `--dest s3://bucket/prefix`
+//! with the client settings as `AWS_*` variables ([`s3_env`]). Either way the Job writes its
+//! result as one JSON line to its termination message (`--result-file /dev/termination-log`),
+//! which the operator reads back for its backup metrics (`crate::backup_metrics`).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSpec, PodTemplateSpec, ResourceRequirements, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -18,7 +23,7 @@ use super::deployment::{
     config_env_from, container_security, pod_security, pull_secrets, secret_env, tmp_volume,
 };
 use super::{BuildError, COMPONENT_BACKUP, Parent};
-use crate::crd::{ClaimRetentionPolicy, TradingPlatformSpec};
+use crate::crd::{ClaimRetentionPolicy, S3Storage, TradingPlatformSpec};
 
 /// Where the backup volume is mounted (contract: `--dest /backups`).
 pub const BACKUP_DIR: &str = "/backups";
@@ -26,14 +31,28 @@ pub const BACKUP_DIR: &str = "/backups";
 pub const DEFAULT_CLAIM_SIZE: &str = "10Gi";
 /// Annotation on operator-created claims recording the retention policy in force.
 pub const CLAIM_RETENTION_ANNOTATION: &str = "tradeplane.io/retention-policy";
+/// Where the backup container writes its result (the Kubernetes default termination message
+/// path; the kubelet keeps the file's content, at most 4096 bytes, in the pod's status).
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// Name of the backup container (the operator finds its termination message by it).
+pub const CONTAINER_NAME: &str = "backup";
 
-/// The backup command line: `tradeplane-platform backup --dest /backups [--keep-days N] [--keep-last N]`.
+/// Where the backups go: `/backups` (the claim) or `s3://bucket/prefix`.
+pub fn destination(spec: &TradingPlatformSpec) -> String {
+    match &spec.backup.storage.s3 {
+        Some(s3) => s3.url(),
+        None => BACKUP_DIR.to_string(),
+    }
+}
+
+/// The backup command line: `tradeplane-platform backup --dest /backups|s3://… [--keep-days N]
+/// [--keep-last N] --result-file /dev/termination-log`.
 pub fn command(spec: &TradingPlatformSpec) -> Vec<String> {
     let mut cmd = vec![
         "tradeplane-platform".to_string(),
         "backup".to_string(),
         "--dest".to_string(),
-        BACKUP_DIR.to_string(),
+        destination(spec),
     ];
     if let Some(days) = spec.backup.retention.keep_days {
         cmd.push("--keep-days".to_string());
@@ -43,7 +62,50 @@ pub fn command(spec: &TradingPlatformSpec) -> Vec<String> {
         cmd.push("--keep-last".to_string());
         cmd.push(last.to_string());
     }
+    cmd.push("--result-file".to_string());
+    cmd.push(TERMINATION_MESSAGE_PATH.to_string());
     cmd
+}
+
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..Default::default()
+    }
+}
+
+/// The `AWS_*` variables the platform's object-store client reads (platform/src/backup/s3.rs)
+/// for `s3`: endpoint, region, addressing style, server-side encryption, and the access keys
+/// from their Secrets.
+pub fn s3_env(s3: &S3Storage) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(endpoint) = &s3.endpoint {
+        env.push(plain_env("AWS_ENDPOINT_URL", endpoint));
+        if endpoint.starts_with("http://") {
+            env.push(plain_env("AWS_ALLOW_HTTP", "true"));
+        }
+    }
+    if let Some(region) = &s3.region {
+        env.push(plain_env("AWS_REGION", region));
+    }
+    if !s3.force_path_style {
+        env.push(plain_env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "true"));
+    }
+    if let Some(sse) = s3.server_side_encryption {
+        env.push(plain_env("AWS_SERVER_SIDE_ENCRYPTION", sse.as_str()));
+    }
+    if let Some(kms) = &s3.kms_key_id {
+        env.push(plain_env("AWS_SSE_KMS_KEY_ID", kms));
+    }
+    if let Some(c) = &s3.credentials {
+        env.push(secret_env("AWS_ACCESS_KEY_ID", &c.access_key_id));
+        env.push(secret_env("AWS_SECRET_ACCESS_KEY", &c.secret_access_key));
+        if let Some(t) = &c.session_token {
+            env.push(secret_env("AWS_SESSION_TOKEN", t));
+        }
+    }
+    env
 }
 
 /// Name of the claim the backups go to (existing or operator-created).
@@ -65,7 +127,7 @@ pub fn claim(
     spec: &TradingPlatformSpec,
 ) -> Result<Option<PersistentVolumeClaim>, BuildError> {
     let b = &spec.backup;
-    if !b.enabled || b.storage.existing_claim.is_some() {
+    if !b.enabled || b.storage.existing_claim.is_some() || b.storage.s3.is_some() {
         return Ok(None);
     }
     let size = b
@@ -109,8 +171,30 @@ pub fn job_template(parent: &Parent, spec: &TradingPlatformSpec) -> JobTemplateS
     if let Some(key) = &spec.backup_encryption_key {
         env.push(secret_env("BACKUP_ENCRYPTION_KEY", key));
     }
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    match &spec.backup.storage.s3 {
+        Some(s3) => env.extend(s3_env(s3)),
+        None => {
+            mounts.push(VolumeMount {
+                name: "backups".to_string(),
+                mount_path: BACKUP_DIR.to_string(),
+                ..Default::default()
+            });
+            volumes.push(Volume {
+                name: "backups".to_string(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name(parent, spec),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    mounts.push(tmp_mount);
+    volumes.push(tmp_vol);
     let container = Container {
-        name: "backup".to_string(),
+        name: CONTAINER_NAME.to_string(),
         image: Some(spec.image.clone()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_string()),
         command: Some(command(spec)),
@@ -128,14 +212,8 @@ pub fn job_template(parent: &Parent, spec: &TradingPlatformSpec) -> JobTemplateS
             ..Default::default()
         }),
         security_context: Some(container_security()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "backups".to_string(),
-                mount_path: BACKUP_DIR.to_string(),
-                ..Default::default()
-            },
-            tmp_mount,
-        ]),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.to_string()),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     };
@@ -159,17 +237,7 @@ pub fn job_template(parent: &Parent, spec: &TradingPlatformSpec) -> JobTemplateS
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security()),
                     containers: vec![container],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "backups".to_string(),
-                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                                claim_name: claim_name(parent, spec),
-                                read_only: Some(false),
-                            }),
-                            ..Default::default()
-                        },
-                        tmp_vol,
-                    ]),
+                    volumes: Some(volumes),
                     node_selector: (!spec.placement.node_selector.is_empty())
                         .then(|| spec.placement.node_selector.clone()),
                     tolerations: (!spec.placement.tolerations.is_empty())

@@ -8,6 +8,7 @@ use tracing::Instrument;
 use chrono::Utc;
 
 use super::metrics_file::{self, RunOutcome};
+use super::result_file;
 use super::{
     BackupError, BackupKey, BackupOptions, BackupRef, EXIT_OK, Location, Manifest, Progress,
     Reference, RetentionPolicy, create_backup, describe_database_url, format, host_name, reader,
@@ -65,6 +66,10 @@ fn fail(operation: &str, e: &BackupError) -> u8 {
 pub async fn backup(config: &Config, args: &BackupArgs) -> u8 {
     let started = Instant::now();
     let result = backup_inner(config, args).await;
+    let result_line = args
+        .result_file
+        .as_ref()
+        .map(|_| run_result(&result, started));
     let (code, outcome) = match &result {
         Ok(r) => {
             let m = &r.manifest;
@@ -130,7 +135,38 @@ pub async fn backup(config: &Config, args: &BackupArgs) -> u8 {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the metrics file");
         }
     }
+    if let (Some(path), Some(line)) = (&args.result_file, &result_line)
+        && let Err(e) = result_file::write(path, line)
+    {
+        tracing::warn!(file = %path.display(), error = %e, "cannot write the result file");
+    }
     code
+}
+
+fn run_result(
+    result: &Result<super::BackupReport, BackupError>,
+    started: Instant,
+) -> result_file::RunResult {
+    let base = result_file::RunResult {
+        operation: "backup".into(),
+        finished_at: Utc::now().timestamp_millis() as f64 / 1000.0,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    match result {
+        Ok(r) => result_file::RunResult {
+            success: true,
+            size_bytes: r.file_bytes,
+            rows: r.manifest.total_rows,
+            backup: Some(r.path.display().to_string()),
+            ..base
+        },
+        Err(e) => result_file::RunResult {
+            exit_code: e.exit_code(),
+            error: Some(e.to_string()),
+            ..base
+        },
+    }
 }
 
 async fn backup_inner(

@@ -24,6 +24,7 @@ pub mod progress;
 pub mod reader;
 pub mod remote;
 pub mod restore;
+pub mod result_file;
 pub mod retention;
 pub mod s3;
 pub mod writer;
