@@ -1,6 +1,7 @@
 //! SQL of the `--demo` market ([`crate::demo`]): the bot registry, the maker's resting quotes,
 //! pruning the bots' old history, and disabling the demo logins after a non-demo start.
 
+use super::BeginWrite as _;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -127,7 +128,7 @@ impl Store {
     pub async fn reset_password(&self, user_id: i64, hash: &str) -> Result<bool, sqlx::Error> {
         let now = Utc::now();
         with_pool!(self, super::telemetry::Op::Demo, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let found = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
                 .bind(hash)
                 .bind(user_id)

@@ -50,6 +50,32 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// A transaction that will write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`: a
+/// deferred transaction that reads first and writes later fails at once with
+/// `SQLITE_BUSY_SNAPSHOT` when another connection committed in between (WAL mode), which
+/// `busy_timeout` cannot wait out, so a logout during the demo's trading answered 503. On
+/// PostgreSQL a plain `BEGIN`: its row locks need nothing of the kind.
+pub(crate) trait BeginWrite {
+    /// The backend.
+    type Db: sqlx::Database;
+    /// Begins the transaction.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
 /// Which database engine a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,5 +1,6 @@
 //! Users, their accounts and refresh tokens.
 
+use super::BeginWrite as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -137,7 +138,7 @@ impl Store {
     ) -> Result<UserRecord, CreateUserError> {
         let now: DateTime<Utc> = Utc::now();
         let result: Result<UserRecord, sqlx::Error> = with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let user_id: i64 = sqlx::query(
                 "INSERT INTO users (username, username_key, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
@@ -223,7 +224,7 @@ impl Store {
     ) -> Result<RotateOutcome, sqlx::Error> {
         let now = Utc::now();
         with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let spent = sqlx::query(
                 "UPDATE refresh_tokens SET used_at = $2 \
                  WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
@@ -281,7 +282,7 @@ impl Store {
     ) -> Result<Option<String>, sqlx::Error> {
         let now = Utc::now();
         with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let family: Option<String> =
                 sqlx::query_scalar("SELECT family FROM refresh_tokens WHERE token_hash = $1")
                     .bind(token_hash)
@@ -341,7 +342,7 @@ impl Store {
         }
         let headroom = i64::MAX - amount_raw;
         with_pool!(self, super::telemetry::Op::UserWrite, pool => async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let row = sqlx::query("UPDATE accounts SET cash = cash + $2 WHERE id = $1 AND cash <= $3 RETURNING cash")
                 .bind(account_id)
                 .bind(amount_raw)
