@@ -130,9 +130,11 @@ async fn after_an_api_server_restart_a_missed_change_is_applied_at_once() {
         "{stale:?}"
     );
 
-    // The API server recovers: the watch is current again within its backoff (at most 30 s).
+    // The API server recovers: the watch is current again within its backoff. kube-runtime's
+    // DefaultBackoff caps the delay at 30 s and then adds backon's jitter of up to the delay
+    // itself, so the last wait can reach 60 s.
     env.api.heal();
-    until(Duration::from_secs(31), || health.stale().is_empty()).await;
+    until(Duration::from_secs(61), || health.stale().is_empty()).await;
     assert_eq!(status_of(&state, "/health/ready").await, 200);
     assert_eq!(status_of(&state, "/health/live").await, 200);
     task.abort();
