@@ -4,7 +4,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use tower::ServiceExt;
 use tradeplane_platform::http::router;
 use tradeplane_platform::state::AppState;
@@ -24,19 +24,6 @@ async fn state() -> (tempfile::TempDir, AppState) {
         .await
         .expect("admin");
     (dir, state)
-}
-
-async fn login(state: &AppState, user: &str, password: &str) -> Value {
-    let (status, body) = send(
-        state,
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(json!({"username": user, "password": password})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
 }
 
 #[tokio::test]
@@ -64,7 +51,7 @@ async fn register_login_me_refresh_logout() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["code"], "conflict");
 
-    let tokens = login(&state, "alice", "alice-password").await;
+    let tokens = common::login(&state, "alice", "alice-password").await;
     let access = tokens["access_token"].as_str().expect("access");
     let (status, me) = send(&state, "GET", "/api/v1/me", Some(access), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -121,7 +108,7 @@ async fn register_login_me_refresh_logout() {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the family is revoked");
 
     // Logout revokes a fresh login's token.
-    let tokens = login(&state, "alice", "alice-password").await;
+    let tokens = common::login(&state, "alice", "alice-password").await;
     let r = tokens["refresh_token"].clone();
     let (status, _) = send(
         &state,
@@ -252,9 +239,9 @@ async fn deposits_and_audit_need_the_admin_role() {
     )
     .await;
     let account = user["account_id"].as_i64().expect("id");
-    let trader = login(&state, "carol", "carol-password").await;
+    let trader = common::login(&state, "carol", "carol-password").await;
     let trader = trader["access_token"].as_str().expect("t");
-    let admin = login(&state, ADMIN.0, ADMIN.1).await;
+    let admin = common::login(&state, ADMIN.0, ADMIN.1).await;
     let admin = admin["access_token"].as_str().expect("t");
     let path = format!("/api/v1/admin/accounts/{account}/deposits");
 

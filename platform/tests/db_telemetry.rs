@@ -11,7 +11,6 @@ mod pg {
     use axum::http::StatusCode;
     use serde_json::{Value, json};
     use sqlx::Connection;
-    use tradeplane_platform::state::AppState;
     use tradeplane_platform::store::telemetry::{self, Op, Outcome};
 
     use super::common::{self, PgDatabase, send};
@@ -36,19 +35,6 @@ mod pg {
         fn text(&self) -> String {
             String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
         }
-    }
-
-    async fn login(state: &AppState, user: &str, password: &str) -> String {
-        let (status, body) = send(
-            state,
-            "POST",
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"username": user, "password": password})),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["access_token"].as_str().expect("token").to_owned()
     }
 
     /// Holds a row lock on the account in a transaction of its own for `hold`, so that the
@@ -105,7 +91,7 @@ mod pg {
         )
         .await;
         let account = user["account_id"].as_i64().expect("account id");
-        let admin = login(&state, ADMIN.0, ADMIN.1).await;
+        let admin = common::access_token(&state, ADMIN.0, ADMIN.1).await;
         let path = format!("/api/v1/admin/accounts/{account}/deposits");
         let deposit = |amount: &'static str| {
             let state = state.clone();

@@ -33,19 +33,6 @@ async fn sqlite_state() -> (tempfile::TempDir, AppState) {
     (dir, state)
 }
 
-async fn token(state: &AppState, user: &str, password: &str) -> String {
-    let (status, body) = send(
-        state,
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(json!({"username": user, "password": password})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().expect("token").to_owned()
-}
-
 /// Sends a request with extra headers; returns status, headers and the JSON body.
 async fn call(
     state: &AppState,
@@ -88,8 +75,8 @@ async fn control_characters_are_refused_everywhere(state: &AppState) {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{user}");
-    let trader = token(state, "carol", "carol-password").await;
-    let admin = token(state, ADMIN.0, ADMIN.1).await;
+    let trader = common::access_token(state, "carol", "carol-password").await;
+    let admin = common::access_token(state, ADMIN.0, ADMIN.1).await;
     let audit_before = state
         .store
         .list_audit(500, None)
@@ -358,7 +345,7 @@ async fn a_cash_deposit_that_would_overflow_is_refused_before_anything_is_writte
     )
     .await;
     let account = user["account_id"].as_i64().expect("account");
-    let admin = token(&state, ADMIN.0, ADMIN.1).await;
+    let admin = common::access_token(&state, ADMIN.0, ADMIN.1).await;
     let uri = format!("/api/v1/admin/accounts/{account}/deposits");
     let (status, ok) = send(
         &state,
@@ -454,7 +441,7 @@ async fn page_size_errors_name_the_parameter() {
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
     let (_dir, state) = sqlite_state().await;
-    let admin = token(&state, ADMIN.0, ADMIN.1).await;
+    let admin = common::access_token(&state, ADMIN.0, ADMIN.1).await;
     for scheme in ["Bearer", "bearer", "BEARER"] {
         let auth = format!("{scheme} {admin}");
         let (status, _, me) = call(

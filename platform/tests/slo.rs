@@ -4,24 +4,10 @@ mod common;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use tradeplane_platform::state::AppState;
 
 use common::send;
 
 const ADMIN: (&str, &str) = ("root", "root-password-long");
-
-async fn login(state: &AppState, user: &str, password: &str) -> String {
-    let (status, body) = send(
-        state,
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(json!({"username": user, "password": password})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().expect("token").to_owned()
-}
 
 fn window<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["windows"]
@@ -59,8 +45,8 @@ async fn admin_only_and_the_slis_count_errors_and_slow_requests() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    let trader = login(&state, "erin", "erin-password").await;
-    let admin = login(&state, ADMIN.0, ADMIN.1).await;
+    let trader = common::access_token(&state, "erin", "erin-password").await;
+    let admin = common::access_token(&state, ADMIN.0, ADMIN.1).await;
 
     let (status, body) = send(&state, "GET", "/api/v1/admin/slo", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");

@@ -145,6 +145,36 @@ pub async fn send(
     .await
 }
 
+/// Logs in through the API (asserting 200) and returns the whole token response.
+pub async fn login(
+    state: &tradeplane_platform::state::AppState,
+    user: &str,
+    password: &str,
+) -> serde_json::Value {
+    let (status, body) = send(
+        state,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(serde_json::json!({"username": user, "password": password})),
+    )
+    .await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+    body
+}
+
+/// [`login`]'s access token.
+pub async fn access_token(
+    state: &tradeplane_platform::state::AppState,
+    user: &str,
+    password: &str,
+) -> String {
+    login(state, user, password).await["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
 /// [`send`] through a router built once (cheaper in load loops).
 pub async fn send_to(
     router: &axum::Router,
