@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib
 import json
 import os
 import re
@@ -41,24 +40,8 @@ CHART = ROOT / "charts" / "tradeplane"
 # Helm's lint severities (pkg/lint/support): 0 unknown, 1 info, 2 warning, 3 error.
 SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
 
-failures: list[str] = []
-
-
-def report(ok: bool, what: str, detail: str = "") -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {what}" + (f"\n      {detail}" if detail and not ok else ""))
-    if not ok:
-        failures.append(what)
-
-
-def pip_ensure(module: str, package: str, *pip_args: str):
-    """Import `module`, installing `package` with pip first when it is missing."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        print(f"installing {package} (pip install {' '.join(pip_args)} {package})".replace("  ", " "))
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *pip_args, package], check=True)
-        importlib.invalidate_caches()
-        return importlib.import_module(module)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checklib import failures, pip_ensure, report  # noqa: E402
 
 
 def ensure_helm_sdkpy():

@@ -14,7 +14,6 @@ PyYAML with pip, when missing.
 """
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
 import sys
@@ -25,23 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "tradeplane"
 TESTS = ROOT / "tests" / "prometheus"
 
-failures: list[str] = []
-
-
-def report(ok: bool, what: str, detail: str = "") -> None:
-    print(f"{'PASS' if ok else 'FAIL'}  {what}" + (f"\n      {detail}" if detail and not ok else ""))
-    if not ok:
-        failures.append(what)
-
-
-def pip_ensure(module: str, package: str, *pip_args: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        print(f"installing {package} with pip")
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *pip_args, package], check=True)
-        importlib.invalidate_caches()
-        return importlib.import_module(module)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checklib import failures, pip_ensure, report  # noqa: E402
 
 
 def ensure_promtool() -> str:
