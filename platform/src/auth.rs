@@ -60,6 +60,10 @@ pub struct Claims {
     /// token or deleting the user ends the session, and with it every access token that carries
     /// this id (see [`crate::sessions`]).
     pub sid: String,
+    /// The token only allows enrolling in MFA (`REQUIRE_ADMIN_MFA`, an admin who has not
+    /// enrolled): every other authenticated route answers 403 `mfa_enrollment_required`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enrol_only: bool,
     /// Issued at (seconds since the epoch).
     pub iat: i64,
     /// Expiry (seconds since the epoch).
@@ -106,7 +110,21 @@ impl TokenKeys {
         sid: &str,
         now: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.issue_with(user_id, account_id, role, sid, now, false)
+    }
+
+    /// [`TokenKeys::issue`], restricted to MFA enrolment when `enrol_only`.
+    pub fn issue_with(
+        &self,
+        user_id: i64,
+        account_id: i64,
+        role: Role,
+        sid: &str,
+        now: i64,
+        enrol_only: bool,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
+            enrol_only,
             sub: user_id.to_string(),
             uid: user_id,
             acct: account_id,

@@ -3,7 +3,7 @@
 //!
 //! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR|s3://bucket/prefix [--keep-days N]
 //! [--keep-last N] [--metrics-file PATH] [--result-file PATH]`, `backup verify BACKUP`,
-//! `backup list DIR|URL`, `restore BACKUP [--force]`, `migrate`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
+//! `backup list DIR|URL`, `restore BACKUP [--force]`, `migrate`, `rotate-keys`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
 
 use std::path::PathBuf;
 
@@ -36,6 +36,10 @@ pub enum Command {
     /// Apply this build's database migrations (DATABASE_URL) and exit: the rollout's migration
     /// Job. Exit 0 migrated, 4 database failed, 6 refused (schema contracted by a newer release).
     Migrate,
+    /// Re-encrypt every stored TOTP secret under the current MFA_ENCRYPTION_KEY (old keys in
+    /// MFA_ENCRYPTION_KEYS_OLD open the existing ones). Exit 0 done, 1 some could not be
+    /// opened, 2 no key, 4 database failed.
+    RotateKeys,
 }
 
 /// `backup`: either take a backup (`--dest`) or run a subcommand (`verify`).
@@ -144,6 +148,10 @@ mod tests {
             Some(Command::Restore(RestoreArgs { force: true, .. }))
         ));
         assert!(parse(&[]).expect("serve").command.is_none());
+        assert!(matches!(
+            parse(&["rotate-keys"]).expect("rotate-keys").command,
+            Some(Command::RotateKeys)
+        ));
     }
 
     #[test]

@@ -109,6 +109,11 @@ pub struct Config {
     pub ws: WsConfig,
     /// Database telemetry and service-level objectives.
     pub observability: ObservabilityConfig,
+    /// `MFA_ENCRYPTION_KEY` (and `MFA_ENCRYPTION_KEYS_OLD`): the keys TOTP secrets are
+    /// encrypted with; without it MFA is unavailable (503 `mfa_unavailable`).
+    pub mfa_keys: Option<std::sync::Arc<crate::mfa::MfaKeyring>>,
+    /// `REQUIRE_ADMIN_MFA`: admins without MFA may log in only to enrol.
+    pub require_admin_mfa: bool,
 }
 
 /// The limits of the `/api/v1/ws` market-data stream.
@@ -158,6 +163,11 @@ pub struct ResilienceConfig {
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call the API from a browser,
     /// or `*`; empty disables CORS (same-origin only).
     pub cors_allowed_origins: Vec<String>,
+    /// `QUOTA_REQUESTS_PER_DAY`: authenticated API requests per account per UTC day; 0 is
+    /// unlimited.
+    pub quota_requests_per_day: u64,
+    /// `QUOTA_ORDERS_PER_DAY`: order submissions per account per UTC day; 0 is unlimited.
+    pub quota_orders_per_day: u64,
 }
 
 impl Config {
@@ -386,6 +396,34 @@ impl Config {
                 3_600_000,
             )?),
             cors_allowed_origins,
+            quota_requests_per_day: number(
+                get("QUOTA_REQUESTS_PER_DAY"),
+                "QUOTA_REQUESTS_PER_DAY",
+                0,
+                0,
+                1_000_000_000,
+            )?,
+            quota_orders_per_day: number(
+                get("QUOTA_ORDERS_PER_DAY"),
+                "QUOTA_ORDERS_PER_DAY",
+                0,
+                0,
+                1_000_000_000,
+            )?,
+        };
+
+        let mfa_keys = match (get("MFA_ENCRYPTION_KEY"), get("MFA_ENCRYPTION_KEYS_OLD")) {
+            (Some(current), old) => Some(std::sync::Arc::new(
+                crate::mfa::MfaKeyring::parse(current, old)
+                    .map_err(|(var, reason)| ConfigError { var, reason })?,
+            )),
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    var: "MFA_ENCRYPTION_KEYS_OLD",
+                    reason: "old keys need a current MFA_ENCRYPTION_KEY".into(),
+                });
+            }
+            (None, None) => None,
         };
 
         let max_connections = number(
@@ -510,6 +548,8 @@ impl Config {
                 get("ENABLE_DEBUG_ENDPOINTS"),
                 "ENABLE_DEBUG_ENDPOINTS",
             )?,
+            mfa_keys,
+            require_admin_mfa: boolean(get("REQUIRE_ADMIN_MFA"), "REQUIRE_ADMIN_MFA")?,
         })
     }
 }
@@ -611,6 +651,14 @@ mod tests {
             ("WS_MAX_CONNECTIONS_PER_IP", "0"),
             ("WS_MAX_SUBSCRIPTIONS", "0"),
             ("WS_MAX_MESSAGE_BYTES", "10"),
+            ("MFA_ENCRYPTION_KEY", "not-32-bytes"),
+            (
+                "MFA_ENCRYPTION_KEYS_OLD",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+            ("REQUIRE_ADMIN_MFA", "sometimes"),
+            ("QUOTA_REQUESTS_PER_DAY", "-1"),
+            ("QUOTA_ORDERS_PER_DAY", "lots"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).expect_err(var);

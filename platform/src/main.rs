@@ -58,6 +58,7 @@ fn main() -> ExitCode {
                 None => backup::command::backup(&config, &args).await,
             },
             Command::Restore(args) => backup::command::restore(&config, &args).await,
+            Command::RotateKeys => tradeplane_platform::mfa::rotate::run(&config).await,
             Command::Migrate => {
                 let stop = tokio_util::sync::CancellationToken::new();
                 let signal = server::termination_signal();

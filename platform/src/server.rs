@@ -130,6 +130,12 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let ws =
         crate::http::ws::WsHub::start(&trading, &config.ws, metrics.registry(), shutdown.clone())
             .context("registering WebSocket metrics")?;
+    let mfa = crate::mfa::Mfa::new(
+        config.mfa_keys.clone(),
+        config.require_admin_mfa,
+        metrics.registry(),
+    )
+    .context("registering MFA metrics")?;
     let config_slo = config.observability.slo;
     Ok(AppState::new(crate::state::Shared {
         ws,
@@ -145,6 +151,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             slo.spawn(shutdown.clone());
             slo
         },
+        mfa,
+        clock: crate::clock::Clock::default(),
         metrics,
         resilience,
         shutdown,

@@ -57,6 +57,10 @@ pub struct Shared {
     pub resilience: crate::resilience::Resilience,
     /// This replica's SLO view (`GET /api/v1/admin/slo`).
     pub slo: Arc<crate::slo::Slo>,
+    /// Multi-factor authentication: the secrets' keyring, `REQUIRE_ADMIN_MFA`, metrics.
+    pub mfa: crate::mfa::Mfa,
+    /// The wall clock of TOTP steps and daily quotas (advanced by tests only).
+    pub clock: crate::clock::Clock,
     /// Cancelled when a graceful shutdown starts. Long-lived connections (WebSockets) select on
     /// it and close themselves, because axum's graceful shutdown does not wait for upgraded
     /// connections.

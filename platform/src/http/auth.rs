@@ -53,6 +53,36 @@ pub struct TokenPair {
     pub expires_in: i64,
     /// Single-use token for `POST /auth/refresh`; rotated on every use.
     pub refresh_token: String,
+    /// Present (`true`) when `REQUIRE_ADMIN_MFA` applies and the admin has not enrolled: these
+    /// tokens only allow `POST /auth/mfa/enroll`, `POST /auth/mfa/confirm` and `GET /me`
+    /// (elsewhere 403 `mfa_enrollment_required`); log in again after confirming.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_enrollment_required: bool,
+}
+
+/// The answer to a correct password of a user with MFA: no tokens yet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"mfa_required": true, "challenge": "c2VjcmV0LWNoYWxsZW5nZS1mcm9tLWxvZ2luLXJlc3BvbnNl", "expires_in": 300, "methods": ["totp", "recovery_code"]}))]
+pub struct MfaChallenge {
+    /// Always `true`.
+    pub mfa_required: bool,
+    /// Single-use challenge for `POST /auth/mfa/verify`.
+    pub challenge: String,
+    /// Seconds the challenge stays valid.
+    pub expires_in: i64,
+    /// What `POST /auth/mfa/verify` accepts: `totp` and `recovery_code`.
+    pub methods: Vec<String>,
+}
+
+/// What `POST /auth/login` returns: tokens, or an MFA challenge.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[schema(example = json!({"mfa_required": true, "challenge": "c2VjcmV0LWNoYWxsZW5nZS1mcm9tLWxvZ2luLXJlc3BvbnNl", "expires_in": 300, "methods": ["totp", "recovery_code"]}))]
+pub enum LoginResponse {
+    /// The user has no MFA: a token pair.
+    Tokens(TokenPair),
+    /// The user has MFA: complete the login with `POST /auth/mfa/verify`.
+    MfaRequired(MfaChallenge),
 }
 
 /// A user as shown to themselves.
@@ -136,9 +166,17 @@ async fn issue_pair(
     store_refresh: bool,
 ) -> Result<TokenPair, ApiError> {
     let now = Utc::now();
+    let enrol_only = crate::mfa::service::enrol_only(state, user).await?;
     let access_token = state
         .keys
-        .issue(user.id, user.account_id, user.role, family, now.timestamp())
+        .issue_with(
+            user.id,
+            user.account_id,
+            user.role,
+            family,
+            now.timestamp(),
+            enrol_only,
+        )
         .map_err(|e| ApiError::Internal(e.into()))?;
     if store_refresh {
         let expires = now + chrono::Duration::seconds(REFRESH_TOKEN_TTL_SECONDS);
@@ -157,7 +195,18 @@ async fn issue_pair(
         token_type: "Bearer".into(),
         expires_in: auth::ACCESS_TOKEN_TTL_SECONDS,
         refresh_token,
+        mfa_enrollment_required: enrol_only,
     })
+}
+
+/// The token pair of a new session (a login) for `user`.
+pub(super) async fn new_session(
+    state: &AppState,
+    user: &UserRecord,
+) -> Result<TokenPair, ApiError> {
+    let family = uuid::Uuid::new_v4().simple().to_string();
+    let refresh_token = auth::new_refresh_token();
+    issue_pair(state, user, &family, refresh_token, true).await
 }
 
 /// `POST /api/v1/auth/login`: checks the password and returns an access and a refresh token.
@@ -167,16 +216,21 @@ async fn issue_pair(
 /// failed logins per username are capped per hour (`FAILED_LOGIN_LIMIT_PER_HOUR`): the failure
 /// that uses the cap up is audited as `login.locked`, and until the hour refills every login of
 /// that username, even with the right password, is refused with 429 `login_locked`.
+///
+/// A user with MFA gets 200 with `{"mfa_required": true, "challenge": …}` and no tokens, as
+/// Stripe's and exchanges' APIs answer a correct password that needs a second step: the
+/// password was right, so it is not an error, and a client that does not know MFA fails on the
+/// missing `access_token` rather than retrying a 401 that it takes for a wrong password.
 #[utoipa::path(
     post,
     path = "/auth/login",
     tag = "auth",
     operation_id = "login",
     summary = "Log in",
-    description = "Checks the password and returns a short-lived access token and a single-use refresh token; the pair is a new session. Failed attempts are audited.",
+    description = "Checks the password and returns a short-lived access token and a single-use refresh token; the pair is a new session. Failed attempts are audited. For a user with MFA the answer is instead `{\"mfa_required\": true, \"challenge\": …}`: complete the login with `POST /auth/mfa/verify`. With `REQUIRE_ADMIN_MFA`, an admin without MFA gets tokens marked `mfa_enrollment_required` that only allow enrolling.",
     request_body = Credentials,
     responses(
-        (status = 200, description = "A token pair.", body = TokenPair),
+        (status = 200, description = "A token pair, or an MFA challenge.", body = LoginResponse),
         (status = 401, description = "`unauthorized`: wrong username or password.", body = crate::error::ErrorBody),
         (status = 422, description = "`invalid_text`: a control character or more than 256 characters.", body = crate::error::ErrorBody),
     )
@@ -185,7 +239,7 @@ pub async fn login(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<Credentials>,
-) -> Result<Json<TokenPair>, ApiError> {
+) -> Result<Json<LoginResponse>, ApiError> {
     let limiter = &state.resilience.limiter;
     // The same key as uniqueness: `ADMIN` and `admin` share one lock.
     let user_key = input::username_key(&body.username);
@@ -233,6 +287,19 @@ pub async fn login(
             .await?;
         return Err(ApiError::Unauthorized("wrong username or password".into()));
     };
+    if let crate::mfa::LoginStep::Challenge {
+        challenge,
+        expires_in,
+    } = crate::mfa::service::after_password(&state, &user).await?
+    {
+        // The login is audited when the code completes it.
+        return Ok(Json(LoginResponse::MfaRequired(MfaChallenge {
+            mfa_required: true,
+            challenge,
+            expires_in,
+            methods: vec!["totp".into(), "recovery_code".into()],
+        })));
+    }
     state
         .store
         .append_audit(&NewAuditEvent {
@@ -243,11 +310,9 @@ pub async fn login(
             details: serde_json::json!({}),
         })
         .await?;
-    let family = uuid::Uuid::new_v4().simple().to_string();
-    let refresh_token = auth::new_refresh_token();
-    Ok(Json(
-        issue_pair(&state, &user, &family, refresh_token, true).await?,
-    ))
+    Ok(Json(LoginResponse::Tokens(
+        new_session(&state, &user).await?,
+    )))
 }
 
 /// `POST /api/v1/auth/refresh`: spends the refresh token and returns a new pair. A token that
@@ -328,7 +393,7 @@ pub async fn logout(
 
 /// The caller, as `GET /me` shows them.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"user_id": 1, "account_id": 1, "role": "trader"}))]
+#[schema(example = json!({"user_id": 1, "account_id": 1, "role": "trader", "mfa_enabled": true, "mfa": {"enabled": true, "recovery_codes_left": 9, "enrollment_required": false}, "quotas": {"requests": {"limit": 10000, "remaining": 9874, "reset": 3600, "reset_at": "2026-01-03T00:00:00Z"}, "orders": {"limit": null, "remaining": null, "reset": 3600, "reset_at": "2026-01-03T00:00:00Z"}}}))]
 pub struct Me {
     /// User id.
     pub user_id: i64,
@@ -336,6 +401,46 @@ pub struct Me {
     pub account_id: i64,
     /// Role.
     pub role: Role,
+    /// Whether MFA is on (the same as `mfa.enabled`).
+    pub mfa_enabled: bool,
+    /// The caller's MFA state.
+    pub mfa: MeMfa,
+    /// What is left of the daily quotas.
+    pub quotas: MeQuotas,
+}
+
+/// The MFA part of `GET /me`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MeMfa {
+    /// MFA is on.
+    pub enabled: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: i64,
+    /// `REQUIRE_ADMIN_MFA` applies and MFA is off: enrol, then log in again.
+    pub enrollment_required: bool,
+}
+
+/// The daily quotas of `GET /me`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MeQuotas {
+    /// Authenticated API requests per UTC day (`QUOTA_REQUESTS_PER_DAY`).
+    pub requests: QuotaView,
+    /// Order submissions per UTC day (`QUOTA_ORDERS_PER_DAY`).
+    pub orders: QuotaView,
+}
+
+/// One daily quota.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QuotaView {
+    /// Per UTC day; `null` when unlimited.
+    pub limit: Option<u64>,
+    /// Left today; `null` when unlimited.
+    pub remaining: Option<u64>,
+    /// Seconds until the next UTC midnight, when the quota refills.
+    pub reset: u64,
+    /// The next UTC midnight.
+    #[schema(value_type = super::openapi::Timestamp)]
+    pub reset_at: chrono::DateTime<Utc>,
 }
 
 /// `GET /api/v1/me`: who the token belongs to.
@@ -345,13 +450,38 @@ pub struct Me {
     tag = "auth",
     operation_id = "me",
     summary = "Who the access token belongs to",
+    description = "The caller, whether MFA is on, and what is left of the daily quotas (this request does not count toward the request quota).",
     security(("bearerAuth" = [])),
     responses((status = 200, description = "The caller.", body = Me))
 )]
-pub async fn me(AuthUser(claims): AuthUser) -> Json<Me> {
-    Json(Me {
+pub async fn me(
+    State(state): State<AppState>,
+    AuthUser(claims): AuthUser,
+) -> Result<Json<Me>, ApiError> {
+    use crate::resilience::quota::QuotaKind;
+    let mfa = crate::mfa::service::status(&state, &claims).await?;
+    let now = state.clock.now();
+    let account = claims.acct.to_string();
+    let quotas = &state.resilience.quotas;
+    let view = |d: crate::resilience::quota::QuotaDecision| QuotaView {
+        limit: (d.limit > 0).then_some(d.limit),
+        remaining: d.remaining(),
+        reset: d.reset.as_secs(),
+        reset_at: now + chrono::Duration::seconds(i64::try_from(d.reset.as_secs()).unwrap_or(0)),
+    };
+    Ok(Json(Me {
         user_id: claims.uid,
         account_id: claims.acct,
         role: claims.role,
-    })
+        mfa_enabled: mfa.enabled,
+        mfa: MeMfa {
+            enabled: mfa.enabled,
+            recovery_codes_left: mfa.recovery_codes_left,
+            enrollment_required: mfa.enrolment_required,
+        },
+        quotas: MeQuotas {
+            requests: view(quotas.peek(QuotaKind::Requests, &account, now).await),
+            orders: view(quotas.peek(QuotaKind::Orders, &account, now).await),
+        },
+    }))
 }

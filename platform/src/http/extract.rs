@@ -103,6 +103,13 @@ impl Validate for IdPath {
     }
 }
 
+/// What a token restricted to MFA enrolment ([`Claims::enrol_only`]) may call.
+const ENROL_ONLY_PATHS: [&str; 3] = [
+    "/api/v1/auth/mfa/enroll",
+    "/api/v1/auth/mfa/confirm",
+    "/api/v1/me",
+];
+
 /// The authenticated caller, from `Authorization: Bearer <access token>`.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub Claims);
@@ -126,6 +133,18 @@ impl FromRequestParts<AppState> for AuthUser {
             .verify(token)
             .map_err(|_| ApiError::Unauthorized("invalid or expired access token".into()))?;
         crate::sessions::ensure_active(state, &claims).await?;
+        // The API router is nested under /api/v1, which strips the prefix from `parts.uri`.
+        let path = parts.uri.path();
+        let allowed = ENROL_ONLY_PATHS
+            .iter()
+            .any(|p| *p == path || p.strip_prefix("/api/v1") == Some(path));
+        if claims.enrol_only && !allowed {
+            return Err(ApiError::Status {
+                status: StatusCode::FORBIDDEN,
+                code: "mfa_enrollment_required",
+                message: "REQUIRE_ADMIN_MFA: enrol in MFA (POST /api/v1/auth/mfa/enroll, then /confirm) and log in again".into(),
+            });
+        }
         Ok(AuthUser(claims))
     }
 }

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use super::middleware::{self, REQUEST_ID};
 use crate::error::ApiError;
 use crate::resilience::breaker::DbOutcome;
+use crate::resilience::quota::QuotaKind;
 use crate::resilience::ratelimit::{self, LimitKind};
 use crate::resilience::{self, security_headers};
 use crate::state::AppState;
@@ -124,10 +125,10 @@ async fn protected(state: &AppState, req: Request, next: Next) -> Response {
             None => drop(permit),
         }
     }
-    if let Some(d) = tightest
+    if let Some(h) = tightest
         && !response.headers().contains_key("ratelimit")
     {
-        d.headers().apply(response.headers_mut());
+        h.apply(response.headers_mut());
     }
     response
 }
@@ -140,7 +141,12 @@ fn limit_keys(state: &AppState, req: &Request) -> LimitKeys {
         .unwrap_or_else(|| "unknown".to_owned());
     let path = req.uri().path();
     let login = req.method() == Method::POST
-        && (path == "/api/v1/auth/login" || path == "/api/v1/auth/register");
+        && (path == "/api/v1/auth/login"
+            || path == "/api/v1/auth/register"
+            || path == "/api/v1/auth/mfa/verify");
+    let order = req.method() == Method::POST && path == "/api/v1/orders";
+    // `GET /me` shows the quotas, so it does not use them up.
+    let me = path == "/api/v1/me";
     // The scheme is case-insensitive, as the extractor reads it: `bearer x` is limited per
     // account too.
     let account = super::extract::bearer_token(
@@ -150,7 +156,13 @@ fn limit_keys(state: &AppState, req: &Request) -> LimitKeys {
     )
     .and_then(|t| state.keys.verify(t).ok())
     .map(|claims| claims.acct.to_string());
-    LimitKeys { ip, login, account }
+    LimitKeys {
+        ip,
+        login,
+        account,
+        order,
+        me,
+    }
 }
 
 /// What [`limit_keys`] read from a request, owned: a `&Request` cannot be held across an await
@@ -159,14 +171,25 @@ struct LimitKeys {
     ip: String,
     login: bool,
     account: Option<String>,
+    /// An order submission: counts toward the daily order quota.
+    order: bool,
+    /// `GET /me`: exempt from the daily request quota.
+    me: bool,
 }
 
-/// Checks the limits of `keys`. `Err` is the 429 (`rate_limited`, `Retry-After`); `Ok` carries
-/// the tightest limit, whose `RateLimit` and `RateLimit-Policy` headers the response gets.
+/// Checks the limits of `keys`, then the account's daily quotas. `Err` is the 429
+/// (`rate_limited` or `quota_exceeded`, `Retry-After`); `Ok` carries the headers of the
+/// tightest limit (`RateLimit` and `RateLimit-Policy`), which the response gets.
 async fn rate_limit(
     state: &AppState,
-    LimitKeys { ip, login, account }: LimitKeys,
-) -> Result<Option<ratelimit::Decision>, Response> {
+    LimitKeys {
+        ip,
+        login,
+        account,
+        order,
+        me,
+    }: LimitKeys,
+) -> Result<Option<ratelimit::LimitHeaders>, Response> {
     let limiter = &state.resilience.limiter;
     let checks = [
         Some((LimitKind::Ip, ip.as_str())),
@@ -181,6 +204,31 @@ async fn rate_limit(
         }
         if tightest.as_ref().is_none_or(|t| d.remaining < t.remaining) {
             tightest = Some(d);
+        }
+    }
+    let mut tightest = tightest.map(|d| d.headers());
+    if let Some(account) = account.as_deref() {
+        let quotas = &state.resilience.quotas;
+        let now = state.clock.now();
+        let checks = [
+            (!me).then_some(QuotaKind::Requests),
+            order.then_some(QuotaKind::Orders),
+        ];
+        for kind in checks.into_iter().flatten() {
+            if quotas.limit(kind) == 0 {
+                continue;
+            }
+            let d = quotas.take(kind, account, now).await;
+            if !d.allowed {
+                return Err(resilience::quota_error(&d).into_response());
+            }
+            let headers = d.headers();
+            if tightest
+                .as_ref()
+                .is_none_or(|t| headers.remaining() < t.remaining())
+            {
+                tightest = Some(headers);
+            }
         }
     }
     Ok(tightest)
@@ -237,8 +285,7 @@ fn is_cancel(req: &Request) -> bool {
 /// database, and not market-data reads, which go through the cache and its own breaker check.
 fn needs_database(req: &Request) -> bool {
     let path = req.uri().path();
-    let no_database =
-        path == "/api/v1/openapi.json" || path == "/api/v1/me" || path == "/api/v1/ws";
+    let no_database = path == "/api/v1/openapi.json" || path == "/api/v1/ws";
     let market_read = req.method() == Method::GET
         && (path == "/api/v1/instruments" || path.starts_with("/api/v1/markets/"));
     !(no_database || market_read)

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod health;
 pub mod internal;
 pub mod market;
+pub mod mfa;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
@@ -112,6 +113,10 @@ fn api() -> Router<AppState> {
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/mfa/enroll", post(mfa::enroll))
+        .route("/auth/mfa/confirm", post(mfa::confirm))
+        .route("/auth/mfa/verify", post(mfa::verify))
+        .route("/auth/mfa/disable", post(mfa::disable))
         .route("/me", get(auth::me))
         .route("/admin/accounts/{id}/deposits", post(admin::deposit))
         .route("/admin/audit", get(admin::audit))

@@ -9,6 +9,7 @@
 
 pub mod breaker;
 pub mod market_cache;
+pub mod quota;
 pub mod ratelimit;
 pub mod retry;
 
@@ -32,6 +33,8 @@ use crate::error::ApiError;
 pub struct Resilience {
     /// The shared (Redis) rate limiter with its local fallback.
     pub limiter: Arc<RateLimiter>,
+    /// The daily quotas per account (Redis-shared, with a local fallback).
+    pub quotas: Arc<quota::Quotas>,
     /// Breaker around the database: open → requests that need it fail fast.
     pub db_breaker: Breaker,
     /// Breaker around Redis as used by the rate limiter.
@@ -93,6 +96,14 @@ impl Resilience {
             ),
             &["outcome"],
         )?;
+        let exceeded = IntCounterVec::new(
+            Opts::new(
+                "quota_exceeded_total",
+                "Requests refused with 429 quota_exceeded, by daily quota (requests, orders).",
+            ),
+            &["quota"],
+        )?;
+        registry.register(Box::new(exceeded.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(shed.clone()))?;
@@ -111,10 +122,19 @@ impl Resilience {
             config.breaker_failure_threshold,
             config.breaker_open,
         );
+        let quotas = quota::Quotas::new(
+            config.quota_requests_per_day,
+            config.quota_orders_per_day,
+            redis.clone(),
+            prefix,
+            redis_breaker.clone(),
+            exceeded,
+        );
         let limiter = RateLimiter::new(config, redis, prefix, redis_breaker.clone(), refused);
         let resilience = Resilience {
             retry_budget: Arc::new(retry::RetryBudget::standard(Some(retries))),
             limiter: Arc::new(limiter),
+            quotas: Arc::new(quotas),
             db_breaker,
             redis_breaker,
             market: MarketCache::new(symbols, config.market_cache_ttl, l2, cache_requests),
@@ -185,6 +205,21 @@ pub fn limit_error(d: &ratelimit::Decision) -> ApiError {
     ApiError::RateLimited {
         code,
         message,
+        headers: d.headers(),
+    }
+}
+
+/// The 429 `quota_exceeded` of a refused daily quota, with `Retry-After` until the next UTC
+/// midnight and the rate limit headers.
+pub fn quota_error(d: &quota::QuotaDecision) -> ApiError {
+    ApiError::RateLimited {
+        code: "quota_exceeded",
+        message: format!(
+            "daily {} quota of {} exhausted; it resets at the next UTC midnight, in {} s",
+            d.kind.name(),
+            d.limit,
+            d.reset.as_secs().max(1)
+        ),
         headers: d.headers(),
     }
 }

@@ -51,7 +51,7 @@ return {1, math.floor((now + tolerance - tat) / interval), 0, tat - now}
 ";
 
 /// How long one Redis call of the limiter may take before it counts as a failure.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+pub(super) const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// Local limiter keys are pruned after this many checks, so idle keys do not pile up.
 const PRUNE_EVERY: u64 = 4096;
 
@@ -141,9 +141,9 @@ impl Decision {
     pub fn headers(&self) -> LimitHeaders {
         LimitHeaders {
             name: self.kind.name(),
-            quota: self.quota.burst,
+            quota: self.quota.burst.into(),
             window: self.quota.window_secs(),
-            remaining: self.remaining,
+            remaining: self.remaining.into(),
             reset: ceil_secs(self.reset),
             retry_after: (!self.allowed).then(|| ceil_secs(self.retry_after).max(1)),
         }
@@ -160,14 +160,39 @@ fn ceil_secs(d: Duration) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitHeaders {
     name: &'static str,
-    quota: u32,
+    quota: u64,
     window: u64,
-    remaining: u32,
+    remaining: u64,
     reset: u64,
     retry_after: Option<u64>,
 }
 
 impl LimitHeaders {
+    /// Headers of limit `name`: `quota` per `window` seconds, `remaining` left, full again in
+    /// `reset` seconds; `retry_after` on refusals.
+    pub fn new(
+        name: &'static str,
+        quota: u64,
+        window: u64,
+        remaining: u64,
+        reset: u64,
+        retry_after: Option<u64>,
+    ) -> LimitHeaders {
+        LimitHeaders {
+            name,
+            quota,
+            window,
+            remaining,
+            reset,
+            retry_after,
+        }
+    }
+
+    /// Requests left under this limit.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
     /// Writes the headers into `headers`.
     pub fn apply(&self, headers: &mut HeaderMap) {
         let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
@@ -207,10 +232,12 @@ pub struct RateLimiter {
     checks: AtomicU64,
 }
 
-struct RedisSide {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
-    script: redis::Script,
+/// A Redis client with its lazily made connection and the script it runs (shared with
+/// [`super::quota`]).
+pub(super) struct RedisSide {
+    pub(super) client: redis::Client,
+    pub(super) conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    pub(super) script: redis::Script,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -478,7 +505,7 @@ fn refuse(kind: LimitKind, quota: Quota2, wait: Duration) -> Decision {
 
 /// The limiter's Redis connection, made on first use (and after a failed attempt, on the next
 /// call the breaker lets through).
-async fn redis_conn(redis: &RedisSide) -> Result<ConnectionManager, String> {
+pub(super) async fn redis_conn(redis: &RedisSide) -> Result<ConnectionManager, String> {
     let mut slot = redis.conn.lock().await;
     if let Some(conn) = slot.as_ref() {
         return Ok(conn.clone());

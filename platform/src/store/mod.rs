@@ -11,6 +11,7 @@ pub mod demo;
 pub mod leases;
 pub mod market;
 pub mod matching;
+pub mod mfa;
 pub mod schema;
 pub mod telemetry;
 mod users;

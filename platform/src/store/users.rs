@@ -193,6 +193,17 @@ impl Store {
         })
     }
 
+    /// Finds a user by id.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users u JOIN accounts a ON a.user_id = u.id WHERE u.id = $1"
+        );
+        with_pool!(self, super::telemetry::Op::UserRead, pool => {
+            let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+            row.as_ref().map(user_from_row).transpose()
+        })
+    }
+
     /// Stores a new refresh token (by hash) in `family`.
     pub async fn insert_refresh_token(
         &self,
