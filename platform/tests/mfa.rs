@@ -371,15 +371,13 @@ pub(crate) async fn wrong_codes_count_toward_the_lockout(state: AppState) {
     assert_eq!(failed, 3);
 }
 
-fn raw_row(store: &Store) -> impl std::future::Future<Output = (String, String)> + '_ {
-    async move {
-        let sql = "SELECT key_id, secret_ciphertext FROM user_mfa ORDER BY user_id LIMIT 1";
-        match store {
-            Store::Postgres(p) => sqlx::query_as(sql).fetch_one(p).await,
-            Store::Sqlite(p) => sqlx::query_as(sql).fetch_one(p).await,
-        }
-        .expect("a user_mfa row")
+async fn raw_row(store: &Store) -> (String, String) {
+    let sql = "SELECT key_id, secret_ciphertext FROM user_mfa ORDER BY user_id LIMIT 1";
+    match store {
+        Store::Postgres(p) => sqlx::query_as(sql).fetch_one(p).await,
+        Store::Sqlite(p) => sqlx::query_as(sql).fetch_one(p).await,
     }
+    .expect("a user_mfa row")
 }
 
 async fn secrets_are_encrypted_at_rest_and_keys_rotate(state: AppState) {
