@@ -29,7 +29,10 @@ const ENV: &[(&str, &str)] = &[
     ("LOGIN_RATE_LIMIT_PER_MINUTE", "100000"),
     ("FAILED_LOGIN_LIMIT_PER_HOUR", "100000"),
     // With a key the fuzzer reaches the MFA routes' real paths, not their 503 `mfa_unavailable`.
-    ("MFA_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+    (
+        "MFA_ENCRYPTION_KEY",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    ),
 ];
 
 fn document() -> Value {
