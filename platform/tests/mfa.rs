@@ -67,16 +67,7 @@ fn now(state: &AppState) -> i64 {
 }
 
 async fn register(state: &AppState, name: &str) -> String {
-    let (status, body) = send(
-        state,
-        "POST",
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"username": name, "password": "password-123"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    common::access_token(state, name, "password-123").await
+    common::register_and_login(state, name).await
 }
 
 async fn password_login(state: &AppState, name: &str, password: &str) -> (StatusCode, Value) {

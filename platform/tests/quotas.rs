@@ -9,8 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tradeplane_platform::state::AppState;
 
-use common::send;
-
 const ENV: &[(&str, &str)] = &[
     ("QUOTA_REQUESTS_PER_DAY", "3"),
     ("QUOTA_ORDERS_PER_DAY", "1"),
@@ -50,16 +48,7 @@ async fn call(
 }
 
 async fn trader(state: &AppState, name: &str) -> String {
-    let (status, body) = send(
-        state,
-        "POST",
-        "/api/v1/auth/register",
-        None,
-        Some(json!({"username": name, "password": "password-123"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    common::access_token(state, name, "password-123").await
+    common::register_and_login(state, name).await
 }
 
 fn secs_to_midnight(state: &AppState) -> u64 {

@@ -175,6 +175,24 @@ pub async fn access_token(
         .to_owned()
 }
 
+/// Registers `user` with the password `password-123` (asserting 201) and returns its access
+/// token: the start of most HTTP tests.
+pub async fn register_and_login(
+    state: &tradeplane_platform::state::AppState,
+    user: &str,
+) -> String {
+    let (status, body) = send(
+        state,
+        "POST",
+        "/api/v1/auth/register",
+        None,
+        Some(serde_json::json!({"username": user, "password": "password-123"})),
+    )
+    .await;
+    assert_eq!(status, axum::http::StatusCode::CREATED, "{body}");
+    access_token(state, user, "password-123").await
+}
+
 /// [`send`] through a router built once (cheaper in load loops).
 pub async fn send_to(
     router: &axum::Router,
