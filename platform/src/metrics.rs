@@ -110,6 +110,12 @@ impl Metrics {
         registry.register(Box::new(redis_fallback.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(backup_duration.clone()))?;
+        // The standard `process_*` series (CPU seconds, resident memory, open descriptors):
+        // the benchmark divides CPU seconds by answers, operators alert on memory and fds.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         crate::store::telemetry::register(&registry)?;
         Ok(Metrics {
             registry,

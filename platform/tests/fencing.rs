@@ -46,7 +46,7 @@ async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
     // tries to take it: the takeover waits until a's batch has committed.
     let mut tx = MatchTx::begin(&matcher).await.expect("begin");
     let rows = tx
-        .lock_symbols(&[("AAA".to_owned(), a)], Some("replica-a"))
+        .lock_symbols(&[("AAA".to_owned(), a)], Some("replica-a"), 0)
         .await
         .expect("lock");
     assert!(rows.contains_key("AAA"), "the owner locks its symbol");
@@ -73,7 +73,7 @@ async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
     // From now on `a` locks nothing for the symbol and cannot renew; `b` can.
     let mut tx = MatchTx::begin(&matcher).await.expect("begin");
     let rows = tx
-        .lock_symbols(&[("AAA".to_owned(), a)], Some("replica-a"))
+        .lock_symbols(&[("AAA".to_owned(), a)], Some("replica-a"), 0)
         .await
         .expect("lock");
     assert!(rows.is_empty(), "the old owner's token locks nothing");
@@ -84,10 +84,20 @@ async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
     assert!(renewed.is_empty(), "the old owner renews nothing");
     let mut tx = MatchTx::begin(&matcher).await.expect("begin");
     let rows = tx
-        .lock_symbols(&[("AAA".to_owned(), b)], Some("replica-b"))
+        .lock_symbols(&[("AAA".to_owned(), b)], Some("replica-b"), 3)
         .await
         .expect("lock");
     assert!(rows.contains_key("AAA"), "the new owner locks it");
+    // The lock also allocated the batch's three order ids: handing them out sends nothing.
+    let sent = tx.statements();
+    let ids = tx.allocate_order_ids(3).await.expect("ids");
+    assert_eq!(tx.statements(), sent, "the ids came with the symbol lock");
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "distinct ids: {ids:?}");
+    // More than were reserved: allocated by a statement of its own, after the reserved ones.
+    let more = tx.allocate_order_ids(2).await.expect("more ids");
+    assert_eq!(tx.statements(), sent + 1);
+    assert!(more.iter().all(|m| *m > ids[2]), "{more:?} follow {ids:?}");
     drop(tx);
     store.close().await;
     db.drop_now().await;

@@ -104,6 +104,92 @@ async fn migrations_are_idempotent_and_ping_works(store: Store) {
     assert!(store.ping().await.is_err(), "a closed pool fails its ping");
 }
 
+/// A batch's writes are all or nothing, and an `UPDATE` that finds a row not as the matcher
+/// expected it fails the batch as stale: here a change to an order that is not resting, sent
+/// together with a new order and an account change (one statement on PostgreSQL, one per table on
+/// SQLite), leaves nothing behind.
+async fn a_stale_batch_write_fails_and_leaves_nothing(store: Store) {
+    use tradeplane_platform::auth::Role;
+    use tradeplane_platform::store::matching::{
+        AccountChange, BatchWrites, MatchError, MatchTx, NewOrderRow, OrderChange,
+    };
+    let user = store
+        .create_user("batcher", "batcher", "x", Role::Trader, None)
+        .await
+        .expect("user");
+    let before = store
+        .account(user.account_id)
+        .await
+        .expect("read")
+        .expect("account");
+    let order = |id: i64| NewOrderRow {
+        id,
+        account_id: user.account_id,
+        client_order_id: Some(format!("c-{id}")),
+        symbol: "BTC-USD".into(),
+        side: "buy",
+        order_type: "limit",
+        tif: "GTC",
+        price: Some(100),
+        qty: 5,
+        filled: 0,
+        remaining: 5,
+        status: "new",
+        cancel_reason: None,
+        priority: Some(id),
+    };
+    let mut writes = BatchWrites::default();
+    writes.new_orders.push(order(900_001));
+    writes.accounts.insert(
+        user.account_id,
+        AccountChange {
+            cash: 1_000,
+            cash_reserved: 500,
+            open_orders: 1,
+        },
+    );
+    writes.order_changes.push(OrderChange {
+        id: 123_456_789,
+        filled: 1,
+        remaining: 0,
+        status: "filled",
+        cancel_reason: None,
+    });
+    let pool = store.matcher_pool(std::time::Duration::from_secs(5));
+    let mut tx = MatchTx::begin(&pool).await.expect("begin");
+    match tx.write(&writes, chrono::Utc::now()).await {
+        Err(MatchError::Stale(why)) => assert!(why.contains("resting orders"), "{why}"),
+        other => panic!("a change to an order that is not resting must be stale: {other:?}"),
+    }
+    drop(tx);
+    let after = store
+        .account(user.account_id)
+        .await
+        .expect("read")
+        .expect("account");
+    assert_eq!(
+        after.cash_reserved, before.cash_reserved,
+        "the account change was undone"
+    );
+    assert!(
+        store.order(900_001).await.expect("read").is_none(),
+        "the new order was undone"
+    );
+
+    // Without the stale change the same batch is written whole.
+    writes.order_changes.clear();
+    let mut tx = MatchTx::begin(&pool).await.expect("begin");
+    tx.write(&writes, chrono::Utc::now()).await.expect("write");
+    tx.commit().await.expect("commit");
+    let after = store
+        .account(user.account_id)
+        .await
+        .expect("read")
+        .expect("account");
+    assert_eq!(after.cash_reserved, before.cash_reserved + 500);
+    assert!(store.order(900_001).await.expect("read").is_some());
+}
+
 /// Generates one SQLite test and one PostgreSQL test per suite function.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -138,4 +224,5 @@ both_backends!(
     audit_pagination,
     audit_is_append_only,
     migrations_are_idempotent_and_ping_works,
+    a_stale_batch_write_fails_and_leaves_nothing,
 );

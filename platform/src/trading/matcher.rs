@@ -509,10 +509,14 @@ impl Matcher {
             .ownership
             .is_leased()
             .then(|| self.ownership.me().id.clone());
+        let places = requests
+            .iter()
+            .filter(|r| matches!(r, Request::Place { .. }))
+            .count();
         let rows = timed(
             postgres,
             limit,
-            tx.lock_symbols(&symbols, leased.as_deref()),
+            tx.lock_symbols(&symbols, leased.as_deref(), places),
         )
         .await?;
         for (symbol, row) in &rows {
@@ -557,10 +561,7 @@ impl Matcher {
                     Some(((o.account_id, key), o))
                 })
                 .collect();
-        let places = requests
-            .iter()
-            .filter(|r| matches!(r, Request::Place { .. }))
-            .count();
+        // On PostgreSQL the ids came with the symbol lock; this sends nothing there.
         let ids = timed(postgres, limit, tx.allocate_order_ids(places)).await?;
 
         // 4. Match in memory what this replica still owns; the rest goes back to be routed.
@@ -706,7 +707,12 @@ impl Matcher {
         let locked = match self.ownership.token(symbol) {
             Some(token) => {
                 let wanted = [(symbol.clone(), token)];
-                timed(postgres, limit, tx.lock_symbols(&wanted, leased.as_deref())).await?
+                timed(
+                    postgres,
+                    limit,
+                    tx.lock_symbols(&wanted, leased.as_deref(), 0),
+                )
+                .await?
             }
             None => BTreeMap::new(),
         };

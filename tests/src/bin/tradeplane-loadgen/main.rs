@@ -9,7 +9,9 @@
 //!
 //! It prints one row per level: requests, successes per second, latency percentiles of the
 //! completed requests (any status), 4xx/5xx/transport-error counts, and the server's mean batch
-//! size and transaction time for the level (read from its `/metrics`).
+//! size and transaction time for the level and its CPU time per 2xx answer (read from its
+//! `/metrics`: `process_cpu_seconds_total`, added up over every replica, around the measured part
+//! only).
 //!
 //! ```text
 //! tradeplane-loadgen --url http://127.0.0.1:18080 --admin-user admin \
@@ -64,6 +66,7 @@ async fn run_level(
 ) -> (Row, HashMap<String, u64>, Option<String>) {
     let mut metrics_conn = Conn::new(target.clone(), args.timeout);
     let before = scrape(&mut metrics_conn).await;
+    let cpu_before = cpu_seconds(args, replicas).await;
     let issued = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.max_seconds);
@@ -94,6 +97,7 @@ async fn run_level(
     }
     let seconds = started.elapsed().as_secs_f64();
     let after = scrape(&mut metrics_conn).await;
+    let cpu = cpu_seconds(args, replicas).await - cpu_before;
     let lat = &stats.latencies_us;
     let row = Row {
         concurrency,
@@ -112,8 +116,25 @@ async fn run_level(
         cancels: stats.cancels,
         mean_batch: after.batch_size.mean_since(&before.batch_size),
         mean_tx_ms: after.match_latency.mean_since(&before.match_latency) * 1000.0,
+        cpu_us_per_ok: if stats.ok > 0 {
+            cpu * 1e6 / stats.ok as f64
+        } else {
+            0.0
+        },
     };
     (row, stats.reject_codes, stats.first_error)
+}
+
+/// Every replica's process CPU time, added up: read around the measured part of a level only,
+/// so the set-up (registering and logging in traders, with its password hashing) is not counted.
+async fn cpu_seconds(args: &Options, replicas: &[Target]) -> f64 {
+    let mut total = 0.0;
+    for r in replicas {
+        total += scrape(&mut Conn::new(r.clone(), args.timeout))
+            .await
+            .cpu_seconds;
+    }
+    total
 }
 
 async fn run(args: Options) -> Result<(), String> {
@@ -181,7 +202,8 @@ async fn run(args: Options) -> Result<(), String> {
         .fold((0, 0), |acc, r| (acc.0 + r.places, acc.1 + r.cancels));
     eprintln!(
         "loadgen: {} places, {} cancels; 'ok/s' counts 2xx answers; latencies cover every HTTP answer; \
-         batch/tx_ms are the server's mean matcher batch size and transaction time over the level",
+         batch/tx_ms are the server's mean matcher batch size and transaction time over the level; \
+         cpu_us is the servers' CPU time per 2xx answer over the level (set-up excluded)",
         totals.0, totals.1
     );
     if let Some(path) = &args.csv {

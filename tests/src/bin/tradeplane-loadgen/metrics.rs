@@ -32,10 +32,12 @@ pub struct ServerMetrics {
     pub batch_size: SumCount,
     /// `match_latency_seconds`: time to match and commit one batch.
     pub match_latency: SumCount,
+    /// `process_cpu_seconds_total`: the server process's CPU time (user + system).
+    pub cpu_seconds: f64,
 }
 
 impl ServerMetrics {
-    /// Reads the two histograms' `_sum`/`_count` from an exposition text. A name may carry a
+    /// Reads the two histograms' `_sum`/`_count` and the process CPU time from an exposition text. A name may carry a
     /// prefix (a registry namespace); label sets of one histogram are added up.
     pub fn parse(text: &str) -> ServerMetrics {
         let mut m = ServerMetrics::default();
@@ -56,6 +58,8 @@ impl ServerMetrics {
                 &mut m.match_latency.sum
             } else if name.ends_with("match_latency_seconds_count") {
                 &mut m.match_latency.count
+            } else if name.ends_with("process_cpu_seconds_total") {
+                &mut m.cpu_seconds
             } else {
                 continue;
             };
@@ -91,6 +95,9 @@ match_latency_seconds_bucket{le=\"0.0005\"} 0
 match_latency_seconds_bucket{le=\"+Inf\"} 10
 match_latency_seconds_sum 1.5e-1
 match_latency_seconds_count 10
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.5
 # TYPE orders_total counter
 orders_total{symbol=\"AAPL\",side=\"buy\"} 7
 ";
@@ -112,6 +119,7 @@ orders_total{symbol=\"AAPL\",side=\"buy\"} 7
                 count: 10.0
             }
         );
+        assert_eq!(m.cpu_seconds, 12.5);
     }
 
     #[test]

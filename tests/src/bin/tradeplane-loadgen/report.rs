@@ -74,6 +74,9 @@ pub struct Row {
     pub cancels: u64,
     pub mean_batch: f64,
     pub mean_tx_ms: f64,
+    /// The servers' CPU time (every replica's `process_cpu_seconds_total`) over the level,
+    /// per 2xx answer, in microseconds.
+    pub cpu_us_per_ok: f64,
 }
 
 impl Row {
@@ -86,11 +89,11 @@ impl Row {
     }
 }
 
-pub const HEADER: &str = "conc  requests      ok    ok/s   p50ms   p90ms   p99ms   maxms   4xx   5xx   err  filled  batch  tx_ms";
+pub const HEADER: &str = "conc  requests      ok    ok/s   p50ms   p90ms   p99ms   maxms   4xx   5xx   err  filled  batch  tx_ms  cpu_us";
 
 pub fn format_row(r: &Row) -> String {
     format!(
-        "{:>4}  {:>8}  {:>6}  {:>6.0}  {:>6.2}  {:>6.2}  {:>6.2}  {:>6.1}  {:>4}  {:>4}  {:>4}  {:>6}  {:>5.1}  {:>5.2}",
+        "{:>4}  {:>8}  {:>6}  {:>6.0}  {:>6.2}  {:>6.2}  {:>6.2}  {:>6.1}  {:>4}  {:>4}  {:>4}  {:>6}  {:>5.1}  {:>5.2}  {:>6.0}",
         r.concurrency,
         r.requests,
         r.ok,
@@ -105,17 +108,18 @@ pub fn format_row(r: &Row) -> String {
         r.filled,
         r.mean_batch,
         r.mean_tx_ms,
+        r.cpu_us_per_ok,
     )
 }
 
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "concurrency,requests,ok,seconds,ok_per_second,p50_ms,p90_ms,p99_ms,max_ms,status_4xx,status_5xx,transport_errors,filled,places,cancels,mean_batch,mean_tx_ms\n",
+        "concurrency,requests,ok,seconds,ok_per_second,p50_ms,p90_ms,p99_ms,max_ms,status_4xx,status_5xx,transport_errors,filled,places,cancels,mean_batch,mean_tx_ms,cpu_us_per_ok\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{:.2},{:.3}",
+            "{},{},{},{:.3},{:.1},{:.3},{:.3},{:.3},{:.3},{},{},{},{},{},{},{:.2},{:.3},{:.1}",
             r.concurrency,
             r.requests,
             r.ok,
@@ -132,7 +136,8 @@ pub fn csv(rows: &[Row]) -> String {
             r.places,
             r.cancels,
             r.mean_batch,
-            r.mean_tx_ms
+            r.mean_tx_ms,
+            r.cpu_us_per_ok
         );
     }
     out
@@ -180,6 +185,7 @@ mod tests {
             cancels: 500,
             mean_batch: 7.5,
             mean_tx_ms: 3.25,
+            cpu_us_per_ok: 212.4,
         }
     }
 
@@ -187,22 +193,22 @@ mod tests {
     fn the_printed_row_and_the_csv_keep_their_columns() {
         assert_eq!(
             format_row(&row()),
-            "  16      3000    2900    1450    1.50    2.25   10.00    20.5    90     4     6     700    7.5   3.25"
+            "  16      3000    2900    1450    1.50    2.25   10.00    20.5    90     4     6     700    7.5   3.25     212"
         );
-        assert_eq!(HEADER.split_whitespace().count(), 14);
+        assert_eq!(HEADER.split_whitespace().count(), 15);
         let csv = csv(&[row()]);
         let mut lines = csv.lines();
         assert_eq!(
             lines.next(),
             Some(
                 "concurrency,requests,ok,seconds,ok_per_second,p50_ms,p90_ms,p99_ms,max_ms,\
-                 status_4xx,status_5xx,transport_errors,filled,places,cancels,mean_batch,mean_tx_ms"
+                 status_4xx,status_5xx,transport_errors,filled,places,cancels,mean_batch,mean_tx_ms,cpu_us_per_ok"
             )
         );
         assert_eq!(
             lines.next(),
             Some(
-                "16,3000,2900,2.000,1450.0,1.500,2.250,10.000,20.500,90,4,6,700,2500,500,7.50,3.250"
+                "16,3000,2900,2.000,1450.0,1.500,2.250,10.000,20.500,90,4,6,700,2500,500,7.50,3.250,212.4"
             )
         );
         assert_eq!(lines.next(), None);

@@ -1,19 +1,22 @@
 //! The matcher's transaction: a small, fixed set of set-based statements per batch.
 //!
 //! A batch of N orders costs the same number of round trips whatever N is, and whatever the
-//! number of trades or accounts it produces: the symbols are locked in one statement, the
-//! submitting accounts' versions read in one, all idempotency keys looked up in one, order ids
-//! allocated in one, every touched account locked in one (sorted, so two transactions can never
-//! deadlock on accounts), and each table written with one multi-row statement. PostgreSQL gets
-//! the rows as arrays (`UNNEST`), SQLite as one JSON document (`json_each`), because SQLite has no
-//! array parameters and caps the number of bound variables.
+//! number of trades or accounts it produces: the symbols are locked in one statement (on
+//! PostgreSQL it also allocates the batch's order ids), the submitting accounts' versions read in
+//! one, all idempotency keys looked up in one, every touched account locked in one (sorted, so two
+//! transactions can never deadlock on accounts), and the writes sent as one statement
+//! (PostgreSQL) or one multi-row statement per table (SQLite). PostgreSQL gets the rows as arrays
+//! (`UNNEST`), SQLite as one JSON document (`json_each`), because SQLite has no array parameters
+//! and caps the number of bound variables.
+//!
+//! The writes are in [`write`] (SQLite: one statement per table) and [`write_pg`] (PostgreSQL:
+//! one statement for every table).
 //!
 //! [`MatchTx::statements`] counts what was sent, for the `match_batch_statements` metric.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::SqlitePoolOptions;
@@ -189,6 +192,8 @@ pub struct MatchTx {
     tx: Tx,
     statements: u32,
     xid: Option<String>,
+    /// Order ids allocated by [`MatchTx::lock_symbols`] for [`MatchTx::allocate_order_ids`].
+    reserved_ids: Vec<i64>,
 }
 
 enum Tx {
@@ -237,6 +242,7 @@ impl MatchTx {
             tx,
             statements: 1,
             xid: None,
+            reserved_ids: Vec::new(),
         })
     }
 
@@ -256,14 +262,20 @@ impl MatchTx {
     /// rows whose lease `owner` still holds under the given fencing token are locked and
     /// returned: a replica that lost a lease gets nothing back for that symbol and writes
     /// nothing for it.
+    ///
+    /// The same statement allocates `order_ids` order ids (an uncorrelated subquery, run once),
+    /// which [`MatchTx::allocate_order_ids`] then hands out without a round trip of its own.
     pub async fn lock_symbols(
         &mut self,
         symbols: &[(String, i64)],
         owner: Option<&str>,
+        order_ids: usize,
     ) -> Result<BTreeMap<String, SymbolRow>, sqlx::Error> {
         let mut out = BTreeMap::new();
         let names: Vec<&str> = symbols.iter().map(|s| s.0.as_str()).collect();
         let tokens: Vec<i64> = symbols.iter().map(|s| s.1).collect();
+        let count = i32::try_from(order_ids).unwrap_or(i32::MAX);
+        let mut reserved = Vec::new();
         let xid = on_tx!(self, BatchLock, c,
             pg => {
                 let cols = SYMBOL_COLUMNS
@@ -272,16 +284,22 @@ impl MatchTx {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
-                    "SELECT {cols}, pg_current_xact_id()::text AS xid FROM symbols s \
+                    "SELECT {cols}, pg_current_xact_id()::text AS xid, \
+                     ARRAY(SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $4)) AS order_ids \
+                     FROM symbols s \
                      JOIN UNNEST($1::text[], $2::bigint[]) AS k(symbol, token) ON s.symbol = k.symbol \
                      WHERE $3::text IS NULL OR (s.owner = $3 AND s.lease_token = k.token) \
                      ORDER BY s.symbol FOR UPDATE OF s"
                 );
-                let rows = sqlx::query(&sql).bind(&names).bind(&tokens).bind(owner).fetch_all(&mut *c).await?;
+                let rows = sqlx::query(&sql).bind(&names).bind(&tokens).bind(owner).bind(count)
+                    .fetch_all(&mut *c).await?;
                 let mut xid = None;
                 for r in &rows {
                     out.insert(r.try_get("symbol")?, symbol_from_row(r)?);
                     xid = Some(r.try_get::<String, _>("xid")?);
+                    if reserved.is_empty() {
+                        reserved = r.try_get::<Vec<i64>, _>("order_ids")?;
+                    }
                 }
                 match xid {
                     Some(x) => Some(x),
@@ -300,6 +318,7 @@ impl MatchTx {
             }
         );
         self.xid = xid;
+        self.reserved_ids = reserved;
         Ok(out)
     }
 
@@ -394,6 +413,10 @@ impl MatchTx {
         if n == 0 {
             return Ok(Vec::new());
         }
+        if self.reserved_ids.len() >= n {
+            let rest = self.reserved_ids.split_off(n);
+            return Ok(std::mem::replace(&mut self.reserved_ids, rest));
+        }
         let count = i32::try_from(n).unwrap_or(i32::MAX);
         on_tx!(self, BatchRead, c,
             pg => {
@@ -427,317 +450,7 @@ impl MatchTx {
 /// priority.
 type RestingRow = (i64, i64, String, Option<i64>, i64, i64, Option<i64>);
 
-/// Checks that an `UPDATE` touched every row it was meant to.
-fn expect_rows(done: u64, wanted: usize, what: &str) -> Result<(), MatchError> {
-    if done == wanted as u64 {
-        Ok(())
-    } else {
-        Err(MatchError::Stale(format!(
-            "{what}: {done} of {wanted} rows were as expected"
-        )))
-    }
-}
-
-fn opt_str(v: Option<&str>) -> Value {
-    v.map_or(Value::Null, Value::from)
-}
-
 impl MatchTx {
-    /// Writes a batch: at most one statement per table, whatever the batch's size.
-    pub async fn write(&mut self, w: &BatchWrites, now: DateTime<Utc>) -> Result<(), MatchError> {
-        self.insert_orders(&w.new_orders, now).await?;
-        self.update_orders(&w.order_changes, now).await?;
-        self.insert_trades(&w.trades, now).await?;
-        self.update_accounts(&w.accounts).await?;
-        self.upsert_positions(&w.positions).await?;
-        self.insert_audits(&w.audits, now).await?;
-        self.update_symbols(&w.symbols).await?;
-        Ok(())
-    }
-
-    async fn insert_orders(
-        &mut self,
-        o: &[NewOrderRow],
-        now: DateTime<Utc>,
-    ) -> Result<(), MatchError> {
-        if o.is_empty() {
-            return Ok(());
-        }
-        const COLS: &str = "id, account_id, client_order_id, symbol, side, order_type, tif, price, qty, filled, \
-                            remaining, status, cancel_reason, priority, created_at, updated_at";
-        on_tx!(self, BatchWrite, c,
-            pg => {
-                sqlx::query(&format!(
-                    "INSERT INTO orders ({COLS}) SELECT t.*, $15, $15 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], \
-                     $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
-                     $12::text[], $13::text[], $14::bigint[]) AS t"
-                ))
-                .bind(o.iter().map(|r| r.id).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.account_id).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.client_order_id.as_deref()).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.symbol.as_str()).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.side).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.order_type).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.tif).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.price).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.qty).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.filled).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.remaining).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.status).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.cancel_reason).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.priority).collect::<Vec<_>>())
-                .bind(now)
-                .execute(&mut *c).await?;
-            },
-            sqlite => {
-                let doc = Value::from(o.iter().map(|r| json!([
-                    r.id, r.account_id, r.client_order_id, r.symbol, r.side, r.order_type, r.tif, r.price, r.qty,
-                    r.filled, r.remaining, r.status, opt_str(r.cancel_reason), r.priority,
-                ])).collect::<Vec<_>>()).to_string();
-                sqlx::query(&format!(
-                    "INSERT INTO orders ({COLS}) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-                     value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, $2, $2 \
-                     FROM json_each($1)"
-                ))
-                .bind(doc).bind(now).execute(&mut *c).await?;
-            }
-        );
-        Ok(())
-    }
-
-    async fn update_orders(
-        &mut self,
-        o: &[OrderChange],
-        now: DateTime<Utc>,
-    ) -> Result<(), MatchError> {
-        if o.is_empty() {
-            return Ok(());
-        }
-        const SET: &str = "filled = orders.filled + d.filled, remaining = d.remaining, status = d.status, \
-                           cancel_reason = COALESCE(d.cancel_reason, orders.cancel_reason)";
-        const RESTING: &str = "orders.id = d.id AND orders.status IN ('new', 'partially_filled')";
-        let done = on_tx!(self, BatchWrite, c,
-            pg => sqlx::query(&format!(
-                    "UPDATE orders SET {SET}, updated_at = $6 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], \
-                     $4::text[], $5::text[]) AS d(id, filled, remaining, status, cancel_reason) WHERE {RESTING}"
-                ))
-                .bind(o.iter().map(|r| r.id).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.filled).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.remaining).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.status).collect::<Vec<_>>())
-                .bind(o.iter().map(|r| r.cancel_reason).collect::<Vec<_>>())
-                .bind(now)
-                .execute(&mut *c).await?.rows_affected(),
-            sqlite => {
-                let doc = Value::from(o.iter().map(|r| json!([r.id, r.filled, r.remaining, r.status, opt_str(r.cancel_reason)]))
-                    .collect::<Vec<_>>()).to_string();
-                sqlx::query(&format!(
-                    "UPDATE orders SET {SET}, updated_at = $2 FROM (SELECT value->>0 AS id, value->>1 AS filled, \
-                     value->>2 AS remaining, value->>3 AS status, value->>4 AS cancel_reason FROM json_each($1)) AS d \
-                     WHERE {RESTING}"
-                ))
-                .bind(doc).bind(now).execute(&mut *c).await?.rows_affected()
-            }
-        );
-        expect_rows(done, o.len(), "resting orders")
-    }
-
-    async fn insert_trades(
-        &mut self,
-        t: &[TradeRow],
-        now: DateTime<Utc>,
-    ) -> Result<(), MatchError> {
-        if t.is_empty() {
-            return Ok(());
-        }
-        const COLS: &str = "symbol, seq, price, qty, taker_side, taker_order_id, maker_order_id, taker_account_id, \
-                            maker_account_id, created_at";
-        on_tx!(self, BatchWrite, c,
-            pg => {
-                sqlx::query(&format!(
-                    "INSERT INTO trades ({COLS}) SELECT t.*, $10 FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], \
-                     $4::bigint[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) AS t"
-                ))
-                .bind(t.iter().map(|r| r.symbol.as_str()).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.seq).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.price).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.qty).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.taker_side).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.taker_order_id).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.maker_order_id).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.taker_account_id).collect::<Vec<_>>())
-                .bind(t.iter().map(|r| r.maker_account_id).collect::<Vec<_>>())
-                .bind(now)
-                .execute(&mut *c).await?;
-            },
-            sqlite => {
-                let doc = Value::from(t.iter().map(|r| json!([
-                    r.symbol, r.seq, r.price, r.qty, r.taker_side, r.taker_order_id, r.maker_order_id,
-                    r.taker_account_id, r.maker_account_id,
-                ])).collect::<Vec<_>>()).to_string();
-                sqlx::query(&format!(
-                    "INSERT INTO trades ({COLS}) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-                     value->>6, value->>7, value->>8, $2 FROM json_each($1)"
-                ))
-                .bind(doc).bind(now).execute(&mut *c).await?;
-            }
-        );
-        Ok(())
-    }
-
-    async fn update_accounts(
-        &mut self,
-        a: &BTreeMap<i64, AccountChange>,
-    ) -> Result<(), MatchError> {
-        if a.is_empty() {
-            return Ok(());
-        }
-        const SET: &str = "cash = accounts.cash + d.cash, cash_reserved = accounts.cash_reserved + d.cash_reserved, \
-                           open_orders = accounts.open_orders + d.open_orders";
-        let done = on_tx!(self, BatchWrite, c,
-            pg => sqlx::query(&format!(
-                    "UPDATE accounts SET {SET} FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) \
-                     AS d(id, cash, cash_reserved, open_orders) WHERE accounts.id = d.id"
-                ))
-                .bind(a.keys().copied().collect::<Vec<_>>())
-                .bind(a.values().map(|d| d.cash).collect::<Vec<_>>())
-                .bind(a.values().map(|d| d.cash_reserved).collect::<Vec<_>>())
-                .bind(a.values().map(|d| d.open_orders).collect::<Vec<_>>())
-                .execute(&mut *c).await?.rows_affected(),
-            sqlite => {
-                let doc = Value::from(a.iter().map(|(id, d)| json!([id, d.cash, d.cash_reserved, d.open_orders]))
-                    .collect::<Vec<_>>()).to_string();
-                sqlx::query(&format!(
-                    "UPDATE accounts SET {SET} FROM (SELECT value->>0 AS id, value->>1 AS cash, value->>2 AS cash_reserved, \
-                     value->>3 AS open_orders FROM json_each($1)) AS d WHERE accounts.id = d.id"
-                ))
-                .bind(doc).execute(&mut *c).await?.rows_affected()
-            }
-        );
-        expect_rows(done, a.len(), "accounts")
-    }
-
-    async fn upsert_positions(
-        &mut self,
-        p: &BTreeMap<(i64, String), Position>,
-    ) -> Result<(), MatchError> {
-        if p.is_empty() {
-            return Ok(());
-        }
-        const COLS: &str = "account_id, symbol, qty, reserved, cost_basis, realized_pnl";
-        const UPSERT: &str = "ON CONFLICT (account_id, symbol) DO UPDATE SET qty = excluded.qty, \
-                              reserved = excluded.reserved, cost_basis = excluded.cost_basis, \
-                              realized_pnl = excluded.realized_pnl";
-        let mut rows = Vec::with_capacity(p.len());
-        for ((account, symbol), pos) in p {
-            rows.push((
-                *account,
-                symbol.as_str(),
-                pos.qty.raw(),
-                pos.reserved.raw(),
-                to_i64(pos.cost_basis)?,
-                to_i64(pos.realized_pnl)?,
-            ));
-        }
-        on_tx!(self, BatchWrite, c,
-            pg => {
-                sqlx::query(&format!(
-                    "INSERT INTO positions ({COLS}) SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], \
-                     $4::bigint[], $5::bigint[], $6::bigint[]) {UPSERT}"
-                ))
-                .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.5).collect::<Vec<_>>())
-                .execute(&mut *c).await?;
-            },
-            sqlite => {
-                let doc = Value::from(rows.iter().map(|r| json!([r.0, r.1, r.2, r.3, r.4, r.5])).collect::<Vec<_>>()).to_string();
-                // `WHERE true` keeps SQLite from reading ON CONFLICT as part of the SELECT.
-                sqlx::query(&format!(
-                    "INSERT INTO positions ({COLS}) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, \
-                     value->>5 FROM json_each($1) WHERE true {UPSERT}"
-                ))
-                .bind(doc).execute(&mut *c).await?;
-            }
-        );
-        Ok(())
-    }
-
-    async fn insert_audits(
-        &mut self,
-        a: &[NewAuditEvent],
-        now: DateTime<Utc>,
-    ) -> Result<(), MatchError> {
-        if a.is_empty() {
-            return Ok(());
-        }
-        const COLS: &str = "occurred_at, actor, action, subject, request_id, details";
-        let details: Vec<String> = a.iter().map(|e| e.details.to_string()).collect();
-        on_tx!(self, BatchWrite, c,
-            pg => {
-                sqlx::query(&format!(
-                    "INSERT INTO audit_events ({COLS}) SELECT $6, t.* FROM UNNEST($1::text[], $2::text[], $3::text[], \
-                     $4::text[], $5::text[]) AS t"
-                ))
-                .bind(a.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-                .bind(a.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
-                .bind(a.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())
-                .bind(a.iter().map(|e| e.request_id.as_deref()).collect::<Vec<_>>())
-                .bind(&details)
-                .bind(now)
-                .execute(&mut *c).await?;
-            },
-            sqlite => {
-                let doc = Value::from(a.iter().zip(&details).map(|(e, d)| json!([e.actor, e.action, e.subject, e.request_id, d]))
-                    .collect::<Vec<_>>()).to_string();
-                sqlx::query(&format!(
-                    "INSERT INTO audit_events ({COLS}) SELECT $2, value->>0, value->>1, value->>2, value->>3, value->>4 \
-                     FROM json_each($1)"
-                ))
-                .bind(doc).bind(now).execute(&mut *c).await?;
-            }
-        );
-        Ok(())
-    }
-
-    async fn update_symbols(&mut self, s: &BTreeMap<String, SymbolRow>) -> Result<(), MatchError> {
-        if s.is_empty() {
-            return Ok(());
-        }
-        const SET: &str = "seq = d.seq, md_seq = d.md_seq, status = d.status, last_price = d.last_price, \
-                           last_qty = d.last_qty, last_trade_seq = d.last_trade_seq";
-        let done = on_tx!(self, BatchWrite, c,
-            pg => sqlx::query(&format!(
-                    "UPDATE symbols SET {SET} FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
-                     $5::bigint[], $6::bigint[], $7::bigint[]) AS d(symbol, seq, md_seq, status, last_price, last_qty, \
-                     last_trade_seq) WHERE symbols.symbol = d.symbol"
-                ))
-                .bind(s.keys().map(String::as_str).collect::<Vec<_>>())
-                .bind(s.values().map(|r| r.seq).collect::<Vec<_>>())
-                .bind(s.values().map(|r| r.md_seq).collect::<Vec<_>>())
-                .bind(s.values().map(|r| r.status.as_str()).collect::<Vec<_>>())
-                .bind(s.values().map(|r| r.last_trade.map(|t| t.0)).collect::<Vec<_>>())
-                .bind(s.values().map(|r| r.last_trade.map(|t| t.1)).collect::<Vec<_>>())
-                .bind(s.values().map(|r| r.last_trade.map(|t| t.2)).collect::<Vec<_>>())
-                .execute(&mut *c).await?.rows_affected(),
-            sqlite => {
-                let doc = Value::from(s.iter().map(|(sym, r)| json!([
-                    sym, r.seq, r.md_seq, r.status, r.last_trade.map(|t| t.0), r.last_trade.map(|t| t.1), r.last_trade.map(|t| t.2),
-                ])).collect::<Vec<_>>()).to_string();
-                sqlx::query(&format!(
-                    "UPDATE symbols SET {SET} FROM (SELECT value->>0 AS symbol, value->>1 AS seq, value->>2 AS md_seq, \
-                     value->>3 AS status, value->>4 AS last_price, value->>5 AS last_qty, value->>6 AS last_trade_seq \
-                     FROM json_each($1)) AS d WHERE symbols.symbol = d.symbol"
-                ))
-                .bind(doc).execute(&mut *c).await?.rows_affected()
-            }
-        );
-        expect_rows(done, s.len(), "symbols")
-    }
-
     /// Commits.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         self.statements += 1;
@@ -911,3 +624,6 @@ pub fn to_i64(cash: Cash) -> Result<i64, MatchError> {
     i64::try_from(cash.raw())
         .map_err(|_| MatchError::Corrupt(format!("amount {cash} does not fit in 64 bits")))
 }
+
+mod write;
+mod write_pg;

@@ -1,0 +1,314 @@
+//! A batch's writes on PostgreSQL as ONE statement: every table's rows in a data-modifying CTE.
+//!
+//! The matcher is one pipeline: a batch's latency is its throughput limit, and on a loaded
+//! machine each round trip costs a scheduling of the server process, not just the network. So
+//! the seven multi-row statements of a batch (new orders, changed orders, trades, accounts,
+//! positions, audit records, symbols) go out as one: `WITH o AS (INSERT …), c AS (UPDATE …
+//! RETURNING 1), … SELECT (SELECT count(*) FROM c), …`. PostgreSQL runs every data-modifying CTE
+//! exactly once and to completion, all on the same snapshot; that is safe here because no two of
+//! them touch the same row (`order_changes` only names orders that existed before the batch, new
+//! orders are inserted with their final state). Foreign keys (trades → orders) are checked at the
+//! end of the statement, when the sibling inserts are done. The `UPDATE`s report how many rows
+//! they touched, so a row that was not as expected still fails the batch as stale.
+//!
+//! Rows go in as arrays (`UNNEST`), one parameter per column, whatever the batch's size.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgArguments;
+use sqlx::{Arguments, PgConnection, Postgres, Row};
+
+use super::write::expect_rows;
+use super::{BatchWrites, MatchError, to_i64};
+
+/// True when the batch changes nothing (no statement is sent).
+pub(super) fn is_empty(w: &BatchWrites) -> bool {
+    w.new_orders.is_empty()
+        && w.order_changes.is_empty()
+        && w.trades.is_empty()
+        && w.accounts.is_empty()
+        && w.positions.is_empty()
+        && w.audits.is_empty()
+        && w.symbols.is_empty()
+}
+
+/// The statement being built: its CTEs, the `UPDATE`s whose row counts are checked, and the
+/// parameters, numbered as they are bound.
+#[derive(Default)]
+struct Statement {
+    ctes: Vec<String>,
+    checks: Vec<(&'static str, usize, &'static str)>,
+    args: PgArguments,
+    n: usize,
+}
+
+impl Statement {
+    /// Binds one parameter and returns its placeholder (`$n`).
+    fn bind<'q, T>(&mut self, value: T) -> Result<String, MatchError>
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        self.args
+            .add(value)
+            .map_err(|e| MatchError::Db(sqlx::Error::Encode(e)))?;
+        self.n += 1;
+        Ok(format!("${}", self.n))
+    }
+
+    /// Adds `name AS (sql)`.
+    fn cte(&mut self, name: &str, sql: String) {
+        self.ctes.push(format!("{name} AS ({sql})"));
+    }
+
+    /// Adds an `UPDATE` CTE whose touched rows must number `wanted` (`what` names them in the
+    /// stale-state error).
+    fn checked(&mut self, name: &'static str, sql: String, wanted: usize, what: &'static str) {
+        self.cte(name, format!("{sql} RETURNING 1"));
+        self.checks.push((name, wanted, what));
+    }
+}
+
+/// Sends the batch's writes as one statement.
+pub(super) async fn write(
+    c: &mut PgConnection,
+    w: &BatchWrites,
+    now: DateTime<Utc>,
+) -> Result<(), MatchError> {
+    let mut s = Statement::default();
+    let now = s.bind(now)?;
+    orders(&mut s, w, &now)?;
+    trades(&mut s, w, &now)?;
+    accounts(&mut s, w)?;
+    positions(&mut s, w)?;
+    audits(&mut s, w, &now)?;
+    symbols(&mut s, w)?;
+    let select = if s.checks.is_empty() {
+        "SELECT 1".to_string()
+    } else {
+        let counts: Vec<String> = s
+            .checks
+            .iter()
+            .map(|(name, _, _)| format!("(SELECT count(*) FROM {name})"))
+            .collect();
+        format!("SELECT {}", counts.join(", "))
+    };
+    let sql = format!("WITH {} {select}", s.ctes.join(", "));
+    let row = sqlx::query_with(&sql, s.args).fetch_one(&mut *c).await?;
+    for (i, (_, wanted, what)) in s.checks.iter().enumerate() {
+        let done: i64 = row.try_get(i)?;
+        expect_rows(u64::try_from(done).unwrap_or(0), *wanted, what)?;
+    }
+    Ok(())
+}
+
+fn orders(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchError> {
+    let o = &w.new_orders;
+    if !o.is_empty() {
+        const COLS: &str = "id, account_id, client_order_id, symbol, side, order_type, tif, price, qty, \
+                            filled, remaining, status, cancel_reason, priority, created_at, updated_at";
+        let cols = [
+            s.bind(o.iter().map(|r| r.id).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.account_id).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(
+                o.iter()
+                    .map(|r| r.client_order_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )? + "::text[]",
+            s.bind(o.iter().map(|r| r.symbol.as_str()).collect::<Vec<_>>())? + "::text[]",
+            s.bind(o.iter().map(|r| r.side).collect::<Vec<_>>())? + "::text[]",
+            s.bind(o.iter().map(|r| r.order_type).collect::<Vec<_>>())? + "::text[]",
+            s.bind(o.iter().map(|r| r.tif).collect::<Vec<_>>())? + "::text[]",
+            s.bind(o.iter().map(|r| r.price).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.qty).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.filled).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.remaining).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.status).collect::<Vec<_>>())? + "::text[]",
+            s.bind(o.iter().map(|r| r.cancel_reason).collect::<Vec<_>>())? + "::text[]",
+            s.bind(o.iter().map(|r| r.priority).collect::<Vec<_>>())? + "::bigint[]",
+        ];
+        s.cte(
+            "new_orders",
+            format!(
+                "INSERT INTO orders ({COLS}) SELECT t.*, {now}, {now} FROM UNNEST({}) AS t",
+                cols.join(", ")
+            ),
+        );
+    }
+    let o = &w.order_changes;
+    if !o.is_empty() {
+        let cols = [
+            s.bind(o.iter().map(|r| r.id).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.filled).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.remaining).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(o.iter().map(|r| r.status).collect::<Vec<_>>())? + "::text[]",
+            s.bind(o.iter().map(|r| r.cancel_reason).collect::<Vec<_>>())? + "::text[]",
+        ];
+        s.checked(
+            "changed_orders",
+            format!(
+                "UPDATE orders SET filled = orders.filled + d.filled, remaining = d.remaining, \
+                 status = d.status, cancel_reason = COALESCE(d.cancel_reason, orders.cancel_reason), \
+                 updated_at = {now} FROM UNNEST({}) AS d(id, filled, remaining, status, cancel_reason) \
+                 WHERE orders.id = d.id AND orders.status IN ('new', 'partially_filled')",
+                cols.join(", ")
+            ),
+            o.len(),
+            "resting orders",
+        );
+    }
+    Ok(())
+}
+
+fn trades(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchError> {
+    let t = &w.trades;
+    if t.is_empty() {
+        return Ok(());
+    }
+    const COLS: &str = "symbol, seq, price, qty, taker_side, taker_order_id, maker_order_id, \
+                        taker_account_id, maker_account_id, created_at";
+    let cols = [
+        s.bind(t.iter().map(|r| r.symbol.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(t.iter().map(|r| r.seq).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(t.iter().map(|r| r.price).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(t.iter().map(|r| r.qty).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(t.iter().map(|r| r.taker_side).collect::<Vec<_>>())? + "::text[]",
+        s.bind(t.iter().map(|r| r.taker_order_id).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(t.iter().map(|r| r.maker_order_id).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(t.iter().map(|r| r.taker_account_id).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(t.iter().map(|r| r.maker_account_id).collect::<Vec<_>>())? + "::bigint[]",
+    ];
+    s.cte(
+        "new_trades",
+        format!(
+            "INSERT INTO trades ({COLS}) SELECT t.*, {now} FROM UNNEST({}) AS t",
+            cols.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+fn accounts(s: &mut Statement, w: &BatchWrites) -> Result<(), MatchError> {
+    let a = &w.accounts;
+    if a.is_empty() {
+        return Ok(());
+    }
+    let cols = [
+        s.bind(a.keys().copied().collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(a.values().map(|d| d.cash).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(a.values().map(|d| d.cash_reserved).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(a.values().map(|d| d.open_orders).collect::<Vec<_>>())? + "::bigint[]",
+    ];
+    s.checked(
+        "changed_accounts",
+        format!(
+            "UPDATE accounts SET cash = accounts.cash + d.cash, \
+             cash_reserved = accounts.cash_reserved + d.cash_reserved, \
+             open_orders = accounts.open_orders + d.open_orders \
+             FROM UNNEST({}) AS d(id, cash, cash_reserved, open_orders) WHERE accounts.id = d.id",
+            cols.join(", ")
+        ),
+        a.len(),
+        "accounts",
+    );
+    Ok(())
+}
+
+fn positions(s: &mut Statement, w: &BatchWrites) -> Result<(), MatchError> {
+    let p = &w.positions;
+    if p.is_empty() {
+        return Ok(());
+    }
+    let mut cost = Vec::with_capacity(p.len());
+    let mut pnl = Vec::with_capacity(p.len());
+    for pos in p.values() {
+        cost.push(to_i64(pos.cost_basis)?);
+        pnl.push(to_i64(pos.realized_pnl)?);
+    }
+    let cols = [
+        s.bind(p.keys().map(|k| k.0).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(p.keys().map(|k| k.1.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(p.values().map(|v| v.qty.raw()).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(p.values().map(|v| v.reserved.raw()).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(cost)? + "::bigint[]",
+        s.bind(pnl)? + "::bigint[]",
+    ];
+    s.cte(
+        "new_positions",
+        format!(
+            "INSERT INTO positions (account_id, symbol, qty, reserved, cost_basis, realized_pnl) \
+             SELECT * FROM UNNEST({}) ON CONFLICT (account_id, symbol) DO UPDATE SET \
+             qty = excluded.qty, reserved = excluded.reserved, cost_basis = excluded.cost_basis, \
+             realized_pnl = excluded.realized_pnl",
+            cols.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+fn audits(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchError> {
+    let a = &w.audits;
+    if a.is_empty() {
+        return Ok(());
+    }
+    let details: Vec<String> = a.iter().map(|e| e.details.to_string()).collect();
+    let cols = [
+        s.bind(a.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(a.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(a.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(
+            a.iter()
+                .map(|e| e.request_id.as_deref())
+                .collect::<Vec<_>>(),
+        )? + "::text[]",
+        s.bind(details)? + "::text[]",
+    ];
+    s.cte(
+        "new_audits",
+        format!(
+            "INSERT INTO audit_events (occurred_at, actor, action, subject, request_id, details) \
+             SELECT {now}, t.* FROM UNNEST({}) AS t",
+            cols.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+fn symbols(s: &mut Statement, w: &BatchWrites) -> Result<(), MatchError> {
+    let m = &w.symbols;
+    if m.is_empty() {
+        return Ok(());
+    }
+    let cols = [
+        s.bind(m.keys().map(String::as_str).collect::<Vec<_>>())? + "::text[]",
+        s.bind(m.values().map(|r| r.seq).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(m.values().map(|r| r.md_seq).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(m.values().map(|r| r.status.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(
+            m.values()
+                .map(|r| r.last_trade.map(|t| t.0))
+                .collect::<Vec<_>>(),
+        )? + "::bigint[]",
+        s.bind(
+            m.values()
+                .map(|r| r.last_trade.map(|t| t.1))
+                .collect::<Vec<_>>(),
+        )? + "::bigint[]",
+        s.bind(
+            m.values()
+                .map(|r| r.last_trade.map(|t| t.2))
+                .collect::<Vec<_>>(),
+        )? + "::bigint[]",
+    ];
+    s.checked(
+        "changed_symbols",
+        format!(
+            "UPDATE symbols SET seq = d.seq, md_seq = d.md_seq, status = d.status, \
+             last_price = d.last_price, last_qty = d.last_qty, last_trade_seq = d.last_trade_seq \
+             FROM UNNEST({}) AS d(symbol, seq, md_seq, status, last_price, last_qty, last_trade_seq) \
+             WHERE symbols.symbol = d.symbol",
+            cols.join(", ")
+        ),
+        m.len(),
+        "symbols",
+    );
+    Ok(())
+}
