@@ -111,6 +111,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(backup_duration.clone()))?;
         crate::store::telemetry::register(&registry)?;
+        crate::audit::runtime::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,

@@ -674,32 +674,37 @@ impl MatchTx {
         if a.is_empty() {
             return Ok(());
         }
-        const COLS: &str = "occurred_at, actor, action, subject, request_id, details";
-        let details: Vec<String> = a.iter().map(|e| e.details.to_string()).collect();
+        const COLS: &str =
+            "occurred_at, actor, action, subject, request_id, details, risk_score, tags, client_ip";
+        let cols: Vec<_> = a.iter().map(NewAuditEvent::columns).collect();
         on_tx!(self, BatchWrite, c,
             pg => {
                 sqlx::query(&format!(
                     "INSERT INTO audit_events ({COLS}) SELECT $6, t.* FROM UNNEST($1::text[], $2::text[], $3::text[], \
-                     $4::text[], $5::text[]) AS t"
+                     $4::text[], $5::text[], $7::smallint[], $8::text[], $9::text[]) AS t"
                 ))
-                .bind(a.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-                .bind(a.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
-                .bind(a.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())
-                .bind(a.iter().map(|e| e.request_id.as_deref()).collect::<Vec<_>>())
-                .bind(&details)
+                .bind(cols.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+                .bind(cols.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())
+                .bind(cols.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())
+                .bind(cols.iter().map(|e| e.request_id.as_deref()).collect::<Vec<_>>())
+                .bind(cols.iter().map(|e| e.details.as_str()).collect::<Vec<_>>())
                 .bind(now)
+                .bind(cols.iter().map(|e| e.risk_score).collect::<Vec<_>>())
+                .bind(cols.iter().map(|e| e.tags.as_str()).collect::<Vec<_>>())
+                .bind(cols.iter().map(|e| e.client_ip.as_deref()).collect::<Vec<_>>())
                 .execute(&mut *c).await?;
             },
             sqlite => {
-                let doc = Value::from(a.iter().zip(&details).map(|(e, d)| json!([e.actor, e.action, e.subject, e.request_id, d]))
-                    .collect::<Vec<_>>()).to_string();
+                let doc = Value::from(cols.iter().map(|e| json!([e.actor, e.action, e.subject, e.request_id, e.details,
+                    e.risk_score, e.tags, e.client_ip])).collect::<Vec<_>>()).to_string();
                 sqlx::query(&format!(
-                    "INSERT INTO audit_events ({COLS}) SELECT $2, value->>0, value->>1, value->>2, value->>3, value->>4 \
-                     FROM json_each($1)"
+                    "INSERT INTO audit_events ({COLS}) SELECT $2, value->>0, value->>1, value->>2, value->>3, value->>4, \
+                     value->>5, value->>6, value->>7 FROM json_each($1)"
                 ))
                 .bind(doc).bind(now).execute(&mut *c).await?;
             }
         );
+        cols.iter().for_each(|c| c.written());
         Ok(())
     }
 
