@@ -33,10 +33,6 @@ pub const MAX_SCORE: u8 = 100;
 pub const UNKNOWN_BASE: u8 = 30;
 /// Added per failed login before this one (`failed_logins` − 1) to a failed login or MFA code.
 pub const FAILED_LOGIN_STEP: u8 = 15;
-/// Added per recent failed login to a successful login (a guessed password looks like this).
-pub const FAILURES_BEFORE_STEP: u8 = 10;
-/// The most [`Modifier::FailuresBefore`] adds.
-pub const FAILURES_BEFORE_CAP: u8 = 40;
 /// Added to a login from an address this user never logged in from (but who logged in before).
 pub const NEW_IP_BUMP: u8 = 40;
 /// Added to an order, approval or deposit whose value reaches `AUDIT_LARGE_ORDER_NOTIONAL`.
@@ -113,8 +109,6 @@ pub enum Modifier {
     /// `+15` per failed login of the username before this one in the lockout window (the
     /// `failed_logins` detail counts this one too).
     FailedLoginsInARow,
-    /// `+10` per failed login in the lockout window before this successful one, at most `+40`.
-    FailuresBefore,
     /// `+40` when the login comes from an address the user has not logged in from before.
     NewIp,
     /// `+50` when the value reaches `AUDIT_LARGE_ORDER_NOTIONAL`.
@@ -126,7 +120,6 @@ impl Modifier {
     pub fn as_str(self) -> &'static str {
         match self {
             Modifier::FailedLoginsInARow => "failed_logins",
-            Modifier::FailuresBefore => "failures_before",
             Modifier::NewIp => "new_ip",
             Modifier::Large => "large",
         }
@@ -146,7 +139,7 @@ pub struct KindRule {
     pub tags: &'static [Tag],
 }
 
-use Modifier::{FailedLoginsInARow, FailuresBefore, Large, NewIp};
+use Modifier::{FailedLoginsInARow, Large, NewIp};
 use Tag::{Admin, Auth, Financial, Gdpr, Pci, Pii, Sox};
 
 const fn rule(
@@ -167,7 +160,7 @@ const fn rule(
 /// tagged (docs/security.md shows it; a test checks they agree).
 pub const KINDS: &[KindRule] = &[
     rule("user.registered", 5, &[], &[Auth, Pii, Gdpr]),
-    rule("login", 5, &[FailuresBefore, NewIp], &[Auth, Pii, Gdpr]),
+    rule("login", 5, &[NewIp], &[Auth, Pii, Gdpr]),
     rule(
         "login.failed",
         15,
@@ -278,8 +271,6 @@ pub fn score(kind: &str, context: &RiskContext) -> u8 {
             FailedLoginsInARow => {
                 u32::from(FAILED_LOGIN_STEP) * context.failed_logins.saturating_sub(1).min(10)
             }
-            FailuresBefore => (u32::from(FAILURES_BEFORE_STEP) * context.failed_logins.min(10))
-                .min(u32::from(FAILURES_BEFORE_CAP)),
             NewIp if context.new_ip => u32::from(NEW_IP_BUMP),
             Large if context.large => u32::from(LARGE_BUMP),
             NewIp | Large => 0,
@@ -298,11 +289,15 @@ pub fn tags_column(tags: &[Tag]) -> String {
     out
 }
 
-/// The tags of a stored column, in vocabulary order; unknown words are dropped.
+/// The tags of a stored column, in the stored order (the table's); unknown words and repeats
+/// are dropped.
 pub fn parse_tags_column(column: &str) -> Vec<Tag> {
-    let mut tags: Vec<Tag> = column.split(',').filter_map(|w| w.parse().ok()).collect();
-    tags.sort();
-    tags.dedup();
+    let mut tags: Vec<Tag> = Vec::new();
+    for tag in column.split(',').filter_map(|w| w.parse::<Tag>().ok()) {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
     tags
 }
 

@@ -199,25 +199,15 @@ async fn issue_pair(
     })
 }
 
-/// The details of a successful login's audit record: `extra`, plus the failed logins of the
-/// username in the lockout window before it (`failed_logins`, when any) and, when the client
-/// address is known, `ip` and whether it is new for this user (`new_ip`: the user logged in
-/// before, never from it). These feed its risk score (docs/security.md).
+/// The details of a successful login's audit record: `extra`, plus, when the client address is
+/// known, `ip` and whether it is new for this user (`new_ip`: the user logged in before, never
+/// from it), which feeds its risk score (docs/security.md).
 pub(crate) async fn login_details(
     state: &AppState,
     user: &UserRecord,
     ip: Option<std::net::IpAddr>,
     mut extra: serde_json::Value,
 ) -> Result<serde_json::Value, ApiError> {
-    let lock = state
-        .resilience
-        .limiter
-        .peek(LimitKind::FailedLogin, &input::username_key(&user.username))
-        .await;
-    let failures = lock.quota.burst.saturating_sub(lock.remaining);
-    if failures > 0 {
-        extra["failed_logins"] = failures.into();
-    }
     if let Some(ip) = ip {
         let ip = ip.to_string();
         let (seen, any) = state
