@@ -96,7 +96,7 @@ impl AuditColumns {
 
 /// A recorded audit event.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-#[schema(example = json!({"id": 7, "occurred_at": "2026-01-02T15:04:05.123456Z", "actor": "user:1", "action": "account.deposit", "subject": "account:2", "request_id": "3f8a0c1e-8d2b-4c4e-9a57-2f1d9c0b7e21", "details": {"amount_raw": 1000000000000_i64, "cash_raw": 1000000000000_i64}}))]
+#[schema(example = json!({"id": 7, "occurred_at": "2026-01-02T15:04:05.123456Z", "actor": "user:1", "action": "account.deposit", "subject": "account:2", "request_id": "3f8a0c1e-8d2b-4c4e-9a57-2f1d9c0b7e21", "details": {"amount_raw": 1000000000000_i64, "cash_raw": 1000000000000_i64}, "risk_score": 80, "tags": ["financial", "admin", "sox"], "client_ip": null}))]
 pub struct AuditEvent {
     /// Monotonic id; also the pagination cursor.
     pub id: i64,
