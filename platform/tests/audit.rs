@@ -124,13 +124,6 @@ async fn page(state: &AppState, admin: &str, query: &str) -> (Vec<Value>, Option
     (events, next)
 }
 
-fn actions(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .map(|e| e["action"].as_str().expect("action"))
-        .collect()
-}
-
 fn tags(e: &Value) -> Vec<&str> {
     e["tags"]
         .as_array()
