@@ -336,6 +336,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_tags_are_the_vocabulary() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi.json")).expect("openapi.json");
+        let params = doc["paths"]["/admin/audit"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let tag = params.iter().find(|p| p["name"] == "tag").expect("tag");
+        let documented: Vec<&str> = tag["schema"]["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let vocabulary: Vec<&str> = Tag::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(documented, vocabulary);
+    }
+
+    #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
         assert_eq!(parse_cursor(&cursor_of(42)), Some(42));
         for bad in ["", "!!", "LTE", "YWJj", &URL_SAFE_NO_PAD.encode("0")] {
