@@ -31,6 +31,7 @@ state_on_both_backends!(
     activity_is_scored_and_tagged_when_recorded,
     every_filter_and_cursor_paging,
     ndjson_export_streams_every_match,
+    the_trail_stays_append_only_and_bounded,
     bad_filters_are_400_and_non_admins_403,
 );
 
@@ -166,11 +167,13 @@ async fn activity_is_scored_and_tagged_when_recorded(state: AppState) {
     );
 
     // The first login with an address is not "new" (nothing to compare with); another address is.
-    let (bob, _) = register(&state, "bob").await;
+    let (bob, bob_account) = register(&state, "bob").await;
     let bob_actor = format!("user:{bob}");
+    let mut bob_token = String::new();
     for ip in ["192.0.2.1", "192.0.2.1", "2001:db8::7"] {
         let (status, body) = login_from(&state, "bob", "password-123", ip).await;
         assert_eq!(status, StatusCode::OK, "{body}");
+        bob_token = body["access_token"].as_str().expect("token").to_owned();
     }
     let (logins, _) = page(&state, &admin, &format!("kind=login&actor={bob_actor}")).await;
     let seen: Vec<(i64, bool, &str)> = logins
@@ -267,6 +270,39 @@ async fn activity_is_scored_and_tagged_when_recorded(state: AppState) {
         .collect();
     assert_eq!(scores, vec![20, 70]);
     assert_eq!(tags(&orders[0]), vec!["financial", "sox"]);
+    // A market order states no price: the value it traded (10 at 151 from Bob) makes it large.
+    let (status, body) = send(
+        &state,
+        "POST",
+        &format!("/api/v1/admin/accounts/{bob_account}/deposits"),
+        Some(&admin),
+        Some(json!({"amount": "10", "symbol": "AAPL"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let orders = [
+        (
+            &bob_token,
+            json!({"symbol": "AAPL", "side": "sell", "type": "limit", "price": "151", "qty": "10"}),
+        ),
+        (
+            &alice_token,
+            json!({"symbol": "AAPL", "side": "buy", "type": "market", "qty": "10"}),
+        ),
+    ];
+    for (token, order) in orders {
+        let (status, body) = send(&state, "POST", "/api/v1/orders", Some(token), Some(order)).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (orders, _) = page(&state, &admin, "kind=order.placed&limit=2").await;
+    assert_eq!(
+        (
+            orders[0]["details"]["notional"].as_str(),
+            orders[0]["risk_score"].as_i64()
+        ),
+        (Some("1510"), Some(70))
+    );
+    assert_eq!(orders[1]["risk_score"], 70, "Bob's resting sell of 1510");
     // Registrations are tagged as personal data.
     let (registered, _) = page(&state, &admin, "kind=user.registered").await;
     assert!(
@@ -566,4 +602,63 @@ async fn bad_filters_are_400_and_non_admins_403(state: AppState) {
         (status, body["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_page_size"))
     );
+}
+
+/// Runs `sql` on whichever backend the state uses; whether it succeeded.
+async fn execute(state: &AppState, sql: &str) -> bool {
+    use tradeplane_platform::store::Store;
+    match &state.store {
+        Store::Postgres(p) => sqlx::query(sql).execute(p).await.is_ok(),
+        Store::Sqlite(p) => sqlx::query(sql).execute(p).await.is_ok(),
+    }
+}
+
+async fn the_trail_stays_append_only_and_bounded(state: AppState) {
+    append(&state, "user:1", "market.halted", json!({})).await;
+    // The append-only trigger covers the new columns: no score or tag is rewritten afterwards.
+    assert!(!execute(&state, "UPDATE audit_events SET risk_score = 0").await);
+    assert!(!execute(&state, "UPDATE audit_events SET tags = ','").await);
+    assert!(!execute(&state, "DELETE FROM audit_events").await);
+    let insert = |score: &str, tags: &str, ip: &str| {
+        format!(
+            "INSERT INTO audit_events (occurred_at, actor, action, details, risk_score, tags, client_ip) \
+             VALUES ('2026-01-01T00:00:00Z', 'x', 'x', '{{}}', {score}, '{tags}', '{ip}')"
+        )
+    };
+    assert!(
+        execute(&state, &insert("100", ",auth,", "10.0.0.1")).await,
+        "in bounds"
+    );
+    assert!(
+        !execute(&state, &insert("101", ",auth,", "10.0.0.1")).await,
+        "score above 100"
+    );
+    assert!(
+        !execute(&state, &insert("-1", ",auth,", "10.0.0.1")).await,
+        "negative score"
+    );
+    assert!(
+        !execute(&state, &insert("5", &",a".repeat(33), "10.0.0.1")).await,
+        "tags over 64"
+    );
+    assert!(
+        !execute(&state, &insert("5", ",auth,", &"1".repeat(46))).await,
+        "address over 45"
+    );
+    // Rows without a score (recorded before 0060) read as unscored and untagged.
+    assert!(
+        execute(
+            &state,
+            "INSERT INTO audit_events (occurred_at, actor, action, details) VALUES ('2026-01-01T00:00:00Z', 'old', 'login', '{}')"
+        )
+        .await
+    );
+    let admin = admin_token(&state).await;
+    let (old, _) = page(&state, &admin, "actor=old").await;
+    assert_eq!(
+        (old[0]["risk_score"].clone(), old[0]["tags"].clone()),
+        (Value::Null, json!([]))
+    );
+    let (scored, _) = page(&state, &admin, "actor=old&min_risk=0").await;
+    assert!(scored.is_empty(), "min_risk never returns unscored rows");
 }
