@@ -117,6 +117,7 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         crate::store::telemetry::register(&registry)?;
+        crate::audit::runtime::register(&registry)?;
         Ok(Metrics {
             registry,
             http_requests,

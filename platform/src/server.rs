@@ -29,6 +29,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     })
     .context("DATABASE_URL: cannot be used")?;
     crate::store::telemetry::set_slow_threshold(config.observability.db_slow_statement);
+    crate::audit::runtime::set_large_order_notional(tradeplane_engine::num::Cash::from_raw(
+        i128::from(config.observability.audit_large_order_notional)
+            * i128::from(tradeplane_engine::num::SCALE),
+    ));
     let cache = match &config.redis_url {
         Some(url) => Cache::connect(url, &config.redis_key_prefix)
             .await

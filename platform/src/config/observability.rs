@@ -19,6 +19,10 @@ pub struct ObservabilityConfig {
     pub db_statement_timeout: Option<Duration>,
     /// The objectives.
     pub slo: SloConfig,
+    /// `AUDIT_LARGE_ORDER_NOTIONAL` (whole cash units, default 1000000): orders, approvals and
+    /// deposits worth this much score as large in the audit trail (docs/security.md), which
+    /// makes them high risk.
+    pub audit_large_order_notional: u64,
 }
 
 /// Service-level objectives (see `GET /api/v1/admin/slo` and the chart's recording rules).
@@ -69,6 +73,13 @@ impl ObservabilityConfig {
         )?;
         let defaults = SloConfig::default();
         Ok(ObservabilityConfig {
+            audit_large_order_notional: number(
+                get("AUDIT_LARGE_ORDER_NOTIONAL"),
+                "AUDIT_LARGE_ORDER_NOTIONAL",
+                crate::audit::runtime::DEFAULT_LARGE_ORDER_NOTIONAL as u64,
+                1,
+                92_233_720_368,
+            )?,
             db_slow_statement: Duration::from_millis(number(
                 get("DATABASE_SLOW_STATEMENT_MS"),
                 "DATABASE_SLOW_STATEMENT_MS",
@@ -117,7 +128,9 @@ mod tests {
         assert_eq!(d.db_slow_statement, Duration::from_millis(200));
         assert_eq!(d.db_statement_timeout, Some(Duration::from_secs(30)));
         assert_eq!(d.slo, SloConfig::default());
+        assert_eq!(d.audit_large_order_notional, 1_000_000);
         let c = read(&[
+            ("AUDIT_LARGE_ORDER_NOTIONAL", "250000"),
             ("DATABASE_STATEMENT_TIMEOUT_SECONDS", "0"),
             ("DATABASE_SLOW_STATEMENT_MS", "50"),
             ("SLO_AVAILABILITY_TARGET", "99.95"),
@@ -130,11 +143,14 @@ mod tests {
         assert_eq!(c.slo.availability_target, 99.95);
         assert_eq!(c.slo.latency_threshold, Duration::from_millis(300));
         assert_eq!(c.slo.latency_target, 95.0);
+        assert_eq!(c.audit_large_order_notional, 250_000);
     }
 
     #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
+            ("AUDIT_LARGE_ORDER_NOTIONAL", "0"),
+            ("AUDIT_LARGE_ORDER_NOTIONAL", "1.5"),
             ("SLO_AVAILABILITY_TARGET", "100"),
             ("SLO_AVAILABILITY_TARGET", "abc"),
             ("SLO_LATENCY_TARGET", "0"),

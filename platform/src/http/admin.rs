@@ -1,15 +1,16 @@
-//! `/api/v1/admin/*`: deposits and the audit trail. Every route needs the admin role.
+//! `/api/v1/admin/*`: deposits (the audit trail is [`super::audit`]). Every route needs the admin
+//! role.
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tradeplane_engine::num::{Cash, Price, Qty};
 
-use super::extract::{AdminUser, ApiJson, ApiPath, ApiQuery, IdPath, RequestId};
+use super::extract::{AdminUser, ApiJson, ApiPath, IdPath, RequestId};
 use crate::error::ApiError;
 use crate::input::{self, Validate};
 use crate::state::AppState;
-use crate::store::{AuditEvent, DepositError};
+use crate::store::DepositError;
 
 /// Body of a deposit: cash, or units of an instrument when `symbol` is given.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -154,49 +155,4 @@ pub async fn deposit(
         symbol: None,
         position: None,
     }))
-}
-
-/// Query of the audit listing.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Page size, 1 to 500 (default 100; else 422 `invalid_page_size`).
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 500, default = 100, nullable = false)]
-    pub limit: Option<u32>,
-    /// Only events older than this id (the last id of the previous page).
-    #[serde(default)]
-    #[param(nullable = false)]
-    pub before: Option<i64>,
-}
-
-impl Validate for AuditQuery {
-    fn validate(&self) -> Result<(), ApiError> {
-        Ok(()) // integers only
-    }
-}
-
-/// `GET /api/v1/admin/audit`: the audit trail, newest first.
-#[utoipa::path(
-    get,
-    path = "/admin/audit",
-    tag = "admin",
-    operation_id = "listAudit",
-    summary = "The audit trail, newest first",
-    description = "Admin only. Page with `before` = the last id of the previous page. Every text in an event is bounded (256 characters per field, 128 for the request id, 4 KiB of details).",
-    params(AuditQuery),
-    security(("bearerAuth" = [])),
-    responses(
-        (status = 200, description = "Audit events.", body = Vec<AuditEvent>),
-        (status = 422, description = "`invalid_page_size`.", body = crate::error::ErrorBody),
-    )
-)]
-pub async fn audit(
-    State(state): State<AppState>,
-    AdminUser(_): AdminUser,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Vec<AuditEvent>>, ApiError> {
-    let limit = super::orders::page_size("limit", q.limit)?;
-    Ok(Json(state.store.list_audit(limit, q.before).await?))
 }

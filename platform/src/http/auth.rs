@@ -199,6 +199,27 @@ async fn issue_pair(
     })
 }
 
+/// The details of a successful login's audit record: `extra`, plus, when the client address is
+/// known, `ip` and whether it is new for this user (`new_ip`: the user logged in before, never
+/// from it), which feeds its risk score (docs/security.md).
+pub(crate) async fn login_details(
+    state: &AppState,
+    user: &UserRecord,
+    ip: Option<std::net::IpAddr>,
+    mut extra: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    if let Some(ip) = ip {
+        let ip = ip.to_string();
+        let (seen, any) = state
+            .store
+            .login_ip_seen(&format!("user:{}", user.id), &ip)
+            .await?;
+        extra["new_ip"] = (any && !seen).into();
+        extra["ip"] = ip.into();
+    }
+    Ok(extra)
+}
+
 /// The token pair of a new session (a login) for `user`.
 pub(super) async fn new_session(
     state: &AppState,
@@ -238,6 +259,7 @@ pub(super) async fn new_session(
 pub async fn login(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
+    super::extract::ClientIp(ip): super::extract::ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let limiter = &state.resilience.limiter;
@@ -259,6 +281,12 @@ pub async fn login(
         .await?;
     let Some(user) = user.filter(|_| ok) else {
         let failures = limiter.check(LimitKind::FailedLogin, &user_key).await;
+        let mut details = serde_json::json!({
+            "failed_logins": failures.quota.burst.saturating_sub(failures.remaining),
+        });
+        if let Some(ip) = ip {
+            details["ip"] = ip.to_string().into();
+        }
         if failures.allowed && failures.remaining == 0 {
             tracing::warn!(username = %input::bounded(&body.username, 64), "failed-login cap reached; logins locked");
             state
@@ -271,6 +299,8 @@ pub async fn login(
                     details: serde_json::json!({
                         "failed_logins_per_hour": failures.quota.burst,
                         "locked_for_seconds": failures.quota.interval.as_secs(),
+                        "failed_logins": details["failed_logins"],
+                        "ip": details.get("ip"),
                     }),
                 })
                 .await?;
@@ -282,7 +312,7 @@ pub async fn login(
                 action: "login.failed".into(),
                 subject: Some(format!("username:{}", body.username)),
                 request_id,
-                details: serde_json::json!({}),
+                details,
             })
             .await?;
         return Err(ApiError::Unauthorized("wrong username or password".into()));
@@ -307,7 +337,7 @@ pub async fn login(
             action: "login".into(),
             subject: None,
             request_id,
-            details: serde_json::json!({}),
+            details: login_details(&state, &user, ip, serde_json::json!({})).await?,
         })
         .await?;
     Ok(Json(LoginResponse::Tokens(

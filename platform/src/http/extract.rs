@@ -178,6 +178,26 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
+/// The client's address as the rate limits see it ([`super::guard::client_ip`]), for the audit
+/// records of logins (a login from a new address scores higher).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(super::guard::client_ip_of(
+            &parts.headers,
+            &parts.extensions,
+            state.config.resilience.forwarded_for_hops,
+        )))
+    }
+}
+
 /// The request id of the current request (set by the request-id layer, which replaces a foreign
 /// id that is too long or has unsafe characters), for audit records.
 #[derive(Debug, Clone)]

@@ -250,9 +250,17 @@ fn circuit_open(breaker: &resilience::breaker::Breaker) -> Response {
 /// The client's address: the peer, or with `FORWARDED_FOR_HOPS` = N the N-th address from the
 /// right of `X-Forwarded-For` (the one the outermost trusted proxy saw).
 pub fn client_ip(req: &Request, hops: usize) -> Option<IpAddr> {
+    client_ip_of(req.headers(), req.extensions(), hops)
+}
+
+/// [`client_ip`] from a request's parts (for extractors).
+pub fn client_ip_of(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    hops: usize,
+) -> Option<IpAddr> {
     if hops > 0
-        && let Some(ip) = req
-            .headers()
+        && let Some(ip) = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -266,7 +274,7 @@ pub fn client_ip(req: &Request, hops: usize) -> Option<IpAddr> {
     {
         return Some(ip);
     }
-    req.extensions()
+    extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
 }

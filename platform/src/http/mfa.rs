@@ -151,10 +151,17 @@ pub async fn confirm(
 pub async fn verify(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
+    super::extract::ClientIp(ip): super::extract::ClientIp,
     ApiJson(body): ApiJson<MfaVerify>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let (user, _factor) =
-        service::verify(&state, &body.challenge, &body.code, request_id.as_deref()).await?;
+    let (user, _factor) = service::verify(
+        &state,
+        &body.challenge,
+        &body.code,
+        request_id.as_deref(),
+        ip,
+    )
+    .await?;
     Ok(Json(new_session(&state, &user).await?))
 }
 

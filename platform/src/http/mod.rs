@@ -1,6 +1,7 @@
 //! The HTTP surface: routes grouped by resource, and the middleware stack around them.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod candles;
 pub mod compression;
@@ -119,7 +120,7 @@ fn api() -> Router<AppState> {
         .route("/auth/mfa/disable", post(mfa::disable))
         .route("/me", get(auth::me))
         .route("/admin/accounts/{id}/deposits", post(admin::deposit))
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit", get(audit::audit))
         .route("/admin/slo", get(slo::report))
         .route("/admin/markets/{symbol}/halt", post(market::halt))
         .route("/admin/markets/{symbol}/resume", post(market::resume))

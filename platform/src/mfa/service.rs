@@ -282,6 +282,7 @@ pub async fn verify(
     challenge: &str,
     code: &str,
     request_id: Option<&str>,
+    ip: Option<std::net::IpAddr>,
 ) -> Result<(UserRecord, Factor), ApiError> {
     let keys = state.mfa.keys()?;
     let now = state.clock.now();
@@ -346,7 +347,13 @@ pub async fn verify(
             action: "login".into(),
             subject: None,
             request_id: request_id.map(str::to_owned),
-            details: serde_json::json!({ "mfa": factor_name(factor) }),
+            details: crate::http::auth::login_details(
+                state,
+                &user,
+                ip,
+                serde_json::json!({ "mfa": factor_name(factor) }),
+            )
+            .await?,
         })
         .await?;
     Ok((user, factor))
@@ -535,6 +542,7 @@ async fn failed(
                 "stage": stage,
                 "reason": reason,
                 "locked": !failures.allowed || failures.remaining == 0,
+                "failed_logins": failures.quota.burst.saturating_sub(failures.remaining),
             }),
         })
         .await;

@@ -276,6 +276,8 @@ pub fn cors(config: &ResilienceConfig) -> Option<CorsLayer> {
                 header::RETRY_AFTER,
                 HeaderName::from_static("ratelimit"),
                 HeaderName::from_static("ratelimit-policy"),
+                // The audit listing's next page (`GET /admin/audit`).
+                HeaderName::from_static(crate::http::audit::NEXT_CURSOR),
             ])
             .max_age(Duration::from_secs(600)),
     )

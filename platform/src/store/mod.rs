@@ -17,7 +17,7 @@ pub mod telemetry;
 mod users;
 pub mod views;
 
-pub use audit::{AuditEvent, NewAuditEvent};
+pub use audit::{AuditEvent, AuditFilter, NewAuditEvent};
 pub use users::{
     AccountRow, CreateUserError, DepositError, PositionRow, RotateOutcome, UserRecord,
 };

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use tradeplane_engine::engine::{Batch, OrderStatus, Outcome};
 use tradeplane_engine::events::{CancelReason, EventKind};
 use tradeplane_engine::instrument::TradingStatus;
-use tradeplane_engine::num::{Price, Qty};
+use tradeplane_engine::num::{Cash, Price, Qty, notional};
 use tradeplane_engine::order::{AccountId, NewOrder, OrderId, OrderType, TimeInForce};
 
 use super::market::MarketEvent;
@@ -88,6 +88,18 @@ pub(super) fn effective_tif(order: &PlaceOrder) -> TimeInForce {
         OrderType::Limit => TimeInForce::Gtc,
         OrderType::Market => TimeInForce::Ioc,
     })
+}
+
+/// The cash value of the trades in `outcome` (its order's fills), saturating.
+fn traded_value(outcome: &Outcome) -> Cash {
+    outcome
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Trade(t) => Some(notional(t.price, t.qty)),
+            _ => None,
+        })
+        .fold(Cash::ZERO, |sum, v| sum.checked_add(v).unwrap_or(sum))
 }
 
 fn id_u64(id: i64) -> u64 {
@@ -320,15 +332,20 @@ impl Plan {
             row.cancel_reason = reason;
             row.priority = priority;
         }
+        let mut details = serde_json::json!({
+            "symbol": order.symbol, "side": side, "type": kind, "price": order.price,
+            "qty": order.qty, "status": status_str(outcome.status), "filled": outcome.filled,
+        });
+        if order.price.is_none() {
+            // A market order states no price: its value for the audit score is what it traded.
+            details["notional"] = traded_value(&outcome).to_string().into();
+        }
         self.writes.audits.push(NewAuditEvent {
             actor: format!("account:{account}"),
             action: "order.placed".into(),
             subject: Some(format!("order:{id}")),
             request_id: request_id.map(str::to_owned),
-            details: serde_json::json!({
-                "symbol": order.symbol, "side": side, "type": kind, "price": order.price,
-                "qty": order.qty, "status": status_str(outcome.status), "filled": outcome.filled,
-            }),
+            details,
         });
         self.outcomes.push((metric_symbol, side, kind, "accepted"));
         Ok(Done::Order(Box::new(OrderView {

@@ -611,6 +611,9 @@ async function loadAudit() {
           h('td', {}, clock(a.occurred_at)),
           h('td', {}, a.actor),
           h('td', {}, a.action),
+          // Scored and tagged since migration 0060 (older events: no score, no tags).
+          h('td', {}, a.risk_score ?? ''),
+          h('td', {}, (a.tags || []).join(' ')),
           h('td', {}, a.subject || ''),
           h('td', { class: 'details' }, JSON.stringify(a.details)),
         ),

@@ -59,7 +59,7 @@ const OVERVIEW: &str = include_str!("overview.md");
         super::mfa::disable,
         super::auth::me,
         super::admin::deposit,
-        super::admin::audit,
+        super::audit::audit,
         super::slo::report,
         super::market::halt,
         super::market::resume,

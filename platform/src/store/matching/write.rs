@@ -265,22 +265,34 @@ impl MatchTx {
         if a.is_empty() {
             return Ok(());
         }
-        const COLS: &str = "occurred_at, actor, action, subject, request_id, details";
-        let details: Vec<String> = a.iter().map(|e| e.details.to_string()).collect();
+        const COLS: &str =
+            "occurred_at, actor, action, subject, request_id, details, risk_score, tags, client_ip";
+        let cols: Vec<_> = a.iter().map(NewAuditEvent::columns).collect();
         sqlite!(self, c, {
             let doc = Value::from(
-                a.iter()
-                    .zip(&details)
-                    .map(|(e, d)| json!([e.actor, e.action, e.subject, e.request_id, d]))
+                cols.iter()
+                    .map(|e| {
+                        json!([
+                            e.actor,
+                            e.action,
+                            e.subject,
+                            e.request_id,
+                            e.details,
+                            e.risk_score,
+                            e.tags,
+                            e.client_ip
+                        ])
+                    })
                     .collect::<Vec<_>>(),
             )
             .to_string();
             sqlx::query(&format!(
-                    "INSERT INTO audit_events ({COLS}) SELECT $2, value->>0, value->>1, value->>2, value->>3, value->>4 \
-                     FROM json_each($1)"
-                ))
-                .bind(doc).bind(now).execute(&mut *c).await?;
+                "INSERT INTO audit_events ({COLS}) SELECT $2, value->>0, value->>1, value->>2, value->>3, value->>4, \
+                 value->>5, value->>6, value->>7 FROM json_each($1)"
+            ))
+            .bind(doc).bind(now).execute(&mut *c).await?;
         });
+        cols.iter().for_each(|c| c.written());
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgConnection, Postgres, Row};
 
+use super::super::audit::{AuditColumns, NewAuditEvent};
 use super::write::expect_rows;
 use super::{BatchWrites, MatchError, to_i64};
 
@@ -39,6 +40,8 @@ struct Statement {
     checks: Vec<(&'static str, usize, &'static str)>,
     args: PgArguments,
     n: usize,
+    /// The audit records in the statement, counted as written once it succeeds.
+    written: Vec<AuditColumns>,
 }
 
 impl Statement {
@@ -97,6 +100,7 @@ pub(super) async fn write(
         let done: i64 = row.try_get(i)?;
         expect_rows(u64::try_from(done).unwrap_or(0), *wanted, what)?;
     }
+    s.written.iter().for_each(AuditColumns::written);
     Ok(())
 }
 
@@ -249,26 +253,39 @@ fn audits(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchErro
     if a.is_empty() {
         return Ok(());
     }
-    let details: Vec<String> = a.iter().map(|e| e.details.to_string()).collect();
+    // Bounded, scored and tagged as every audit record is (see `store::audit`).
+    let rows: Vec<_> = a.iter().map(NewAuditEvent::columns).collect();
     let cols = [
-        s.bind(a.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())? + "::text[]",
-        s.bind(a.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())? + "::text[]",
-        s.bind(a.iter().map(|e| e.subject.as_deref()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(rows.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(rows.iter().map(|e| e.action.as_str()).collect::<Vec<_>>())? + "::text[]",
         s.bind(
-            a.iter()
+            rows.iter()
+                .map(|e| e.subject.as_deref())
+                .collect::<Vec<_>>(),
+        )? + "::text[]",
+        s.bind(
+            rows.iter()
                 .map(|e| e.request_id.as_deref())
                 .collect::<Vec<_>>(),
         )? + "::text[]",
-        s.bind(details)? + "::text[]",
+        s.bind(rows.iter().map(|e| e.details.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(rows.iter().map(|e| e.risk_score).collect::<Vec<_>>())? + "::smallint[]",
+        s.bind(rows.iter().map(|e| e.tags.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(
+            rows.iter()
+                .map(|e| e.client_ip.as_deref())
+                .collect::<Vec<_>>(),
+        )? + "::text[]",
     ];
     s.cte(
         "new_audits",
         format!(
-            "INSERT INTO audit_events (occurred_at, actor, action, subject, request_id, details) \
-             SELECT {now}, t.* FROM UNNEST({}) AS t",
+            "INSERT INTO audit_events (occurred_at, actor, action, subject, request_id, details, \
+             risk_score, tags, client_ip) SELECT {now}, t.* FROM UNNEST({}) AS t",
             cols.join(", ")
         ),
     );
+    s.written.extend(rows);
     Ok(())
 }
 
