@@ -120,6 +120,10 @@ pub struct Context {
     /// Per TradingPlatform (`ns/name`): the newest succeeded backup Job whose pod was read, and
     /// the result found in its termination message (see `crate::backup_metrics`).
     pub backup_results: Mutex<BackupResults>,
+    /// Fetches a pod's `/metrics` for the canary analysis (replaced in tests).
+    pub scraper: crate::analysis::ScrapeFn,
+    /// Per TradingPlatform: the counters at the start of the canary step (`crate::canary`).
+    pub canary_baselines: Mutex<crate::canary::Baselines>,
 }
 
 /// See [`Context::backup_results`].
@@ -141,6 +145,8 @@ impl Context {
             recreated: Mutex::new(RecreatedAt::new()),
             scheduled: Mutex::new(HashMap::new()),
             backup_results: Mutex::new(HashMap::new()),
+            scraper: crate::analysis::http_scraper(),
+            canary_baselines: Mutex::new(HashMap::new()),
         }
     }
 
@@ -430,11 +436,24 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     a.apply(&desired.service).await;
     // A new image reaches the Deployment only after its migration Job succeeded.
     let (gate, migrated_image) = crate::migrate::gate(&mut a, ctx, tp, ns).await?;
+    let wanted_deployment = desired.deployment.clone();
     match gate.held() {
         None => {}
         Some(Some(live)) => desired.deployment = Some(resources::deployment_with_image(tp, live)?),
         Some(None) => desired.deployment = None,
     }
+    // With `spec.rollout.strategy: canary`, a new pod template runs as a canary first.
+    let open = gate == crate::migrate::Gate::Open;
+    let canary = Box::pin(crate::canary::reconcile(
+        &mut a,
+        ctx,
+        tp,
+        ns,
+        open,
+        wanted_deployment,
+        &mut desired,
+    ))
+    .await?;
     // The HPA before the Deployment: the Deployment stops carrying replicas only once it exists.
     let hpa = a.apply(&desired.hpa).await;
     let deployment = Box::pin(apply_deployment(
@@ -540,6 +559,10 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         // The Job is watched too; this re-check covers a missed event.
         action = Action::requeue(BACKUP_NOW_RETRY);
     }
+    if let Some(d) = canary.requeue {
+        action = Action::requeue(d);
+    }
+    canary.write(&mut status, tp.meta().generation, ctx.now());
     let backup = BackupNow {
         live_cronjob: cronjob.as_ref(),
         desired_cronjob: desired.backup_cronjob.as_ref(),
@@ -1286,6 +1309,7 @@ pub fn derive_status(
         last_successful_backup: last_success,
         last_backup_now_request: previous.last_backup_now_request,
         migrated_image: previous.migrated_image,
+        rollout: previous.rollout,
     }
 }
 

@@ -1,0 +1,683 @@
+//! The canary rollout step of a reconciliation (`spec.rollout.strategy: canary`), around the
+//! pure state machine of [`crate::rollout`].
+//!
+//! Decisions, and why:
+//! - **Revisions.** A revision is the hash of the pod template as the builder makes it
+//!   ([`resources::canary::revision`]). The stable one is recorded on the stable Deployment
+//!   (annotation `tradeplane.io/revision`), so it comes from the cluster, not from a status that
+//!   may lag behind a failed write. A Deployment without it (made before the canary strategy was
+//!   chosen) is adopted as the new revision when it already runs `spec.image`.
+//! - **Replicas.** The canary runs `ceil(weight % × stable replicas)` pods *next to* the stable
+//!   ones; the stable Deployment is not scaled down. A rollback then only deletes the canary and
+//!   never leaves the platform short of capacity, and with the HPA on, the HPA keeps owning the
+//!   stable replica count (the canary follows the live count; the HPA does not scale the canary).
+//!   The cost is up to `weight %` extra pods during a step, and a traffic share of
+//!   `canary / (stable + canary)`, below the weight (Flagger and Argo Rollouts without a mesh
+//!   also split by replica counts).
+//! - **Stable untouched.** While a rollout is wanted the stable Deployment is applied with its
+//!   live pod template, so other fields (replicas, strategy) still follow the spec but no pod is
+//!   replaced. It gets the new template only when promoted; the canary is deleted once that
+//!   rollout of the stable Deployment finished, so the new revision serves throughout.
+//! - **Gate.** The canary starts only once the migration gate ([`crate::migrate`]) is open.
+//! - **Analysis.** Each step is measured from a baseline taken at its first scrape, pod by pod,
+//!   in memory (see [`crate::analysis`]). After an operator restart the step resumes from the
+//!   status (`stepStartedAt` is kept, the interval is not restarted) and the first scrape takes a
+//!   new baseline: the decision waits one scrape longer. A step without requests to the canary
+//!   does not advance (no evidence is not a pass); promote by hand if that is intended.
+//! - **Overrides.** `tradeplane.io/abort=true` rolls back, `tradeplane.io/promote=true` promotes
+//!   without analysis (abort wins). A rolled-back revision is not retried until the pod template
+//!   changes. `spec.paused` freezes everything (the reconciler does not get here).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use crate::analysis::{self, Sample};
+use crate::apply::Applier;
+use crate::controller::{Context, set_condition};
+use crate::crd::{
+    CONDITION_DEGRADED, CONDITION_PROGRESSING, CanarySpec, RolloutStatus, RolloutStrategy,
+    TradingPlatform, TradingPlatformStatus,
+};
+use crate::errors::kube_error_words;
+use crate::resources::canary::{self as canary_res, annotate, recorded_revision, revision};
+use crate::resources::{BuildError, Desired, Parent};
+use crate::rollout::{self, Analysis, CanaryConfig, Decision, Observation, RolloutState};
+
+/// Annotation: `true` promotes the canary at once, without analysis.
+pub const PROMOTE_ANNOTATION: &str = "tradeplane.io/promote";
+/// Annotation: `true` rolls the canary back at once.
+pub const ABORT_ANNOTATION: &str = "tradeplane.io/abort";
+/// Condition reason (Degraded): the canary was rolled back.
+pub const REASON_CANARY_FAILED: &str = "CanaryFailed";
+/// Condition reason (Progressing): a canary is analysed.
+pub const REASON_CANARY_ANALYSING: &str = "CanaryAnalysing";
+/// Condition reason (Progressing): the canary was promoted; the stable Deployment rolls.
+pub const REASON_CANARY_PROMOTING: &str = "CanaryPromoting";
+
+/// The step-baselines of the analyses, per TradingPlatform (`ns/name`).
+pub type Baselines = HashMap<String, Baseline>;
+
+/// The counters at the start of a step's measurement, pod by pod.
+#[derive(Clone, Debug, Default)]
+pub struct Baseline {
+    /// Canary revision and step (index) this baseline belongs to.
+    pub of: (String, usize),
+    /// Canary pods' counters.
+    pub canary: HashMap<String, Sample>,
+    /// Stable pods' counters.
+    pub stable: HashMap<String, Sample>,
+}
+
+/// What the rollout step asks of the status and the requeue.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// `status.rollout`.
+    pub status: Option<RolloutStatus>,
+    /// Set `Degraded`/`CanaryFailed` with this message.
+    pub degraded: Option<String>,
+    /// Set `Progressing` to this (reason, message).
+    pub progressing: Option<(&'static str, String)>,
+    /// Re-check after this long (the analysis period).
+    pub requeue: Option<Duration>,
+}
+
+impl Outcome {
+    /// Writes the rollout into the status derived from the children.
+    pub fn write(
+        self,
+        status: &mut TradingPlatformStatus,
+        generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        status.rollout = self.status;
+        if let Some((reason, message)) = self.progressing {
+            set_condition(
+                &mut status.conditions,
+                CONDITION_PROGRESSING,
+                "True",
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            if status.phase.as_deref() != Some("Degraded") {
+                status.phase = Some("Progressing".to_string());
+            }
+        }
+        if let Some(message) = self.degraded {
+            set_condition(
+                &mut status.conditions,
+                CONDITION_DEGRADED,
+                "True",
+                REASON_CANARY_FAILED,
+                &message,
+                generation,
+                now,
+            );
+            status.phase = Some("Degraded".to_string());
+        }
+    }
+}
+
+/// The state machine's settings from the spec.
+pub fn config(c: &CanarySpec) -> CanaryConfig {
+    CanaryConfig {
+        steps: c
+            .steps
+            .iter()
+            .map(|s| u8::try_from((*s).clamp(1, 100)).unwrap_or(100))
+            .collect(),
+        interval_seconds: i64::from(c.interval_seconds),
+        max_error_ratio: c.max_error_ratio,
+        max_p99_seconds: c.max_p99_seconds,
+        max_error_ratio_over_stable: c.max_error_ratio_over_stable,
+    }
+}
+
+/// The stored state, from `status.rollout`.
+pub fn state_of(s: &RolloutStatus) -> RolloutState {
+    match s.phase.as_str() {
+        "Analysing" => RolloutState::Analysing {
+            step: usize::try_from(s.step.unwrap_or(1).max(1) - 1).unwrap_or(0),
+            since: s
+                .step_started_at
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .unwrap_or(0),
+        },
+        "Promoted" => RolloutState::Promoted,
+        "RolledBack" => RolloutState::RolledBack {
+            reason: s.message.clone().unwrap_or_default(),
+        },
+        _ => RolloutState::Stable,
+    }
+}
+
+fn phase_of(s: &RolloutState) -> &'static str {
+    match s {
+        RolloutState::Stable => "Stable",
+        RolloutState::Analysing { .. } => "Analysing",
+        RolloutState::Promoted => "Promoted",
+        RolloutState::RolledBack { .. } => "RolledBack",
+    }
+}
+
+/// How often a running canary is measured: a quarter of the interval, 5–30 s.
+pub fn period(cfg: &CanaryConfig) -> Duration {
+    Duration::from_secs(u64::try_from((cfg.interval_seconds / 4).clamp(5, 30)).unwrap_or(30))
+}
+
+fn annotation_true(tp: &TradingPlatform, key: &str) -> bool {
+    tp.annotations().get(key).is_some_and(|v| v == "true")
+}
+
+fn key(tp: &TradingPlatform) -> String {
+    format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any())
+}
+
+/// A Deployment whose rollout finished: every pod runs the current template and is available.
+pub fn rolled_out(d: &Deployment) -> bool {
+    let want = d.spec.replicas.unwrap_or(1);
+    let Some(s) = d.status.as_ref() else {
+        return false;
+    };
+    s.observed_generation >= d.metadata.generation
+        && s.updated_replicas.unwrap_or(0) >= want
+        && s.replicas.unwrap_or(0) == s.updated_replicas.unwrap_or(0)
+        && s.available_replicas.unwrap_or(0) >= want
+}
+
+/// The rollout step: decides what the stable Deployment (`desired.deployment`) gets, applies or
+/// deletes the canary, and says what the status should show. `new` is the Deployment the spec
+/// asks for (before the migration gate held its image back).
+pub async fn reconcile(
+    a: &mut Applier<'_>,
+    ctx: &Context,
+    tp: &TradingPlatform,
+    ns: &str,
+    gate_open: bool,
+    new: Option<Deployment>,
+    desired: &mut Desired,
+) -> Result<Outcome, BuildError> {
+    let parent = Parent::of(tp)?;
+    let prev = tp.status.as_ref().and_then(|s| s.rollout.clone());
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    if tp.spec.rollout.strategy == RolloutStrategy::Rolling {
+        if prev.is_some() {
+            // Switched back to rolling: the Deployment rolls itself; no canary any more.
+            delete_canary(a, ctx, tp, &api, &parent).await;
+        }
+        return Ok(Outcome::default());
+    }
+    let Some(new) = new else {
+        return Ok(Outcome::default());
+    };
+    let cfg = config(&tp.spec.rollout.canary);
+    let hn = revision(&new);
+    let stable = match api.get_opt(&parent.name).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!(
+                "cannot read it for the canary rollout: {}",
+                kube_error_words(&e)
+            );
+            a.fail("Deployment", &parent.name, why).await;
+            desired.deployment = None; // unknown stable revision: leave it alone this time
+            return Ok(Outcome {
+                status: prev,
+                ..Outcome::default()
+            });
+        }
+    };
+    let Some(stable) = stable else {
+        // First install: nothing serves yet, so there is nothing to compare with.
+        if gate_open && let Some(d) = desired.deployment.as_mut() {
+            annotate(d, &hn);
+        }
+        let status = RolloutStatus {
+            phase: "Stable".into(),
+            stable_revision: Some(hn),
+            ..Default::default()
+        };
+        return Ok(Outcome {
+            status: Some(status),
+            ..Outcome::default()
+        });
+    };
+    let stable_rev = recorded_revision(&stable).or_else(|| {
+        (crate::migrate::live_image(&stable).as_deref() == Some(tp.spec.image.as_str()))
+            .then(|| hn.clone())
+    });
+    let prev = prev.unwrap_or_default();
+    let canary_may_run = prev.canary_replicas.is_some();
+    let mut state = state_of(&prev);
+    let same_canary = prev.canary_revision.as_deref() == Some(hn.as_str());
+    if !same_canary
+        && matches!(
+            state,
+            RolloutState::Analysing { .. } | RolloutState::RolledBack { .. }
+        )
+    {
+        state = RolloutState::Stable; // a newer template starts over
+    }
+    let mut out = RolloutStatus {
+        phase: phase_of(&state).to_string(),
+        stable_revision: stable_rev.clone(),
+        canary_revision: prev.canary_revision.clone(),
+        canary_replicas: prev.canary_replicas,
+        ..Default::default()
+    };
+
+    if stable_rev.as_deref() == Some(hn.as_str()) {
+        // The stable Deployment runs (or was just given) the spec's template.
+        let mut d = new;
+        annotate(&mut d, &hn);
+        desired.deployment = Some(d);
+        if state == RolloutState::Promoted && canary_may_run && !rolled_out(&stable) {
+            out.decision = Some("Wait".into());
+            out.message = Some("promoted: the stable Deployment rolls to the new revision; the canary is removed once it finished".into());
+            let progressing = (
+                REASON_CANARY_PROMOTING,
+                out.message.clone().unwrap_or_default(),
+            );
+            return Ok(Outcome {
+                status: Some(out),
+                progressing: Some(progressing),
+                requeue: Some(period(&cfg)),
+                ..Outcome::default()
+            });
+        }
+        if canary_may_run && delete_canary(a, ctx, tp, &api, &parent).await {
+            out.canary_replicas = None;
+        }
+        if state != RolloutState::Promoted {
+            out.phase = "Stable".into();
+        }
+        return Ok(Outcome {
+            status: Some(out),
+            ..Outcome::default()
+        });
+    }
+
+    // A rollout is wanted: the stable Deployment keeps its live template.
+    if let Some(d) = desired.deployment.as_mut() {
+        keep_template(d, &stable, stable_rev.as_deref());
+    }
+    if !same_canary && canary_may_run && delete_canary(a, ctx, tp, &api, &parent).await {
+        out.canary_replicas = None; // the canary of an older template
+    }
+    if !gate_open {
+        out.decision = Some("Wait".into());
+        out.message =
+            Some("waiting for the migration Job of the new image before the canary starts".into());
+        return Ok(Outcome {
+            status: Some(out),
+            ..Outcome::default()
+        });
+    }
+    let now = ctx.now().as_second();
+    let total = if tp.spec.autoscaling.enabled {
+        stable
+            .spec
+            .replicas
+            .unwrap_or(tp.spec.autoscaling.min_replicas)
+    } else {
+        tp.spec.replicas
+    };
+    let (analysis, note, measured) = match &state {
+        RolloutState::Analysing { step, since } => {
+            let want = prev.canary_replicas.unwrap_or(1);
+            Box::pin(measure(
+                ctx,
+                tp,
+                &parent,
+                &tp.spec.rollout.canary,
+                (&hn, *step),
+                now - since,
+                want,
+            ))
+            .await
+        }
+        _ => (None, String::new(), Measured::default()),
+    };
+    let obs = Observation {
+        now,
+        new_revision: true,
+        analysis,
+        promote: annotation_true(tp, PROMOTE_ANNOTATION),
+        abort: annotation_true(tp, ABORT_ANNOTATION),
+        paused: false,
+    };
+    let (next, decision) = if state == RolloutState::Promoted && same_canary {
+        (RolloutState::Promoted, Decision::Promote) // the promotion's apply did not land yet
+    } else {
+        rollout::next(&cfg, &state, &obs)
+    };
+    measured.fill(&mut out);
+    out.phase = phase_of(&next).to_string();
+    out.canary_revision = Some(hn.clone());
+    if let RolloutState::Analysing { step, since } = &next {
+        out.step = i32::try_from(step + 1).ok();
+        out.weight = cfg.steps.get(*step).map(|w| i32::from(*w));
+        out.step_started_at = Timestamp::from_second(*since).ok().map(Time);
+    }
+    let mut result = Outcome::default();
+    match decision {
+        Decision::SetWeight(w) => {
+            let n = canary_res::replicas(w, total);
+            if apply_canary(a, &parent, &new, n).await {
+                out.canary_replicas = Some(n);
+            }
+            let step = out.step.unwrap_or(1);
+            let msg = format!(
+                "canary of revision {hn} at step {step} ({w} %): {n} pod(s) next to {total} stable"
+            );
+            info!(revision = %hn, weight = w, replicas = n, "canary step");
+            ctx.event(tp, EventType::Normal, "CanaryStep", "Rollout", msg.clone())
+                .await;
+            out.decision = Some("SetWeight".into());
+            out.message = Some(msg.clone());
+            result.progressing = Some((REASON_CANARY_ANALYSING, msg));
+            result.requeue = Some(period(&cfg));
+        }
+        Decision::Wait => {
+            out.decision = Some("Wait".into());
+            if let RolloutState::Analysing { .. } = next {
+                let n = canary_res::replicas(
+                    out.weight.and_then(|w| u8::try_from(w).ok()).unwrap_or(1),
+                    total,
+                );
+                if apply_canary(a, &parent, &new, n).await {
+                    out.canary_replicas = Some(n);
+                }
+                let msg = if note.is_empty() {
+                    "analysing the canary".to_string()
+                } else {
+                    note
+                };
+                out.message = Some(msg.clone());
+                result.progressing = Some((REASON_CANARY_ANALYSING, msg));
+                result.requeue = Some(period(&cfg));
+            } else if let RolloutState::RolledBack { reason } = &next {
+                if out.canary_replicas.is_some() && delete_canary(a, ctx, tp, &api, &parent).await {
+                    out.canary_replicas = None;
+                }
+                out.message = Some(reason.clone());
+                result.degraded = Some(rolled_back_words(&hn, reason));
+            }
+        }
+        Decision::Promote => {
+            let mut d = new;
+            annotate(&mut d, &hn);
+            desired.deployment = Some(d);
+            let msg = if obs.promote && !obs.abort {
+                format!("revision {hn} promoted by {PROMOTE_ANNOTATION}=true")
+            } else {
+                format!("revision {hn} passed every step; promoted")
+            };
+            if state != RolloutState::Promoted {
+                ctx.event(
+                    tp,
+                    EventType::Normal,
+                    "CanaryPromoted",
+                    "Rollout",
+                    msg.clone(),
+                )
+                .await;
+            }
+            out.decision = Some("Promote".into());
+            out.message = Some(msg.clone());
+            result.progressing = Some((REASON_CANARY_PROMOTING, msg));
+            result.requeue = Some(period(&cfg));
+        }
+        Decision::RollBack(reason) => {
+            if delete_canary(a, ctx, tp, &api, &parent).await {
+                out.canary_replicas = None;
+            }
+            let words = rolled_back_words(&hn, &reason);
+            ctx.event(
+                tp,
+                EventType::Warning,
+                "CanaryRolledBack",
+                "Rollout",
+                words.clone(),
+            )
+            .await;
+            out.decision = Some("RollBack".into());
+            out.message = Some(reason);
+            result.degraded = Some(words);
+        }
+    }
+    result.status = Some(out);
+    Ok(result)
+}
+
+fn rolled_back_words(rev: &str, reason: &str) -> String {
+    format!(
+        "canary of revision {rev} rolled back: {reason}. The stable revision keeps serving; this revision is not retried until the pod template changes again"
+    )
+}
+
+/// `d` (the Deployment the spec asks for) with the live pod template of the stable Deployment
+/// and its recorded revision, so applying it replaces no pod.
+fn keep_template(d: &mut Deployment, stable: &Deployment, rev: Option<&str>) {
+    d.spec.template = stable.spec.template.clone();
+    if let Some(r) = rev {
+        annotate(d, r);
+    }
+}
+
+async fn apply_canary(a: &mut Applier<'_>, parent: &Parent, new: &Deployment, n: i32) -> bool {
+    a.apply(&Some(canary_res::deployment(parent, new, n)))
+        .await
+        .is_some()
+}
+
+/// Deletes the canary Deployment (a missing one is fine); false when the deletion failed.
+async fn delete_canary(
+    a: &mut Applier<'_>,
+    ctx: &Context,
+    tp: &TradingPlatform,
+    api: &Api<Deployment>,
+    parent: &Parent,
+) -> bool {
+    if let Ok(mut b) = ctx.canary_baselines.lock() {
+        b.remove(&key(tp));
+    }
+    let name = canary_res::name(parent);
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => {
+            info!(%name, "deleted the canary Deployment");
+            true
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => true,
+        Err(e) => {
+            a.fail(
+                "Deployment",
+                &name,
+                format!("cannot delete the canary: {}", kube_error_words(&e)),
+            )
+            .await;
+            false
+        }
+    }
+}
+
+/// The values a measurement adds to the status.
+#[derive(Clone, Debug, Default)]
+struct Measured {
+    canary_error_ratio: Option<f64>,
+    stable_error_ratio: Option<f64>,
+    canary_p99_seconds: Option<f64>,
+    canary_requests: Option<i64>,
+}
+
+impl Measured {
+    fn fill(&self, s: &mut RolloutStatus) {
+        s.canary_error_ratio = self.canary_error_ratio.map(round);
+        s.stable_error_ratio = self.stable_error_ratio.map(round);
+        s.canary_p99_seconds = self.canary_p99_seconds.map(round);
+        s.canary_requests = self.canary_requests;
+    }
+}
+
+/// Six decimals: the status stays readable and does not change on float noise.
+fn round(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn url(p: &Pod, c: &CanarySpec) -> Option<String> {
+    let ip = p.status.as_ref()?.pod_ip.clone()?;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
+    Some(format!(
+        "http://{host}:{}{}",
+        c.metrics_port, c.metrics_path
+    ))
+}
+
+async fn scrape_all(
+    ctx: &Context,
+    pods: &[Pod],
+    c: &CanarySpec,
+) -> (HashMap<String, Sample>, Vec<String>) {
+    let mut samples = HashMap::new();
+    let mut failed = Vec::new();
+    for p in pods.iter().filter(|p| ready(p)) {
+        let name = p.name_any();
+        let Some(u) = url(p, c) else {
+            failed.push(format!("{name}: no pod IP"));
+            continue;
+        };
+        match (ctx.scraper)(u).await.and_then(|t| analysis::parse(&t)) {
+            Ok(s) => {
+                samples.insert(name, s);
+            }
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    (samples, failed)
+}
+
+/// Measures the canary of `of` = (revision, step) `elapsed` seconds into its step. `None` while
+/// there is nothing to judge yet (pods starting within the interval, a fresh baseline, no
+/// requests), with the reason in words.
+async fn measure(
+    ctx: &Context,
+    tp: &TradingPlatform,
+    parent: &Parent,
+    c: &CanarySpec,
+    of: (&str, usize),
+    elapsed: i64,
+    want: i32,
+) -> (Option<Analysis>, String, Measured) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &tp.namespace().unwrap_or_default());
+    let list = |sel: String| {
+        let pods = pods.clone();
+        async move {
+            pods.list(&ListParams::default().labels(&sel))
+                .await
+                .map(|l| l.items)
+        }
+    };
+    let (canary, stable) = match (
+        list(canary_res::canary_pods(parent)).await,
+        list(canary_res::stable_pods(parent)).await,
+    ) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
+            return (
+                None,
+                format!("cannot list the pods to analyse: {}", kube_error_words(&e)),
+                Measured::default(),
+            );
+        }
+    };
+    let ready_n = canary.iter().filter(|p| ready(p)).count();
+    let want_n = usize::try_from(want.max(1)).unwrap_or(1);
+    if ready_n < want_n || ready_n < canary.len() {
+        let words = format!("{ready_n}/{want_n} canary pods ready");
+        if elapsed < i64::from(c.interval_seconds) {
+            return (None, format!("waiting: {words}"), Measured::default());
+        }
+        let a = Analysis {
+            error_ratio: 0.0,
+            p99_seconds: 0.0,
+            stable_error_ratio: 0.0,
+            ready: false,
+        };
+        return (Some(a), words, Measured::default());
+    }
+    let (cur_canary, failed) = scrape_all(ctx, &canary, c).await;
+    if !failed.is_empty() {
+        return (
+            None,
+            format!("cannot read the canary's metrics: {}", failed.join("; ")),
+            Measured::default(),
+        );
+    }
+    let (cur_stable, _) = scrape_all(ctx, &stable, c).await;
+    let Ok(mut all) = ctx.canary_baselines.lock() else {
+        return (
+            None,
+            "internal: baseline lock poisoned".into(),
+            Measured::default(),
+        );
+    };
+    let of = (of.0.to_string(), of.1);
+    let b = all.entry(key(tp)).or_default();
+    if b.of != of {
+        *b = Baseline {
+            of,
+            canary: cur_canary,
+            stable: cur_stable,
+        };
+        return (
+            None,
+            "took the baseline of this step; measuring from now".into(),
+            Measured::default(),
+        );
+    }
+    let cs = analysis::over_step(&mut b.canary, &cur_canary);
+    let ss = analysis::over_step(&mut b.stable, &cur_stable);
+    drop(all);
+    let m = Measured {
+        canary_error_ratio: cs.error_ratio(),
+        stable_error_ratio: ss.error_ratio(),
+        canary_p99_seconds: cs.p99(),
+        canary_requests: Some(cs.requests.round() as i64),
+    };
+    let (Some(er), p99) = (cs.error_ratio(), cs.p99()) else {
+        return (None, "no requests reached the canary pods yet in this step; waiting for traffic (or promote by hand)".into(), m);
+    };
+    let a = Analysis {
+        error_ratio: er,
+        p99_seconds: p99.unwrap_or(0.0),
+        stable_error_ratio: ss.error_ratio().unwrap_or(0.0),
+        ready: true,
+    };
+    let note = format!(
+        "analysing: error ratio {:.4} (stable {:.4}), p99 {:.3} s over {} requests",
+        a.error_ratio, a.stable_error_ratio, a.p99_seconds, cs.requests
+    );
+    (Some(a), note, m)
+}
