@@ -432,25 +432,28 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     }
 
     a.apply(&desired.service_account).await;
-    a.apply(&desired.config_map).await;
+    // With `spec.rollout.strategy: canary`, a new pod template runs as a canary first; the
+    // shared ConfigMap keeps the stable pods' settings meanwhile.
+    let plan = crate::canary::plan(&mut a, ctx, tp, ns, desired.deployment.clone()).await?;
+    if !plan.holds_config() {
+        a.apply(&desired.config_map).await;
+    }
     a.apply(&desired.service).await;
     // A new image reaches the Deployment only after its migration Job succeeded.
     let (gate, migrated_image) = crate::migrate::gate(&mut a, ctx, tp, ns).await?;
-    let wanted_deployment = desired.deployment.clone();
     match gate.held() {
         None => {}
         Some(Some(live)) => desired.deployment = Some(resources::deployment_with_image(tp, live)?),
         Some(None) => desired.deployment = None,
     }
-    // With `spec.rollout.strategy: canary`, a new pod template runs as a canary first.
     let open = gate == crate::migrate::Gate::Open;
     let canary = Box::pin(crate::canary::reconcile(
         &mut a,
         ctx,
         tp,
         ns,
+        plan,
         open,
-        wanted_deployment,
         &mut desired,
     ))
     .await?;

@@ -141,8 +141,16 @@ async fn a_canary_waits_for_the_migration_gate() {
     );
 }
 
-#[tokio::test]
-async fn a_config_change_is_a_new_revision_and_rolling_removes_the_canary() {
+fn checksum(d: &Value) -> Value {
+    d["spec"]["template"]["metadata"]["annotations"]["tradeplane.io/config-checksum"].clone()
+}
+
+fn env_from(d: &Value) -> Value {
+    d["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"].clone()
+}
+
+/// `installed`, then `settings.logLevel: debug`: a canary of the new settings.
+async fn settings_canary() -> (Env, Value) {
     let env = installed().await;
     env.edit_spec(|s| s["settings"] = json!({"logLevel": "debug"}));
     env.reconcile().await;
@@ -151,24 +159,64 @@ async fn a_config_change_is_a_new_revision_and_rolling_removes_the_canary() {
         .get(CANARY)
         .expect("a settings change rolls out as a canary too");
     let stable = env.api.get(DEPLOY).unwrap();
-    let ck = |d: &Value| {
-        d["spec"]["template"]["metadata"]["annotations"]["tradeplane.io/config-checksum"].clone()
-    };
     assert_ne!(
-        ck(&canary),
-        ck(&stable),
-        "the stable pods keep the old checksum"
+        checksum(&canary),
+        checksum(&stable),
+        "the stable pods keep theirs"
     );
-    assert!(env.api.get(CM).is_some());
+    assert_eq!(env_from(&canary), "x-canary-config");
+    assert_eq!(env_from(&stable), "x-config");
+    let own = env.api.get(CANARY_CM).expect("the canary's ConfigMap");
+    assert_eq!(own["data"]["RUST_LOG"], "debug");
+    assert_eq!(own["metadata"]["ownerReferences"][0]["uid"], "tp-uid");
+    assert_eq!(
+        env.api.get(CM).unwrap()["data"]["RUST_LOG"],
+        "info",
+        "the shared ConfigMap keeps the stable pods' settings"
+    );
+    (env, canary)
+}
 
+#[tokio::test]
+async fn a_settings_change_runs_as_a_canary_with_its_own_config_map() {
+    let (env, _) = settings_canary().await;
+    env.annotate("tradeplane.io/abort", "true");
+    env.reconcile().await;
+    assert!(env.api.get(CANARY).is_none() && env.api.get(CANARY_CM).is_none());
+    assert_eq!(
+        env.api.get(CM).unwrap()["data"]["RUST_LOG"],
+        "info",
+        "a rollback leaves the settings as they were"
+    );
+
+    let (env, canary) = settings_canary().await;
+    env.annotate("tradeplane.io/promote", "true");
+    env.reconcile().await;
+    let stable = env.api.get(DEPLOY).unwrap();
+    assert_eq!(checksum(&stable), checksum(&canary));
+    assert_eq!(env_from(&stable), "x-config");
+    assert_eq!(
+        env.api.get(CM).unwrap()["data"]["RUST_LOG"],
+        "debug",
+        "promotion gives the shared ConfigMap the new settings"
+    );
+    env.available(DEPLOY);
+    env.reconcile().await;
+    assert!(env.api.get(CANARY).is_none() && env.api.get(CANARY_CM).is_none());
+}
+
+#[tokio::test]
+async fn switching_back_to_rolling_removes_the_canary() {
+    let (env, canary) = settings_canary().await;
     env.edit_spec(|s| s["rollout"]["strategy"] = json!("rolling"));
     env.reconcile().await;
-    assert!(env.api.get(CANARY).is_none());
+    assert!(env.api.get(CANARY).is_none() && env.api.get(CANARY_CM).is_none());
     assert_eq!(
-        ck(&env.api.get(DEPLOY).unwrap()),
-        ck(&canary),
+        checksum(&env.api.get(DEPLOY).unwrap()),
+        checksum(&canary),
         "the Deployment rolls itself"
     );
+    assert_eq!(env.api.get(CM).unwrap()["data"]["RUST_LOG"], "debug");
     assert!(env.rollout().is_null());
 }
 

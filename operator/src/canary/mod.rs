@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DeleteParams;
 use kube::runtime::events::EventType;
@@ -184,67 +185,139 @@ pub fn rolled_out(d: &Deployment) -> bool {
         && s.available_replicas.unwrap_or(0) >= want
 }
 
-/// The rollout step: decides what the stable Deployment (`desired.deployment`) gets, applies or
-/// deletes the canary, and says what the status should show. `new` is the Deployment the spec
-/// asks for (before the migration gate held its image back).
-pub async fn reconcile(
+/// What the rollout step found before anything is applied.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// The rolling strategy.
+    Rolling,
+    /// No Deployment is wanted.
+    Skip,
+    /// The stable Deployment could not be read (reported as a child failure).
+    ReadFailed,
+    /// No stable Deployment yet: it is created with the spec's template, revision `hn`.
+    Install {
+        /// Revision of the spec's template.
+        hn: String,
+    },
+    /// A stable Deployment runs revision `stable_rev`; the spec asks for `new` (revision `hn`).
+    Live {
+        /// The live stable Deployment.
+        stable: Box<Deployment>,
+        /// The Deployment the spec asks for.
+        new: Box<Deployment>,
+        /// Its revision.
+        hn: String,
+        /// The stable revision (`None`: unknown, not adopted).
+        stable_rev: Option<String>,
+    },
+}
+
+impl Plan {
+    /// A rollout is wanted: the shared ConfigMap keeps its data (the stable pods' settings)
+    /// until the promotion, and the canary gets its own.
+    pub fn holds_config(&self) -> bool {
+        matches!(self, Plan::Live { hn, stable_rev, .. } if stable_rev.as_deref() != Some(hn.as_str()))
+    }
+}
+
+fn deployments(ctx: &Context, ns: &str) -> Api<Deployment> {
+    Api::namespaced(ctx.client.clone(), ns)
+}
+
+/// Reads the stable Deployment and compares its revision with the spec's (`new`: the Deployment
+/// the spec asks for, before the migration gate held its image back). Runs before the ConfigMap
+/// is applied, see [`Plan::holds_config`].
+pub async fn plan(
     a: &mut Applier<'_>,
     ctx: &Context,
     tp: &TradingPlatform,
     ns: &str,
-    gate_open: bool,
     new: Option<Deployment>,
-    desired: &mut Desired,
-) -> Result<Outcome, BuildError> {
-    let parent = Parent::of(tp)?;
-    let prev = tp.status.as_ref().and_then(|s| s.rollout.clone());
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+) -> Result<Plan, BuildError> {
     if tp.spec.rollout.strategy == RolloutStrategy::Rolling {
-        if prev.is_some() {
-            // Switched back to rolling: the Deployment rolls itself; no canary any more.
-            delete_canary(a, ctx, tp, &api, &parent).await;
-        }
-        return Ok(Outcome::default());
+        return Ok(Plan::Rolling);
     }
     let Some(new) = new else {
-        return Ok(Outcome::default());
+        return Ok(Plan::Skip);
     };
-    let cfg = config(&tp.spec.rollout.canary);
+    let parent = Parent::of(tp)?;
     let hn = revision(&new);
-    let stable = match api.get_opt(&parent.name).await {
-        Ok(s) => s,
+    let stable = match deployments(ctx, ns).get_opt(&parent.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(Plan::Install { hn }),
         Err(e) => {
             let why = format!(
                 "cannot read it for the canary rollout: {}",
                 kube_error_words(&e)
             );
             a.fail("Deployment", &parent.name, why).await;
+            return Ok(Plan::ReadFailed);
+        }
+    };
+    let stable_rev = recorded_revision(&stable).or_else(|| {
+        (crate::migrate::live_image(&stable).as_deref() == Some(tp.spec.image.as_str()))
+            .then(|| hn.clone())
+    });
+    Ok(Plan::Live {
+        stable: Box::new(stable),
+        new: Box::new(new),
+        hn,
+        stable_rev,
+    })
+}
+
+/// The rollout step: decides what the stable Deployment (`desired.deployment`) gets, applies or
+/// deletes the canary (and its ConfigMap), and says what the status should show.
+pub async fn reconcile(
+    a: &mut Applier<'_>,
+    ctx: &Context,
+    tp: &TradingPlatform,
+    ns: &str,
+    plan: Plan,
+    gate_open: bool,
+    desired: &mut Desired,
+) -> Result<Outcome, BuildError> {
+    let prev = tp.status.as_ref().and_then(|s| s.rollout.clone());
+    let (parent, api) = (Parent::of(tp)?, deployments(ctx, ns));
+    let (stable, new, hn, stable_rev) = match plan {
+        Plan::Rolling => {
+            if prev.is_some() {
+                // Switched back to rolling: the Deployment rolls itself; no canary any more.
+                delete_canary(a, ctx, tp, &api, &parent).await;
+            }
+            return Ok(Outcome::default());
+        }
+        Plan::Skip => return Ok(Outcome::default()),
+        Plan::ReadFailed => {
             desired.deployment = None; // unknown stable revision: leave it alone this time
             return Ok(Outcome {
                 status: prev,
                 ..Outcome::default()
             });
         }
-    };
-    let Some(stable) = stable else {
-        // First install: nothing serves yet, so there is nothing to compare with.
-        if gate_open && let Some(d) = desired.deployment.as_mut() {
-            annotate(d, &hn);
+        Plan::Install { hn } => {
+            // First install: nothing serves yet, so there is nothing to compare with.
+            if gate_open && let Some(d) = desired.deployment.as_mut() {
+                annotate(d, &hn);
+            }
+            let status = RolloutStatus {
+                phase: "Stable".into(),
+                stable_revision: Some(hn),
+                ..Default::default()
+            };
+            return Ok(Outcome {
+                status: Some(status),
+                ..Outcome::default()
+            });
         }
-        let status = RolloutStatus {
-            phase: "Stable".into(),
-            stable_revision: Some(hn),
-            ..Default::default()
-        };
-        return Ok(Outcome {
-            status: Some(status),
-            ..Outcome::default()
-        });
+        Plan::Live {
+            stable,
+            new,
+            hn,
+            stable_rev,
+        } => (stable, *new, hn, stable_rev),
     };
-    let stable_rev = recorded_revision(&stable).or_else(|| {
-        (crate::migrate::live_image(&stable).as_deref() == Some(tp.spec.image.as_str()))
-            .then(|| hn.clone())
-    });
+    let cfg = config(&tp.spec.rollout.canary);
     let prev = prev.unwrap_or_default();
     let canary_may_run = prev.canary_replicas.is_some();
     let mut state = state_of(&prev);
@@ -362,7 +435,7 @@ pub async fn reconcile(
     match decision {
         Decision::SetWeight(w) => {
             let n = canary_res::replicas(w, total);
-            if apply_canary(a, &parent, &new, n).await {
+            if apply_canary(a, &parent, &new, desired.config_map.as_ref(), n).await {
                 out.canary_replicas = Some(n);
             }
             let step = out.step.unwrap_or(1);
@@ -384,7 +457,7 @@ pub async fn reconcile(
                     out.weight.and_then(|w| u8::try_from(w).ok()).unwrap_or(1),
                     total,
                 );
-                if apply_canary(a, &parent, &new, n).await {
+                if apply_canary(a, &parent, &new, desired.config_map.as_ref(), n).await {
                     out.canary_replicas = Some(n);
                 }
                 let msg = if note.is_empty() {
@@ -404,6 +477,9 @@ pub async fn reconcile(
             }
         }
         Decision::Promote => {
+            // The shared ConfigMap gets the new settings before any stable pod of the new
+            // template starts (the controller held it back during the rollout).
+            a.apply(&desired.config_map).await;
             let mut d = new;
             annotate(&mut d, &hn);
             desired.deployment = Some(d);
@@ -464,7 +540,21 @@ fn keep_template(d: &mut Deployment, stable: &Deployment, rev: Option<&str>) {
     }
 }
 
-async fn apply_canary(a: &mut Applier<'_>, parent: &Parent, new: &Deployment, n: i32) -> bool {
+/// Applies the canary's ConfigMap (the spec's settings) and then the canary Deployment.
+async fn apply_canary(
+    a: &mut Applier<'_>,
+    parent: &Parent,
+    new: &Deployment,
+    config: Option<&ConfigMap>,
+    n: i32,
+) -> bool {
+    if let Some(cm) = config
+        && a.apply(&Some(canary_res::config_map(parent, cm)))
+            .await
+            .is_none()
+    {
+        return false;
+    }
     a.apply(&Some(canary_res::deployment(parent, new, n)))
         .await
         .is_some()
@@ -482,20 +572,29 @@ async fn delete_canary(
         b.remove(&key(tp));
     }
     let name = canary_res::name(parent);
-    match api.delete(&name, &DeleteParams::background()).await {
+    let deleted = match api.delete(&name, &DeleteParams::background()).await {
         Ok(_) => {
             info!(%name, "deleted the canary Deployment");
-            true
+            Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => true,
-        Err(e) => {
-            a.fail(
-                "Deployment",
-                &name,
-                format!("cannot delete the canary: {}", kube_error_words(&e)),
-            )
-            .await;
-            false
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(("Deployment", name, e)),
+    };
+    let cm_name = canary_res::config_map_name(parent);
+    let cms: Api<ConfigMap> =
+        Api::namespaced(ctx.client.clone(), &tp.namespace().unwrap_or_default());
+    let cm = match cms.delete(&cm_name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(("ConfigMap", cm_name, e)),
+    };
+    let mut ok = true;
+    for r in [deleted, cm] {
+        if let Err((kind, name, e)) = r {
+            let why = format!("cannot delete the canary's: {}", kube_error_words(&e));
+            a.fail(kind, &name, why).await;
+            ok = false;
         }
     }
+    ok
 }

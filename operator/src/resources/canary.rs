@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
 use super::Parent;
@@ -27,6 +28,23 @@ pub const REVISION_ANNOTATION: &str = "tradeplane.io/revision";
 /// Name of the canary Deployment.
 pub fn name(parent: &Parent) -> String {
     format!("{}-canary", parent.name)
+}
+
+/// Name of the canary's ConfigMap: the spec's settings while the shared one keeps the stable
+/// pods' settings (a rollback then leaves them as they were).
+pub fn config_map_name(parent: &Parent) -> String {
+    format!("{}-canary-config", parent.name)
+}
+
+/// The canary's ConfigMap: `cm` (the spec's settings) under [`config_map_name`].
+pub fn config_map(parent: &Parent, cm: &ConfigMap) -> ConfigMap {
+    let mut c = cm.clone();
+    c.metadata.name = Some(config_map_name(parent));
+    c.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TRACK_LABEL.to_string(), TRACK_CANARY.to_string());
+    c
 }
 
 /// The revision of a Deployment's pod template: the first 10 hex digits of the SHA-256 of its
@@ -65,7 +83,8 @@ pub fn replicas(weight: u8, total: i32) -> i32 {
 }
 
 /// The canary Deployment: the new Deployment (`new`, as the builder made it for the spec) under
-/// the canary's name, with the track label on it, its selector and its pods, and `replicas`.
+/// the canary's name, with the track label on it, its selector and its pods, `replicas`, and its
+/// own ConfigMap ([`config_map`]) instead of the shared one.
 pub fn deployment(parent: &Parent, new: &Deployment, replicas: i32) -> Deployment {
     let mut d = new.clone();
     let rev = revision(new);
@@ -88,6 +107,18 @@ pub fn deployment(parent: &Parent, new: &Deployment, replicas: i32) -> Deploymen
         .labels
         .get_or_insert_with(BTreeMap::new)
         .insert(TRACK_LABEL.to_string(), TRACK_CANARY.to_string());
+    let (shared, own) = (parent.config_map_name(), config_map_name(parent));
+    if let Some(pod) = spec.template.spec.as_mut() {
+        for c in &mut pod.containers {
+            for from in c.env_from.iter_mut().flatten() {
+                if let Some(r) = from.config_map_ref.as_mut()
+                    && r.name == shared
+                {
+                    r.name = own.clone();
+                }
+            }
+        }
+    }
     d
 }
 

@@ -16,6 +16,8 @@ use super::fake_api::FakeApi;
 
 /// The canary Deployment of `ns/x`.
 pub const CANARY: &str = "/apis/apps/v1/namespaces/ns/deployments/x-canary";
+/// The canary's ConfigMap.
+pub const CANARY_CM: &str = "/api/v1/namespaces/ns/configmaps/x-canary-config";
 /// The pods of `ns`.
 pub const PODS: &str = "/api/v1/namespaces/ns/pods";
 
