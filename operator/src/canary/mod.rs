@@ -28,8 +28,6 @@
 //!   without analysis (abort wins). A rolled-back revision is not retried until the pod template
 //!   changes. `spec.paused` freezes everything (the reconciler does not get here).
 
-use std::time::Duration;
-
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -40,20 +38,23 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 mod measure;
+mod plan;
+mod state;
 
 pub use measure::{Baseline, Baselines};
 use measure::{Measured, measure};
+use plan::deployments;
+pub use plan::{Plan, plan};
+use state::phase_of;
+pub use state::{Outcome, config, period, rolled_out, state_of};
 
 use crate::apply::Applier;
-use crate::controller::{Context, set_condition};
-use crate::crd::{
-    CONDITION_DEGRADED, CONDITION_PROGRESSING, CanarySpec, RolloutStatus, RolloutStrategy,
-    TradingPlatform, TradingPlatformStatus,
-};
+use crate::controller::Context;
+use crate::crd::{RolloutStatus, TradingPlatform};
 use crate::errors::kube_error_words;
-use crate::resources::canary::{self as canary_res, annotate, recorded_revision, revision};
+use crate::resources::canary::{self as canary_res, annotate};
 use crate::resources::{BuildError, Desired, Parent};
-use crate::rollout::{self, CanaryConfig, Decision, Observation, RolloutState};
+use crate::rollout::{self, Decision, Observation, RolloutState};
 
 /// Annotation: `true` promotes the canary at once, without analysis.
 pub const PROMOTE_ANNOTATION: &str = "tradeplane.io/promote";
@@ -66,204 +67,12 @@ pub const REASON_CANARY_ANALYSING: &str = "CanaryAnalysing";
 /// Condition reason (Progressing): the canary was promoted; the stable Deployment rolls.
 pub const REASON_CANARY_PROMOTING: &str = "CanaryPromoting";
 
-/// What the rollout step asks of the status and the requeue.
-#[derive(Clone, Debug, Default)]
-pub struct Outcome {
-    /// `status.rollout`.
-    pub status: Option<RolloutStatus>,
-    /// Set `Degraded`/`CanaryFailed` with this message.
-    pub degraded: Option<String>,
-    /// Set `Progressing` to this (reason, message).
-    pub progressing: Option<(&'static str, String)>,
-    /// Re-check after this long (the analysis period).
-    pub requeue: Option<Duration>,
-}
-
-impl Outcome {
-    /// Writes the rollout into the status derived from the children.
-    pub fn write(
-        self,
-        status: &mut TradingPlatformStatus,
-        generation: Option<i64>,
-        now: Timestamp,
-    ) {
-        status.rollout = self.status;
-        if let Some((reason, message)) = self.progressing {
-            set_condition(
-                &mut status.conditions,
-                CONDITION_PROGRESSING,
-                "True",
-                reason,
-                &message,
-                generation,
-                now,
-            );
-            if status.phase.as_deref() != Some("Degraded") {
-                status.phase = Some("Progressing".to_string());
-            }
-        }
-        if let Some(message) = self.degraded {
-            set_condition(
-                &mut status.conditions,
-                CONDITION_DEGRADED,
-                "True",
-                REASON_CANARY_FAILED,
-                &message,
-                generation,
-                now,
-            );
-            status.phase = Some("Degraded".to_string());
-        }
-    }
-}
-
-/// The state machine's settings from the spec.
-pub fn config(c: &CanarySpec) -> CanaryConfig {
-    CanaryConfig {
-        steps: c
-            .steps
-            .iter()
-            .map(|s| u8::try_from((*s).clamp(1, 100)).unwrap_or(100))
-            .collect(),
-        interval_seconds: i64::from(c.interval_seconds),
-        max_error_ratio: c.max_error_ratio,
-        max_p99_seconds: c.max_p99_seconds,
-        max_error_ratio_over_stable: c.max_error_ratio_over_stable,
-    }
-}
-
-/// The stored state, from `status.rollout`.
-pub fn state_of(s: &RolloutStatus) -> RolloutState {
-    match s.phase.as_str() {
-        "Analysing" => RolloutState::Analysing {
-            step: usize::try_from(s.step.unwrap_or(1).max(1) - 1).unwrap_or(0),
-            since: s
-                .step_started_at
-                .as_ref()
-                .map(|t| t.0.as_second())
-                .unwrap_or(0),
-        },
-        "Promoted" => RolloutState::Promoted,
-        "RolledBack" => RolloutState::RolledBack {
-            reason: s.message.clone().unwrap_or_default(),
-        },
-        _ => RolloutState::Stable,
-    }
-}
-
-fn phase_of(s: &RolloutState) -> &'static str {
-    match s {
-        RolloutState::Stable => "Stable",
-        RolloutState::Analysing { .. } => "Analysing",
-        RolloutState::Promoted => "Promoted",
-        RolloutState::RolledBack { .. } => "RolledBack",
-    }
-}
-
-/// How often a running canary is measured: a quarter of the interval, 5–30 s.
-pub fn period(cfg: &CanaryConfig) -> Duration {
-    Duration::from_secs(u64::try_from((cfg.interval_seconds / 4).clamp(5, 30)).unwrap_or(30))
-}
-
 fn annotation_true(tp: &TradingPlatform, key: &str) -> bool {
     tp.annotations().get(key).is_some_and(|v| v == "true")
 }
 
 pub(crate) fn key(tp: &TradingPlatform) -> String {
     format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any())
-}
-
-/// A Deployment whose rollout finished: every pod runs the current template and is available.
-pub fn rolled_out(d: &Deployment) -> bool {
-    let want = d.spec.replicas.unwrap_or(1);
-    let Some(s) = d.status.as_ref() else {
-        return false;
-    };
-    s.observed_generation >= d.metadata.generation
-        && s.updated_replicas.unwrap_or(0) >= want
-        && s.replicas.unwrap_or(0) == s.updated_replicas.unwrap_or(0)
-        && s.available_replicas.unwrap_or(0) >= want
-}
-
-/// What the rollout step found before anything is applied.
-#[derive(Clone, Debug)]
-pub enum Plan {
-    /// The rolling strategy.
-    Rolling,
-    /// No Deployment is wanted.
-    Skip,
-    /// The stable Deployment could not be read (reported as a child failure).
-    ReadFailed,
-    /// No stable Deployment yet: it is created with the spec's template, revision `hn`.
-    Install {
-        /// Revision of the spec's template.
-        hn: String,
-    },
-    /// A stable Deployment runs revision `stable_rev`; the spec asks for `new` (revision `hn`).
-    Live {
-        /// The live stable Deployment.
-        stable: Box<Deployment>,
-        /// The Deployment the spec asks for.
-        new: Box<Deployment>,
-        /// Its revision.
-        hn: String,
-        /// The stable revision (`None`: unknown, not adopted).
-        stable_rev: Option<String>,
-    },
-}
-
-impl Plan {
-    /// A rollout is wanted: the shared ConfigMap keeps its data (the stable pods' settings)
-    /// until the promotion, and the canary gets its own.
-    pub fn holds_config(&self) -> bool {
-        matches!(self, Plan::Live { hn, stable_rev, .. } if stable_rev.as_deref() != Some(hn.as_str()))
-    }
-}
-
-fn deployments(ctx: &Context, ns: &str) -> Api<Deployment> {
-    Api::namespaced(ctx.client.clone(), ns)
-}
-
-/// Reads the stable Deployment and compares its revision with the spec's (`new`: the Deployment
-/// the spec asks for, before the migration gate held its image back). Runs before the ConfigMap
-/// is applied, see [`Plan::holds_config`].
-pub async fn plan(
-    a: &mut Applier<'_>,
-    ctx: &Context,
-    tp: &TradingPlatform,
-    ns: &str,
-    new: Option<Deployment>,
-) -> Result<Plan, BuildError> {
-    if tp.spec.rollout.strategy == RolloutStrategy::Rolling {
-        return Ok(Plan::Rolling);
-    }
-    let Some(new) = new else {
-        return Ok(Plan::Skip);
-    };
-    let parent = Parent::of(tp)?;
-    let hn = revision(&new);
-    let stable = match deployments(ctx, ns).get_opt(&parent.name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(Plan::Install { hn }),
-        Err(e) => {
-            let why = format!(
-                "cannot read it for the canary rollout: {}",
-                kube_error_words(&e)
-            );
-            a.fail("Deployment", &parent.name, why).await;
-            return Ok(Plan::ReadFailed);
-        }
-    };
-    let stable_rev = recorded_revision(&stable).or_else(|| {
-        (crate::migrate::live_image(&stable).as_deref() == Some(tp.spec.image.as_str()))
-            .then(|| hn.clone())
-    });
-    Ok(Plan::Live {
-        stable: Box::new(stable),
-        new: Box::new(new),
-        hn,
-        stable_rev,
-    })
 }
 
 /// The rollout step: decides what the stable Deployment (`desired.deployment`) gets, applies or
