@@ -2,12 +2,13 @@
 //! next state and decision out, no I/O, so every transition is unit-tested and a restarted
 //! operator resumes from the state it wrote into the status.
 //!
-//! Not wired into the CRD or the reconciler yet: `spec.rollout` and the analysis of the canary
-//! pods' `/metrics` are the next steps (see docs/operator.md).
+//! `crate::canary` runs it for `spec.rollout.strategy: canary`: it stores the state in
+//! `status.rollout`, feeds it the measurements of `crate::analysis`, and carries out the
+//! decisions (docs/operator.md, "Canary rollouts").
 
 use serde::{Deserialize, Serialize};
 
-/// Settings of a canary rollout (the future `spec.rollout`).
+/// Settings of a canary rollout (from `spec.rollout.canary`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CanaryConfig {
     /// Canary weights in percent of the replicas, increasing, the last one 100.
