@@ -15,7 +15,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::crd_rollout::{CanarySpec, RolloutSpec, RolloutStatus, RolloutStrategy};
+pub use crate::crd_rollout::{
+    CanarySpec, PrometheusAnalysis, RolloutSpec, RolloutStatus, RolloutStrategy,
+};
 pub use crate::crd_s3::{S3Credentials, S3Storage, ServerSideEncryption};
 
 /// API group of the custom resource (contract).

@@ -73,6 +73,33 @@ pub struct CanarySpec {
     #[serde(default = "default_metrics_path")]
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^/[-_./a-zA-Z0-9]*$"))]
     pub metrics_path: String,
+    /// Read the measurements from a Prometheus server instead of the pods' own metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusAnalysis>,
+}
+
+/// A Prometheus server answering the analysis queries (`GET <url>/api/v1/query`). Each query
+/// may use `{{namespace}}`, `{{pods}}` (a regex of the analysed pods' names: the canary's, or
+/// for the comparison the stable ones') and `{{window}}` (the step so far, e.g. `90s`, at least
+/// `30s`); it must return one number.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusAnalysis {
+    /// Base URL of the server, plain HTTP (the operator's client has no TLS), e.g.
+    /// `http://prometheus-operated.monitoring:9090`.
+    #[schemars(length(min = 8, max = 512), regex(pattern = r"^http://[^\s?#]+$"))]
+    pub url: String,
+    /// Error ratio (5xx / all) of the pods; run for the canary and for the stable pods. Default:
+    /// `http_requests_total` rates by `namespace` and `pod` without the health probes and
+    /// `/metrics`, as the chart's ServiceMonitor labels them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub error_ratio_query: Option<String>,
+    /// p99 latency in seconds of the canary pods. Default: `histogram_quantile(0.99, …)` of
+    /// `http_request_duration_seconds_bucket`, labelled like the default error ratio query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub p99_query: Option<String>,
 }
 
 impl Default for CanarySpec {
@@ -85,6 +112,7 @@ impl Default for CanarySpec {
             max_error_ratio_over_stable: default_over_stable(),
             metrics_port: default_metrics_port(),
             metrics_path: default_metrics_path(),
+            prometheus: None,
         }
     }
 }

@@ -281,3 +281,52 @@ async fn no_traffic_on_the_canary_does_not_advance() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn a_prometheus_analysis_advances_and_rolls_back() {
+    let env = installed().await;
+    env.edit_spec(|s| {
+        s["rollout"]["canary"] = json!({"prometheus": {"url": "http://prom:9090"}});
+        s["image"] = json!("img:2");
+    });
+    env.reconcile().await;
+    env.pod("x-canary-c-1", CANARY, "10.0.1.1", true);
+    env.prometheus(None, Some(0.001), None);
+    env.at(20);
+    env.reconcile().await;
+    let r = env.rollout();
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("Prometheus has no requests"),
+        "{r}"
+    );
+    env.prometheus(Some(0.002), Some(0.001), Some(0.12));
+    env.at(61);
+    env.reconcile().await;
+    let r = env.rollout();
+    assert_eq!(
+        (r["step"].as_i64(), r["weight"].as_i64()),
+        (Some(2), Some(50)),
+        "{r}"
+    );
+    assert_eq!(r["canaryErrorRatio"], 0.002);
+    assert_eq!(r["canaryP99Seconds"], 0.12);
+    env.pod("x-canary-c-2", CANARY, "10.0.1.2", true);
+    env.prometheus(Some(0.002), Some(0.001), Some(0.9));
+    env.at(70);
+    env.reconcile().await;
+    assert!(
+        env.api.get(CANARY).is_none(),
+        "rolled back on the p99 from Prometheus"
+    );
+    let m = env.condition("Degraded")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        m.contains("step 2 (50 %): canary p99 latency 0.900 s"),
+        "{m}"
+    );
+}

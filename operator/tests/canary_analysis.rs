@@ -172,3 +172,14 @@ fn thresholds_and_strategy_are_checked_by_the_schema() {
     obj["spec"]["rollout"]["strategy"] = json!("blue-green");
     assert!(structural(&obj).iter().any(|e| e.contains("not in")));
 }
+
+#[test]
+fn the_prometheus_url_is_plain_http() {
+    let ok =
+        with_canary(json!({"prometheus": {"url": "http://prometheus-operated.monitoring:9090"}}));
+    assert!(structural(&ok).is_empty(), "{:?}", structural(&ok));
+    for bad in ["https://prom:9090", "prom:9090", "http://prom:9090/?q=1"] {
+        let obj = with_canary(json!({"prometheus": {"url": bad}}));
+        assert!(!structural(&obj).is_empty(), "{bad} accepted");
+    }
+}

@@ -147,6 +147,30 @@ pub async fn measure(
         };
         return (Some(a), words, Measured::default());
     }
+    if let Some(p) = &c.prometheus {
+        let ns = tp.namespace().unwrap_or_default();
+        return match super::prometheus::analyse(ctx, p, &ns, parent, elapsed).await {
+            Err(e) => (None, format!("cannot query Prometheus: {e}"), Measured::default()),
+            Ok(None) => (
+                None,
+                "Prometheus has no requests to the canary pods yet in this step; waiting for traffic (or promote by hand)".into(),
+                Measured::default(),
+            ),
+            Ok(Some((a, stable))) => {
+                let m = Measured {
+                    canary_error_ratio: Some(a.error_ratio),
+                    stable_error_ratio: stable,
+                    canary_p99_seconds: Some(a.p99_seconds),
+                    canary_requests: None,
+                };
+                let note = format!(
+                    "analysing (Prometheus): error ratio {:.4} (stable {:.4}), p99 {:.3} s",
+                    a.error_ratio, a.stable_error_ratio, a.p99_seconds
+                );
+                (Some(a), note, m)
+            }
+        };
+    }
     let (cur_canary, failed) = scrape_all(ctx, &canary, c).await;
     if !failed.is_empty() {
         return (

@@ -39,6 +39,7 @@ use tracing::info;
 
 mod measure;
 mod plan;
+pub mod prometheus;
 mod state;
 
 pub use measure::{Baseline, Baselines};

@@ -107,7 +107,8 @@ impl Env {
                 .next()
                 .unwrap_or("")
                 .to_string();
-            let body = s.lock().unwrap().get(&ip).cloned();
+            let key = if ip == "prom" { prom_key(&url) } else { ip };
+            let body = s.lock().unwrap().get(&key).cloned();
             Box::pin(async move { body.ok_or_else(|| format!("connection refused ({url})")) })
         });
         Self {
@@ -185,6 +186,14 @@ impl Env {
             .insert(ip.to_string(), metrics_text(ok, errors, slow));
     }
 
+    /// What the fake Prometheus answers: canary and stable error ratio, canary p99.
+    pub fn prometheus(&self, canary: Option<f64>, stable: Option<f64>, p99: Option<f64>) {
+        let mut m = self.served.lock().unwrap();
+        m.insert("prom:canary".into(), prom_answer(canary));
+        m.insert("prom:stable".into(), prom_answer(stable));
+        m.insert("prom:p99".into(), prom_answer(p99));
+    }
+
     pub fn events(&self) -> Vec<Value> {
         self.api
             .take_log()
@@ -192,6 +201,30 @@ impl Env {
             .filter(|l| l.method != Method::GET && l.path.starts_with(EVENTS))
             .filter_map(|l| l.body)
             .collect()
+    }
+}
+
+/// Which answer of the fake Prometheus (`http://prom:9090`) a query URL wants: `prom:p99`,
+/// `prom:canary` (error ratio) or `prom:stable`.
+fn prom_key(url: &str) -> String {
+    let q = url.split("query=").nth(1).unwrap_or("");
+    let q = q.replace("%2D", "-").replace("%5B", "[");
+    if q.contains("histogram_quantile") {
+        "prom:p99".into()
+    } else if q.contains("x-canary") {
+        "prom:canary".into()
+    } else {
+        "prom:stable".into()
+    }
+}
+
+/// An instant-query answer with one value (`None`: no data).
+pub fn prom_answer(v: Option<f64>) -> String {
+    match v {
+        Some(v) => format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1700000000,"{v}"]}}]}}}}"#
+        ),
+        None => r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.to_string(),
     }
 }
 
