@@ -947,6 +947,7 @@ async fn cleanup(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action
     }
     forget_managed(ctx, tp);
     crate::backup_metrics::forget(ctx, tp);
+    crate::canary::forget(ctx, tp);
     info!("cleanup done; owned children are removed by garbage collection");
     Ok(Action::await_change())
 }

@@ -114,6 +114,8 @@ async fn good_metrics_advance_each_step_then_promote_and_remove_the_canary() {
         2,
         "ceil(50 % of 4)"
     );
+    let weight = r#"tradeplane_operator_canary_weight_percent{namespace="ns",tradingplatform="x"}"#;
+    assert!(env.ctx.metrics.encode().contains(&format!("{weight} 50")));
     assert_eq!(image(&env.api.get(DEPLOY).unwrap()), "img:1");
 
     env.pod("x-canary-c-2", CANARY, "10.0.1.2", true);
@@ -159,6 +161,10 @@ async fn good_metrics_advance_each_step_then_promote_and_remove_the_canary() {
     assert_eq!(r["phase"], "Promoted");
     assert_eq!(r["stableRevision"], r["canaryRevision"]);
     assert!(r["canaryReplicas"].is_null());
+    let m = env.ctx.metrics.encode();
+    assert!(m.contains(&format!("{weight} 0")), "{m}");
+    assert!(m.contains(r#"tradeplane_operator_canary_decisions_total{decision="step"} 2"#));
+    assert!(m.contains(r#"tradeplane_operator_canary_decisions_total{decision="promote"} 1"#));
     assert_eq!(env.condition("Degraded")["status"], "False");
 }
 
@@ -201,6 +207,12 @@ async fn bad_metrics_roll_back_at_once_and_the_revision_is_not_retried() {
         .find(|e| e["reason"] == "CanaryRolledBack")
         .expect("an Event");
     assert_eq!(warn["type"], "Warning");
+    assert!(
+        env.ctx
+            .metrics
+            .encode()
+            .contains(r#"tradeplane_operator_canary_decisions_total{decision="rollback"} 1"#)
+    );
 
     env.at(500);
     env.reconcile().await;

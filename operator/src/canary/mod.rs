@@ -94,6 +94,7 @@ pub async fn reconcile(
             if prev.is_some() {
                 // Switched back to rolling: the Deployment rolls itself; no canary any more.
                 delete_canary(a, ctx, tp, &api, &parent).await;
+                forget(ctx, tp);
             }
             return Ok(Outcome::default());
         }
@@ -160,6 +161,7 @@ pub async fn reconcile(
                 REASON_CANARY_PROMOTING,
                 out.message.clone().unwrap_or_default(),
             );
+            record(ctx, tp, &out);
             return Ok(Outcome {
                 status: Some(out),
                 progressing: Some(progressing),
@@ -173,6 +175,7 @@ pub async fn reconcile(
         if state != RolloutState::Promoted {
             out.phase = "Stable".into();
         }
+        record(ctx, tp, &out);
         return Ok(Outcome {
             status: Some(out),
             ..Outcome::default()
@@ -244,6 +247,7 @@ pub async fn reconcile(
     let mut result = Outcome::default();
     match decision {
         Decision::SetWeight(w) => {
+            decided(ctx, "step");
             let n = canary_res::replicas(w, total);
             if apply_canary(a, &parent, &new, desired.config_map.as_ref(), n).await {
                 out.canary_replicas = Some(n);
@@ -299,6 +303,7 @@ pub async fn reconcile(
                 format!("revision {hn} passed every step; promoted")
             };
             if state != RolloutState::Promoted {
+                decided(ctx, "promote");
                 ctx.event(
                     tp,
                     EventType::Normal,
@@ -314,6 +319,7 @@ pub async fn reconcile(
             result.requeue = Some(period(&cfg));
         }
         Decision::RollBack(reason) => {
+            decided(ctx, "rollback");
             if delete_canary(a, ctx, tp, &api, &parent).await {
                 out.canary_replicas = None;
             }
@@ -331,8 +337,41 @@ pub async fn reconcile(
             result.degraded = Some(words);
         }
     }
+    record(ctx, tp, &out);
     result.status = Some(out);
     Ok(result)
+}
+
+fn record(ctx: &Context, tp: &TradingPlatform, out: &RolloutStatus) {
+    let (ns, name) = (tp.namespace().unwrap_or_default(), tp.name_any());
+    let w = if out.phase == "Analysing" || out.canary_replicas.is_some() {
+        out.weight.unwrap_or(0)
+    } else {
+        0
+    };
+    ctx.metrics
+        .canary_weight
+        .with_label_values(&[ns.as_str(), name.as_str()])
+        .set(f64::from(w));
+}
+
+fn decided(ctx: &Context, decision: &str) {
+    ctx.metrics
+        .canary_decisions
+        .with_label_values(&[decision])
+        .inc();
+}
+
+/// Forgets a deleted TradingPlatform: its step baseline and its weight gauge.
+pub fn forget(ctx: &Context, tp: &TradingPlatform) {
+    if let Ok(mut b) = ctx.canary_baselines.lock() {
+        b.remove(&key(tp));
+    }
+    let (ns, name) = (tp.namespace().unwrap_or_default(), tp.name_any());
+    let _ = ctx
+        .metrics
+        .canary_weight
+        .remove_label_values(&[ns.as_str(), name.as_str()]);
 }
 
 fn rolled_back_words(rev: &str, reason: &str) -> String {
