@@ -375,6 +375,39 @@ mod tests {
     }
 
     #[test]
+    fn a_single_full_step_runs_once_then_promotes() {
+        let one = CanaryConfig {
+            steps: vec![100],
+            ..cfg()
+        };
+        assert_eq!(
+            next(&one, &RolloutState::Stable, &obs(0)),
+            (at(0, 0), Decision::SetWeight(100))
+        );
+        assert_eq!(
+            next(&one, &at(0, 0), &obs(60)),
+            (RolloutState::Promoted, Decision::Promote)
+        );
+    }
+
+    #[test]
+    fn annotations_do_nothing_without_a_running_canary() {
+        let both = Observation {
+            new_revision: false,
+            promote: true,
+            abort: true,
+            ..obs(5)
+        };
+        for s in [
+            RolloutState::Stable,
+            RolloutState::Promoted,
+            RolloutState::RolledBack { reason: "x".into() },
+        ] {
+            assert_eq!(next(&cfg(), &s, &both), (s.clone(), Decision::Wait));
+        }
+    }
+
+    #[test]
     fn a_restart_resumes_from_the_stored_state() {
         let stored = serde_json::to_string(&at(1, 60)).unwrap();
         assert_eq!(stored, r#"{"phase":"analysing","step":1,"since":60}"#);
