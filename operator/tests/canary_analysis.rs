@@ -1,6 +1,7 @@
 //! The canary analysis against the platform's real `/metrics` text (two scrapes of a running
-//! platform in tests/fixtures), the production HTTP scraper against a local server, the status ↔
-//! state mapping, and the CEL rules of `spec.rollout.canary`.
+//! platform in tests/fixtures), the production HTTP scraper against a local server (also driven
+//! by the controller: pods on loopback addresses serving the fixtures), the status ↔ state
+//! mapping, and the CEL rules of `spec.rollout.canary`.
 
 mod common;
 
@@ -182,4 +183,75 @@ fn the_prometheus_url_is_plain_http() {
         let obj = with_canary(json!({"prometheus": {"url": bad}}));
         assert!(!structural(&obj).is_empty(), "{bad} accepted");
     }
+}
+
+/// Serves `first` to the first request and `then` to every later one, on `ip:port`.
+async fn platform_at(ip: &str, port: u16, first: String, then: String) {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let body = if n == 0 { &first } else { &then };
+            n += 1;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+}
+
+#[tokio::test]
+async fn the_controller_analyses_real_platform_metrics_over_http() {
+    use common::canary_env::{CANARY, Env, REAL_HTTP};
+    use common::env::{DEPLOY, tp_json};
+    // One port on three loopback addresses: a canary pod and two stable pods.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (a, b) = (
+        fixture("platform-metrics.txt"),
+        fixture("platform-metrics-later.txt"),
+    );
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        platform_at(ip, port, a.clone(), b.clone()).await;
+    }
+    let env = Env::new(tp_json(json!({"replicas": 4,
+        "rollout": {"strategy": "canary", "canary": {"metricsPort": port}}})));
+    env.served
+        .lock()
+        .unwrap()
+        .insert(REAL_HTTP.into(), String::new());
+    env.reconcile().await;
+    env.reconcile().await;
+    env.available(DEPLOY);
+    env.pod("x-s-1", DEPLOY, "127.0.0.3", true);
+    env.pod("x-s-2", DEPLOY, "127.0.0.4", true);
+    env.edit_spec(|s| s["image"] = json!("img:2"));
+    env.reconcile().await;
+    env.pod("x-canary-c-1", CANARY, "127.0.0.2", true);
+    env.at(10);
+    env.reconcile().await; // baseline: the first scrape of each pod
+    assert!(
+        env.rollout()["message"]
+            .as_str()
+            .unwrap()
+            .contains("baseline")
+    );
+    env.at(61);
+    env.reconcile().await;
+    let r = env.rollout();
+    assert_eq!(r["canaryRequests"], 6, "{r}");
+    assert_eq!(r["canaryErrorRatio"], 0.0);
+    assert_eq!(r["stableErrorRatio"], 0.0);
+    assert_eq!(
+        (r["step"].as_i64(), r["weight"].as_i64()),
+        (Some(2), Some(50)),
+        "{r}"
+    );
 }

@@ -16,6 +16,8 @@ use super::fake_api::FakeApi;
 
 /// The canary Deployment of `ns/x`.
 pub const CANARY: &str = "/apis/apps/v1/namespaces/ns/deployments/x-canary";
+/// Key in `served` that makes the scraper the operator's real HTTP client.
+pub const REAL_HTTP: &str = "real-http";
 /// The canary's ConfigMap.
 pub const CANARY_CM: &str = "/api/v1/namespaces/ns/configmaps/x-canary-config";
 /// The pods of `ns`.
@@ -100,7 +102,11 @@ impl Env {
                 .unwrap()
         });
         let s = served.clone();
+        let http = tradeplane_operator::analysis::http_scraper();
         ctx.scraper = Arc::new(move |url: String| {
+            if s.lock().unwrap().contains_key(REAL_HTTP) {
+                return http(url);
+            }
             let ip = url
                 .trim_start_matches("http://")
                 .split(':')
