@@ -896,7 +896,7 @@ async fn reconcile_paused(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Resu
     let cronjob = Api::<CronJob>::namespaced(ctx.client.clone(), ns)
         .get_opt(&parent.backup_name())
         .await?;
-    let status = derive_status(
+    let mut status = derive_status(
         tp,
         &desired,
         deployment.as_ref(),
@@ -904,6 +904,7 @@ async fn reconcile_paused(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Resu
         &[],
         ctx.now(),
     );
+    crate::canary::freeze(&mut status, ctx.now());
     write_status(tp, ctx, ns, status).await?;
     Ok(Action::requeue(RESYNC))
 }

@@ -158,9 +158,12 @@ pub struct RolloutStatus {
     /// Pods of the canary Deployment at this step.
     #[serde(default)]
     pub canary_replicas: Option<i32>,
-    /// When the current step started.
+    /// When the current step started (moved on by the time `spec.paused` froze it).
     #[serde(default)]
     pub step_started_at: Option<Time>,
+    /// When `spec.paused` froze the current step; the step's clock resumes where it stopped.
+    #[serde(default)]
+    pub paused_at: Option<Time>,
     /// Hash of the pod template the stable Deployment runs.
     #[serde(default)]
     pub stable_revision: Option<String>,

@@ -53,7 +53,10 @@ async fn pause_freezes_the_rollout() {
         .filter(|l| l.method != Method::GET && l.path.contains("/deployments"))
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
-    assert_eq!(env.rollout(), before);
+    let mut frozen = env.rollout();
+    assert_eq!(frozen["pausedAt"], "2026-11-22T12:05:00Z");
+    frozen.as_object_mut().unwrap().remove("pausedAt");
+    assert_eq!(frozen, before, "nothing else changes");
     assert!(env.api.get(CANARY).is_some());
     env.edit_spec(|s| s["paused"] = json!(false));
     env.reconcile().await;
@@ -61,6 +64,33 @@ async fn pause_freezes_the_rollout() {
         env.api.get(CANARY).is_none(),
         "the analysis resumes with the pause lifted"
     );
+}
+
+#[tokio::test]
+async fn a_pause_stops_the_steps_clock() {
+    let env = at_step_one().await; // step 1 since t=0, baseline at t=10
+    env.at(20);
+    env.edit_spec(|s| s["paused"] = json!(true));
+    env.reconcile().await;
+    env.at(300);
+    env.reconcile().await;
+    env.edit_spec(|s| s["paused"] = json!(false));
+    env.serve("10.0.1.1", 100, 0, 0);
+    env.at(310);
+    env.reconcile().await;
+    let r = env.rollout();
+    assert_eq!(r["step"], 1, "20 s ran before the pause, 0 s since: {r}");
+    assert_eq!(
+        r["stepStartedAt"], "2026-11-22T12:04:50Z",
+        "moved on by the 290 s paused (t=20 to t=310)"
+    );
+    assert!(r["pausedAt"].is_null());
+    env.at(349);
+    env.reconcile().await;
+    assert_eq!(env.rollout()["step"], 1, "59 s analysed");
+    env.at(350);
+    env.reconcile().await;
+    assert_eq!(env.rollout()["step"], 2);
 }
 
 #[tokio::test]

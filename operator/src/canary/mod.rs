@@ -47,7 +47,7 @@ use measure::{Measured, measure};
 use plan::deployments;
 pub use plan::{Plan, plan};
 use state::phase_of;
-pub use state::{Outcome, config, period, rolled_out, state_of};
+pub use state::{Outcome, config, freeze, period, rolled_out, state_of, thaw};
 
 use crate::apply::Applier;
 use crate::controller::Context;
@@ -129,7 +129,7 @@ pub async fn reconcile(
         } => (stable, *new, hn, stable_rev),
     };
     let cfg = config(&tp.spec.rollout.canary);
-    let prev = prev.unwrap_or_default();
+    let prev = thaw(prev.unwrap_or_default(), ctx.now());
     let canary_may_run = prev.canary_replicas.is_some();
     let mut state = state_of(&prev);
     let same_canary = prev.canary_revision.as_deref() == Some(hn.as_str());

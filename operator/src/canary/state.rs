@@ -123,3 +123,24 @@ pub fn rolled_out(d: &Deployment) -> bool {
         && s.replicas.unwrap_or(0) == s.updated_replicas.unwrap_or(0)
         && s.available_replicas.unwrap_or(0) >= want
 }
+
+/// `spec.paused` freezes a running step: the first paused reconciliation records when.
+pub fn freeze(status: &mut TradingPlatformStatus, now: Timestamp) {
+    if let Some(r) = status.rollout.as_mut()
+        && r.phase == "Analysing"
+        && r.paused_at.is_none()
+    {
+        r.paused_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+    }
+}
+
+/// After a pause: the step started that much later, so its interval resumes where it stopped.
+pub fn thaw(mut prev: RolloutStatus, now: Timestamp) -> RolloutStatus {
+    if let (Some(paused), Some(started)) = (prev.paused_at.take(), prev.step_started_at.as_mut()) {
+        let frozen = now.as_second() - paused.0.as_second();
+        if let Ok(t) = Timestamp::from_second(started.0.as_second() + frozen.max(0)) {
+            started.0 = t;
+        }
+    }
+    prev
+}
