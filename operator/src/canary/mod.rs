@@ -3,7 +3,7 @@
 //!
 //! Decisions, and why:
 //! - **Revisions.** A revision is the hash of the pod template as the builder makes it
-//!   ([`resources::canary::revision`]). The stable one is recorded on the stable Deployment
+//!   ([`crate::resources::canary::revision`]). The stable one is recorded on the stable Deployment
 //!   (annotation `tradeplane.io/revision`), so it comes from the cluster, not from a status that
 //!   may lag behind a failed write. A Deployment without it (made before the canary strategy was
 //!   chosen) is adopted as the new revision when it already runs `spec.image`.
@@ -26,7 +26,15 @@
 //!   does not advance (no evidence is not a pass); promote by hand if that is intended.
 //! - **Overrides.** `tradeplane.io/abort=true` rolls back, `tradeplane.io/promote=true` promotes
 //!   without analysis (abort wins). A rolled-back revision is not retried until the pod template
-//!   changes. `spec.paused` freezes everything (the reconciler does not get here).
+//!   changes.
+//! - **Pause.** `spec.paused` freezes everything (the paused reconciliation does not get here)
+//!   and stops the step's clock: [`freeze`] records `pausedAt`, [`thaw`] moves `stepStartedAt`
+//!   on by the time paused, so a step is never cut short or advanced by a pause.
+//! - **Settings.** The canary loads its own ConfigMap (`<name>-canary-config`); the shared one is
+//!   held at the stable pods' settings while a rollout is wanted ([`Plan::holds_config`]) and
+//!   gets the new ones at the promotion, so a rollback leaves the stable pods' settings alone.
+//! - **Prometheus.** With `canary.prometheus`, the measurements are queries instead of scrapes
+//!   ([`prometheus`]); readiness still comes from the pods.
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
