@@ -128,6 +128,11 @@ pub fn next(
     match state {
         RolloutState::Stable | RolloutState::Promoted | RolloutState::RolledBack { .. } => {
             let fresh = matches!(state, RolloutState::Stable | RolloutState::Promoted);
+            if obs.abort {
+                // Abort still set from an earlier rollout: no canary starts until it is removed
+                // (the revision is not marked failed, so removing it starts the rollout).
+                return (state.clone(), Decision::Wait);
+            }
             match (obs.new_revision, fresh, cfg.steps.first()) {
                 // A rolled-back revision is not retried until the template changes again
                 // (the reconciler resets the state to Stable on a new template).
@@ -405,6 +410,22 @@ mod tests {
         ] {
             assert_eq!(next(&cfg(), &s, &both), (s.clone(), Decision::Wait));
         }
+    }
+
+    #[test]
+    fn a_standing_abort_keeps_a_new_revision_from_starting() {
+        let abort = Observation {
+            abort: true,
+            ..obs(5)
+        };
+        for s in [RolloutState::Stable, RolloutState::Promoted] {
+            assert_eq!(next(&cfg(), &s, &abort), (s.clone(), Decision::Wait));
+        }
+        assert_eq!(
+            next(&cfg(), &RolloutState::Stable, &obs(6)).1,
+            Decision::SetWeight(10),
+            "removing it starts the rollout"
+        );
     }
 
     #[test]

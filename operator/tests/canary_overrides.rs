@@ -21,6 +21,20 @@ async fn abort_rolls_back_and_promote_skips_the_analysis() {
             .contains("aborted by tradeplane.io/abort=true")
     );
 
+    // Still set at the next rollout: it does not start until the annotation is removed.
+    env.edit_spec(|s| s["image"] = json!("img:3"));
+    env.reconcile().await;
+    assert!(env.api.get(CANARY).is_none());
+    let r = env.rollout();
+    assert!(
+        r["message"].as_str().unwrap().contains("does not start"),
+        "{r}"
+    );
+    env.api
+        .edit(TP, |tp| tp["metadata"]["annotations"] = json!({}));
+    env.reconcile().await;
+    assert_eq!(image(&env.api.get(CANARY).expect("started")), "img:3");
+
     let env = at_step_one().await;
     env.annotate("tradeplane.io/promote", "true");
     env.reconcile().await;

@@ -290,6 +290,10 @@ pub async fn reconcile(
                 out.message = Some(msg.clone());
                 result.progressing = Some((REASON_CANARY_ANALYSING, msg));
                 result.requeue = Some(period(&cfg));
+            } else if obs.abort && matches!(next, RolloutState::Stable | RolloutState::Promoted) {
+                out.message = Some(format!(
+                    "{ABORT_ANNOTATION}=true is set: revision {hn} does not start; remove the annotation to roll it out"
+                ));
             } else if let RolloutState::RolledBack { reason } = &next {
                 if out.canary_replicas.is_some() && delete_canary(a, ctx, tp, &api, &parent).await {
                     out.canary_replicas = None;
