@@ -120,6 +120,10 @@ pub struct Context {
     /// Per TradingPlatform (`ns/name`): the newest succeeded backup Job whose pod was read, and
     /// the result found in its termination message (see `crate::backup_metrics`).
     pub backup_results: Mutex<BackupResults>,
+    /// Fetches a pod's `/metrics` for the canary analysis (replaced in tests).
+    pub scraper: crate::analysis::ScrapeFn,
+    /// Per TradingPlatform: the counters at the start of the canary step (`crate::canary`).
+    pub canary_baselines: Mutex<crate::canary::Baselines>,
 }
 
 /// See [`Context::backup_results`].
@@ -141,6 +145,8 @@ impl Context {
             recreated: Mutex::new(RecreatedAt::new()),
             scheduled: Mutex::new(HashMap::new()),
             backup_results: Mutex::new(HashMap::new()),
+            scraper: crate::analysis::http_scraper(),
+            canary_baselines: Mutex::new(HashMap::new()),
         }
     }
 
@@ -426,7 +432,12 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     }
 
     a.apply(&desired.service_account).await;
-    a.apply(&desired.config_map).await;
+    // With `spec.rollout.strategy: canary`, a new pod template runs as a canary first; the
+    // shared ConfigMap keeps the stable pods' settings meanwhile.
+    let plan = crate::canary::plan(&mut a, ctx, tp, ns, desired.deployment.clone()).await?;
+    if !plan.holds_config() {
+        a.apply(&desired.config_map).await;
+    }
     a.apply(&desired.service).await;
     // A new image reaches the Deployment only after its migration Job succeeded.
     let (gate, migrated_image) = crate::migrate::gate(&mut a, ctx, tp, ns).await?;
@@ -435,6 +446,17 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         Some(Some(live)) => desired.deployment = Some(resources::deployment_with_image(tp, live)?),
         Some(None) => desired.deployment = None,
     }
+    let open = gate == crate::migrate::Gate::Open;
+    let canary = Box::pin(crate::canary::reconcile(
+        &mut a,
+        ctx,
+        tp,
+        ns,
+        plan,
+        open,
+        &mut desired,
+    ))
+    .await?;
     // The HPA before the Deployment: the Deployment stops carrying replicas only once it exists.
     let hpa = a.apply(&desired.hpa).await;
     let deployment = Box::pin(apply_deployment(
@@ -540,6 +562,10 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         // The Job is watched too; this re-check covers a missed event.
         action = Action::requeue(BACKUP_NOW_RETRY);
     }
+    if let Some(d) = canary.requeue {
+        action = Action::requeue(d);
+    }
+    canary.write(&mut status, tp.meta().generation, ctx.now());
     let backup = BackupNow {
         live_cronjob: cronjob.as_ref(),
         desired_cronjob: desired.backup_cronjob.as_ref(),
@@ -870,7 +896,7 @@ async fn reconcile_paused(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Resu
     let cronjob = Api::<CronJob>::namespaced(ctx.client.clone(), ns)
         .get_opt(&parent.backup_name())
         .await?;
-    let status = derive_status(
+    let mut status = derive_status(
         tp,
         &desired,
         deployment.as_ref(),
@@ -878,6 +904,7 @@ async fn reconcile_paused(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Resu
         &[],
         ctx.now(),
     );
+    crate::canary::freeze(&mut status, ctx.now());
     write_status(tp, ctx, ns, status).await?;
     Ok(Action::requeue(RESYNC))
 }
@@ -921,6 +948,7 @@ async fn cleanup(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action
     }
     forget_managed(ctx, tp);
     crate::backup_metrics::forget(ctx, tp);
+    crate::canary::forget(ctx, tp);
     info!("cleanup done; owned children are removed by garbage collection");
     Ok(Action::await_change())
 }
@@ -1286,6 +1314,7 @@ pub fn derive_status(
         last_successful_backup: last_success,
         last_backup_now_request: previous.last_backup_now_request,
         migrated_image: previous.migrated_image,
+        rollout: previous.rollout,
     }
 }
 

@@ -15,6 +15,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::crd_rollout::{
+    CanarySpec, PrometheusAnalysis, RolloutSpec, RolloutStatus, RolloutStrategy,
+};
 pub use crate::crd_s3::{S3Credentials, S3Storage, ServerSideEncryption};
 
 /// API group of the custom resource (contract).
@@ -158,8 +161,14 @@ pub struct TradingPlatformSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
 
+    /// How a changed pod template is rolled out: the Deployment's rolling update (default) or
+    /// an analysed canary with automatic rollback.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+
     /// Stop all writes for this resource: the operator leaves every child as it is and only
-    /// reports `Paused` in the status. Useful during a manual restore.
+    /// reports `Paused` in the status (a canary rollout is frozen where it stands). Useful during
+    /// a manual restore.
     #[serde(default)]
     pub paused: bool,
 }
@@ -1077,4 +1086,8 @@ pub struct TradingPlatformStatus {
     /// operator restart does not migrate it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrated_image: Option<String>,
+    /// The canary rollout (`spec.rollout.strategy: canary`): phase, step, measurements, decision.
+    /// `null` with the rolling strategy.
+    #[serde(default)]
+    pub rollout: Option<RolloutStatus>,
 }

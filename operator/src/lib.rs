@@ -1,11 +1,14 @@
 //! Tradeplane operator: reconciles `TradingPlatform` resources into the Kubernetes objects that
 //! run the trading platform. A library so the integration tests and the binary share one code path.
 
+pub mod analysis;
 pub mod apply;
 pub mod backup_metrics;
+pub mod canary;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod crd_rollout;
 pub mod crd_s3;
 pub mod errors;
 pub mod http;

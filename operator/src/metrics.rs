@@ -40,6 +40,12 @@ pub struct Metrics {
     pub backup_last_rows: GaugeVec,
     /// Duration of the last successful backup run.
     pub backup_last_duration: GaugeVec,
+    /// `tradeplane_operator_canary_weight_percent{namespace,tradingplatform}`: the running
+    /// canary's weight, 0 without one (alerting on a canary stuck at a step).
+    pub canary_weight: GaugeVec,
+    /// `tradeplane_operator_canary_decisions_total{decision}`: step, promote, rollback (alerting
+    /// on rollbacks).
+    pub canary_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -136,6 +142,18 @@ impl Metrics {
             "tradeplane_operator_backup_last_duration_seconds",
             "Duration of the last successful backup run, from the backup Job's termination message",
         )?;
+        let canary_weight = per_platform(
+            "tradeplane_operator_canary_weight_percent",
+            "Weight of the running canary of each TradingPlatform (0: none)",
+        )?;
+        let canary_decisions = IntCounterVec::new(
+            Opts::new(
+                "tradeplane_operator_canary_decisions_total",
+                "Canary rollout decisions: step, promote, rollback",
+            ),
+            &["decision"],
+        )?;
+        registry.register(Box::new(canary_decisions.clone()))?;
         registry.register(Box::new(watch_current.clone()))?;
         registry.register(Box::new(watch_errors.clone()))?;
         registry.register(Box::new(recreated.clone()))?;
@@ -162,6 +180,8 @@ impl Metrics {
             backup_last_size,
             backup_last_rows,
             backup_last_duration,
+            canary_weight,
+            canary_decisions,
         })
     }
 

@@ -2,12 +2,13 @@
 //! next state and decision out, no I/O, so every transition is unit-tested and a restarted
 //! operator resumes from the state it wrote into the status.
 //!
-//! Not wired into the CRD or the reconciler yet: `spec.rollout` and the analysis of the canary
-//! pods' `/metrics` are the next steps (see docs/operator.md).
+//! `crate::canary` runs it for `spec.rollout.strategy: canary`: it stores the state in
+//! `status.rollout`, feeds it the measurements of `crate::analysis`, and carries out the
+//! decisions (docs/operator.md, "Canary rollouts").
 
 use serde::{Deserialize, Serialize};
 
-/// Settings of a canary rollout (the future `spec.rollout`).
+/// Settings of a canary rollout (from `spec.rollout.canary`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CanaryConfig {
     /// Canary weights in percent of the replicas, increasing, the last one 100.
@@ -127,6 +128,11 @@ pub fn next(
     match state {
         RolloutState::Stable | RolloutState::Promoted | RolloutState::RolledBack { .. } => {
             let fresh = matches!(state, RolloutState::Stable | RolloutState::Promoted);
+            if obs.abort {
+                // Abort still set from an earlier rollout: no canary starts until it is removed
+                // (the revision is not marked failed, so removing it starts the rollout).
+                return (state.clone(), Decision::Wait);
+            }
             match (obs.new_revision, fresh, cfg.steps.first()) {
                 // A rolled-back revision is not retried until the template changes again
                 // (the reconciler resets the state to Stable on a new template).
@@ -371,6 +377,55 @@ mod tests {
     fn a_rolled_back_revision_is_not_retried() {
         let s = RolloutState::RolledBack { reason: "x".into() };
         assert_eq!(next(&cfg(), &s, &obs(1000)), (s.clone(), Decision::Wait));
+    }
+
+    #[test]
+    fn a_single_full_step_runs_once_then_promotes() {
+        let one = CanaryConfig {
+            steps: vec![100],
+            ..cfg()
+        };
+        assert_eq!(
+            next(&one, &RolloutState::Stable, &obs(0)),
+            (at(0, 0), Decision::SetWeight(100))
+        );
+        assert_eq!(
+            next(&one, &at(0, 0), &obs(60)),
+            (RolloutState::Promoted, Decision::Promote)
+        );
+    }
+
+    #[test]
+    fn annotations_do_nothing_without_a_running_canary() {
+        let both = Observation {
+            new_revision: false,
+            promote: true,
+            abort: true,
+            ..obs(5)
+        };
+        for s in [
+            RolloutState::Stable,
+            RolloutState::Promoted,
+            RolloutState::RolledBack { reason: "x".into() },
+        ] {
+            assert_eq!(next(&cfg(), &s, &both), (s.clone(), Decision::Wait));
+        }
+    }
+
+    #[test]
+    fn a_standing_abort_keeps_a_new_revision_from_starting() {
+        let abort = Observation {
+            abort: true,
+            ..obs(5)
+        };
+        for s in [RolloutState::Stable, RolloutState::Promoted] {
+            assert_eq!(next(&cfg(), &s, &abort), (s.clone(), Decision::Wait));
+        }
+        assert_eq!(
+            next(&cfg(), &RolloutState::Stable, &obs(6)).1,
+            Decision::SetWeight(10),
+            "removing it starts the rollout"
+        );
     }
 
     #[test]

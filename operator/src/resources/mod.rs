@@ -17,6 +17,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::TradingPlatform;
 
 pub mod backup;
+pub mod canary;
 pub mod configmap;
 pub mod deployment;
 pub mod hpa;

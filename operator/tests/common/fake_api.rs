@@ -269,13 +269,15 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn labels_match(obj: &Value, selector: &str) -> bool {
-    selector
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .all(|term| match term.split_once('=') {
+    selector.split(',').filter(|s| !s.is_empty()).all(|term| {
+        if let Some((k, v)) = term.split_once("!=") {
+            return obj["metadata"]["labels"][k] != v;
+        }
+        match term.split_once('=') {
             Some((k, v)) => obj["metadata"]["labels"][k] == v,
             None => obj["metadata"]["labels"].get(term).is_some(),
-        })
+        }
+    })
 }
 
 /// RFC 7386 JSON merge patch.

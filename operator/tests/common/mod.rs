@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: example files, CRD schema checks.
 #![allow(dead_code)]
 
+pub mod canary_env;
 pub mod env;
 pub mod fake_api;
 
