@@ -446,6 +446,13 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         Some(Some(live)) => desired.deployment = Some(resources::deployment_with_image(tp, live)?),
         Some(None) => desired.deployment = None,
     }
+    // Backups keep the image that passed its migration (the live one, else the recorded one).
+    if let Some(live) = gate.held() {
+        let safe = live.map(str::to_owned).or_else(|| migrated_image.clone());
+        if let (Some(image), Some(cj)) = (safe, desired.backup_cronjob.as_mut()) {
+            resources::backup::set_image(cj, &image);
+        }
+    }
     let open = gate == crate::migrate::Gate::Open;
     let canary = Box::pin(crate::canary::reconcile(
         &mut a,

@@ -25,6 +25,12 @@ fn image(env: &Env) -> Value {
     env.api.get(DEPLOY).unwrap()["spec"]["template"]["spec"]["containers"][0]["image"].clone()
 }
 
+fn backup_image(env: &Env) -> Value {
+    env.api.get(CRON).expect("backup CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        ["containers"][0]["image"]
+        .clone()
+}
+
 fn finish(env: &Env, path: &str, ok: bool, message: &str) {
     let status = if ok {
         json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
@@ -156,7 +162,7 @@ async fn on_create_the_deployment_waits_for_the_first_migration() {
 
 #[tokio::test]
 async fn a_new_image_runs_its_migration_job_first_and_the_deployment_keeps_the_old_one() {
-    let env = Env::new(tp_json(json!({})));
+    let env = Env::new(tp_json(json!({"backup": {"enabled": true}})));
     env.converge().await;
     env.make_deployment_available(2);
     env.reconcile().await.unwrap();
@@ -182,6 +188,11 @@ async fn a_new_image_runs_its_migration_job_first_and_the_deployment_keeps_the_o
     );
     let dep = env.api.get(DEPLOY).unwrap();
     assert_eq!(image(&env), "img:1", "old image while migrating");
+    assert_eq!(
+        backup_image(&env),
+        "img:1",
+        "backups keep the migrated image"
+    );
     assert_eq!(
         dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"],
         "1"
@@ -220,6 +231,7 @@ async fn a_new_image_runs_its_migration_job_first_and_the_deployment_keeps_the_o
     finish(&env, &job, true, "");
     env.reconcile().await.unwrap();
     assert_eq!(image(&env), "img:2", "rolled out once migrated");
+    assert_eq!(backup_image(&env), "img:2", "and backups with it");
     assert_eq!(env.api.get(TP).unwrap()["status"]["migratedImage"], "img:2");
     assert_ne!(env.condition("Progressing")["reason"], "Migrating");
     assert!(

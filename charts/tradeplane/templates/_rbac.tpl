@@ -4,7 +4,8 @@ The operator's permissions: THE one list, used by the ClusterRole (all namespace
 - reads and watches TradingPlatforms, patches them (finalizer) and their status;
 - owns the children it creates for each one (server-side apply = patch; deletes the ones a
   feature switch no longer wants; watches them to put back drift);
-- reads the pods of finished backup Jobs (their termination message: size, rows, duration);
+- reads pods: those of finished backup Jobs (their termination message: size, rows, duration),
+  and, during a canary rollout, the canary and stable pods whose `/metrics` it analyses;
 - records Events about what it does (events.k8s.io, which kube's recorder uses);
 - sets ownerReferences with blockOwnerDeletion, hence update on tradingplatforms/finalizers.
 Leader election's Lease is granted separately, in the release namespace only (rbac.yaml).

@@ -276,6 +276,24 @@ pub fn cronjob(parent: &Parent, spec: &TradingPlatformSpec) -> Result<Option<Cro
     }))
 }
 
+/// Makes the backup CronJob (and so every backup-now Job built from it) run `image`: while a
+/// new image waits for its migration Job, backups keep running the image that passed its
+/// migration, never a binary newer than the schema it would dump.
+pub fn set_image(cronjob: &mut CronJob, image: &str) {
+    let containers = cronjob
+        .spec
+        .job_template
+        .spec
+        .as_mut()
+        .and_then(|j| j.template.spec.as_mut())
+        .map(|p| p.containers.iter_mut());
+    for c in containers.into_iter().flatten() {
+        if c.name == CONTAINER_NAME {
+            c.image = Some(image.to_string());
+        }
+    }
+}
+
 /// Builds the one-off Job for a `tradeplane.io/backup-now` request value from the live CronJob's
 /// `jobTemplate` (as `kubectl create job --from=cronjob/…` does), owned by the CronJob so it is
 /// one of the CronJob's Jobs (the operator also suspends the CronJob while it runs, and never
