@@ -48,7 +48,11 @@ pub struct Instrument {
     /// Orders whose notional exceeds this wait for an admin's approval (four-eyes) before
     /// they are matched; absent or zero: never. The platform fills it in from
     /// `APPROVAL_NOTIONAL_DEFAULT` for instruments that do not set it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "approval_notional",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub approval_notional: Option<Cash>,
 }
 

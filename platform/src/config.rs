@@ -82,7 +82,12 @@ pub struct Config {
     /// is created at start-up if it does not exist yet.
     pub admin: Option<(String, String)>,
     /// `INSTRUMENTS`: the tradable instruments (JSON array); built-in defaults when unset.
+    /// Instruments without their own `approvalNotional` get `APPROVAL_NOTIONAL_DEFAULT`.
     pub instruments: Vec<tradeplane_engine::instrument::Instrument>,
+    /// `APPROVAL_TIMEOUT_SECONDS`: how long an order held for approval waits before it expires.
+    pub approval_timeout: Duration,
+    /// `APPROVAL_SWEEP_INTERVAL_SECONDS`: how often expired holds are released.
+    pub approval_sweep_interval: Duration,
     /// `--demo`: seed demo traders and run a market maker (set by the command line).
     pub demo: bool,
     /// `ENABLE_DEBUG_ENDPOINTS`: serves `/debug/sleep` (tests only; never in production).
@@ -296,7 +301,7 @@ impl Config {
             )),
         };
 
-        let instruments = match get("INSTRUMENTS") {
+        let mut instruments = match get("INSTRUMENTS") {
             None => tradeplane_engine::instrument::default_instruments(),
             Some(json) => {
                 tradeplane_engine::instrument::parse_instruments(json).map_err(|e| ConfigError {
@@ -305,6 +310,11 @@ impl Config {
                 })?
             }
         };
+        if let Some(default) = approval_notional_default(get("APPROVAL_NOTIONAL_DEFAULT"))? {
+            for i in instruments.iter_mut().filter(|i| i.approval_notional.is_none()) {
+                i.approval_notional = Some(default);
+            }
+        }
 
         let rate_per_second = number(
             get("RATE_LIMIT_PER_SECOND"),
@@ -508,6 +518,8 @@ impl Config {
             observability: ObservabilityConfig::read(get)?,
             demo: false,
             instruments,
+            approval_timeout: secs("APPROVAL_TIMEOUT_SECONDS", 3600, 1, 30 * 86_400)?,
+            approval_sweep_interval: secs("APPROVAL_SWEEP_INTERVAL_SECONDS", 10, 1, 3600)?,
             admin,
             listen_addr,
             database_url,
@@ -552,6 +564,24 @@ impl Config {
             require_admin_mfa: boolean(get("REQUIRE_ADMIN_MFA"), "REQUIRE_ADMIN_MFA")?,
         })
     }
+}
+
+/// `APPROVAL_NOTIONAL_DEFAULT`: a non-negative decimal; unset or 0 means no approval.
+fn approval_notional_default(
+    value: Option<&str>,
+) -> Result<Option<tradeplane_engine::num::Cash>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    let cash: tradeplane_engine::num::Cash = v.parse().map_err(|_| ConfigError {
+        var: "APPROVAL_NOTIONAL_DEFAULT",
+        reason: format!("{v:?} is not a decimal amount such as 100000 or 2500.50"),
+    })?;
+    if cash.raw() < 0 {
+        return Err(ConfigError {
+            var: "APPROVAL_NOTIONAL_DEFAULT",
+            reason: "must not be negative".into(),
+        });
+    }
+    Ok(cash.is_positive().then_some(cash))
 }
 
 /// Parses an optional whole number within `min..=max`, naming `var` on failure.

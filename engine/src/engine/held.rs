@@ -39,6 +39,8 @@ pub struct HeldOrder {
     pub cash_reserved: Cash,
     /// Position reserved (sells).
     pub qty_reserved: Qty,
+    /// The order's notional when it was held (what the approval threshold was compared with).
+    pub notional: Cash,
 }
 
 /// The result of an approval: the events (release, then matching) and, when the order failed
@@ -150,6 +152,7 @@ impl Op<'_> {
                 Side::Buy => Qty::ZERO,
                 Side::Sell => order.qty,
             },
+            notional: plan.notional,
             order,
         };
         let a = self.acct(held.order.account);

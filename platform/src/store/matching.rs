@@ -111,6 +111,17 @@ pub struct NewOrderRow {
     pub status: &'static str,
     pub cancel_reason: Option<&'static str>,
     pub priority: Option<i64>,
+    /// Set when the order is held for approval (status `pending`): when it expires, what it
+    /// reserved in cash and its notional (see [`held`]).
+    pub approval: Option<HeldRow>,
+}
+
+/// The approval columns of a held order's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRow {
+    pub expires_at: DateTime<Utc>,
+    pub reserved_cash: i64,
+    pub notional: i64,
 }
 
 /// The change of an order that was already resting before the batch.
@@ -160,6 +171,8 @@ pub struct BatchWrites {
     pub positions: BTreeMap<(i64, String), Position>,
     pub audits: Vec<NewAuditEvent>,
     pub symbols: BTreeMap<String, SymbolRow>,
+    /// Held orders decided in this batch (approved, rejected, expired, cancelled).
+    pub held_changes: Vec<HeldChange>,
 }
 
 /// Why a matcher transaction failed, beyond the database's own errors.
@@ -218,6 +231,9 @@ macro_rules! on_tx {
         value
     }};
 }
+
+mod held;
+pub use held::HeldChange;
 
 fn json_ids(ids: &[i64]) -> String {
     Value::from(ids.to_vec()).to_string()
@@ -446,6 +462,7 @@ impl MatchTx {
     /// Writes a batch: at most one statement per table, whatever the batch's size.
     pub async fn write(&mut self, w: &BatchWrites, now: DateTime<Utc>) -> Result<(), MatchError> {
         self.insert_orders(&w.new_orders, now).await?;
+        self.update_held(&w.held_changes, now).await?;
         self.update_orders(&w.order_changes, now).await?;
         self.insert_trades(&w.trades, now).await?;
         self.update_accounts(&w.accounts).await?;
@@ -464,13 +481,16 @@ impl MatchTx {
             return Ok(());
         }
         const COLS: &str = "id, account_id, client_order_id, symbol, side, order_type, tif, price, qty, filled, \
-                            remaining, status, cancel_reason, priority, created_at, updated_at";
+                            remaining, status, cancel_reason, priority, approval_requested_at, expires_at, \
+                            approval_reserved_cash, approval_notional, created_at, updated_at";
+        let requested = |r: &NewOrderRow| r.approval.as_ref().map(|_| now);
         on_tx!(self, BatchWrite, c,
             pg => {
                 sqlx::query(&format!(
                     "INSERT INTO orders ({COLS}) SELECT t.*, $15, $15 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], \
                      $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], \
-                     $12::text[], $13::text[], $14::bigint[]) AS t"
+                     $12::text[], $13::text[], $14::bigint[], $16::timestamptz[], $17::timestamptz[], $18::bigint[], \
+                     $19::bigint[]) AS t"
                 ))
                 .bind(o.iter().map(|r| r.id).collect::<Vec<_>>())
                 .bind(o.iter().map(|r| r.account_id).collect::<Vec<_>>())
@@ -487,17 +507,23 @@ impl MatchTx {
                 .bind(o.iter().map(|r| r.cancel_reason).collect::<Vec<_>>())
                 .bind(o.iter().map(|r| r.priority).collect::<Vec<_>>())
                 .bind(now)
+                .bind(o.iter().map(requested).collect::<Vec<_>>())
+                .bind(o.iter().map(|r| r.approval.as_ref().map(|a| a.expires_at)).collect::<Vec<_>>())
+                .bind(o.iter().map(|r| r.approval.as_ref().map(|a| a.reserved_cash)).collect::<Vec<_>>())
+                .bind(o.iter().map(|r| r.approval.as_ref().map(|a| a.notional)).collect::<Vec<_>>())
                 .execute(&mut *c).await?;
             },
             sqlite => {
                 let doc = Value::from(o.iter().map(|r| json!([
                     r.id, r.account_id, r.client_order_id, r.symbol, r.side, r.order_type, r.tif, r.price, r.qty,
                     r.filled, r.remaining, r.status, opt_str(r.cancel_reason), r.priority,
+                    requested(r).map(held::sqlite_time), r.approval.as_ref().map(|a| held::sqlite_time(a.expires_at)),
+                    r.approval.as_ref().map(|a| a.reserved_cash), r.approval.as_ref().map(|a| a.notional),
                 ])).collect::<Vec<_>>()).to_string();
                 sqlx::query(&format!(
                     "INSERT INTO orders ({COLS}) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-                     value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, $2, $2 \
-                     FROM json_each($1)"
+                     value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, \
+                     value->>14, value->>15, value->>16, value->>17, $2, $2 FROM json_each($1)"
                 ))
                 .bind(doc).bind(now).execute(&mut *c).await?;
             }

@@ -6,6 +6,7 @@
 //! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
 
 pub(crate) mod audit;
+pub mod approvals;
 pub mod candles;
 pub mod demo;
 pub mod leases;
