@@ -311,7 +311,10 @@ impl Config {
             }
         };
         if let Some(default) = approval_notional_default(get("APPROVAL_NOTIONAL_DEFAULT"))? {
-            for i in instruments.iter_mut().filter(|i| i.approval_notional.is_none()) {
+            for i in instruments
+                .iter_mut()
+                .filter(|i| i.approval_notional.is_none())
+            {
                 i.approval_notional = Some(default);
             }
         }

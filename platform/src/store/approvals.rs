@@ -85,7 +85,8 @@ where
         price: r.try_get::<Option<i64>, _>("price")?.map(Price::from_raw),
         qty: Qty::from_raw(r.try_get("qty")?),
         notional: Cash::from_raw(i128::from(
-            r.try_get::<Option<i64>, _>("approval_notional")?.unwrap_or(0),
+            r.try_get::<Option<i64>, _>("approval_notional")?
+                .unwrap_or(0),
         )),
         requested_at: r.try_get("approval_requested_at")?,
         expires_at: r.try_get("expires_at")?,

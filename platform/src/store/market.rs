@@ -121,8 +121,7 @@ pub fn status_from_str(s: &str) -> TradingStatus {
 impl Store {
     /// An order by id.
     pub async fn order(&self, id: i64) -> Result<Option<OrderView>, sqlx::Error> {
-        let sql =
-            format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND {SHOWN}");
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND {SHOWN}");
         with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
             row.as_ref().map(order_from_row).transpose()

@@ -5,8 +5,8 @@
 //! dialects agree. Each backend has its own migrations folder, applied at start-up with
 //! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
 
-pub(crate) mod audit;
 pub mod approvals;
+pub(crate) mod audit;
 pub mod candles;
 pub mod demo;
 pub mod leases;

@@ -156,8 +156,12 @@ impl Trading {
             match self.local(request, deadline).await {
                 Ok(Ok(_)) => released += 1,
                 Ok(Err(Refusal::NotPending(_) | Refusal::NotOwner)) => {}
-                Ok(Err(r)) => tracing::warn!(order = hold.id, refusal = ?r, "could not expire a held order"),
-                Err(e) => tracing::warn!(order = hold.id, error = %e, "could not expire a held order"),
+                Ok(Err(r)) => {
+                    tracing::warn!(order = hold.id, refusal = ?r, "could not expire a held order")
+                }
+                Err(e) => {
+                    tracing::warn!(order = hold.id, error = %e, "could not expire a held order")
+                }
             }
         }
         released

@@ -1,8 +1,8 @@
 //! Trading metrics, registered in the platform's registry.
 
 use prometheus::{
-    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Counters and histograms of the order flow.
@@ -70,7 +70,10 @@ impl ApprovalMetrics {
             &["symbol"],
         )?;
         let pending = IntGaugeVec::new(
-            Opts::new("orders_pending", "Orders waiting for approval now, by symbol."),
+            Opts::new(
+                "orders_pending",
+                "Orders waiting for approval now, by symbol.",
+            ),
             &["symbol"],
         )?;
         let approved_total = IntCounterVec::new(

@@ -218,10 +218,7 @@ pub enum Request {
         request_id: Option<String>,
     },
     /// Releases a held order past its expiry (the sweeper of the symbol's owner).
-    Expire {
-        order_id: i64,
-        view: Box<OrderView>,
-    },
+    Expire { order_id: i64, view: Box<OrderView> },
     /// Answered once the matcher has run every command queued before it (a handover's
     /// barrier). Never forwarded.
     #[serde(skip)]

@@ -12,7 +12,7 @@ use tradeplane_engine::order::{AccountId, OrderId};
 use tradeplane_engine::risk::Reject;
 
 use super::{
-    Done, Plan, PlaceOrder, Refusal, Reply, effective_tif, id_u64, own_cancel_reason, status_str,
+    Done, PlaceOrder, Plan, Refusal, Reply, effective_tif, id_u64, own_cancel_reason, status_str,
     tif_str, type_str,
 };
 use crate::store::NewAuditEvent;
@@ -259,7 +259,9 @@ impl Plan {
             .map(|h| h.notional)
             .ok_or_else(|| not_pending(id))?;
         let released = match &decision {
-            Decision::Cancelled { account } => batch.cancel(AccountId(id_u64(*account)), symbol, oid),
+            Decision::Cancelled { account } => {
+                batch.cancel(AccountId(id_u64(*account)), symbol, oid)
+            }
             Decision::Rejected { .. } => batch.release_held(symbol, oid, ReleaseReason::Rejected),
             Decision::Expired => batch.release_held(symbol, oid, ReleaseReason::Expired),
         };
