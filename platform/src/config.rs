@@ -784,4 +784,51 @@ mod tests {
             vec!["https://a.example", "http://localhost:3000"]
         );
     }
+
+    #[test]
+    fn approval_thresholds_default_and_per_instrument() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert!(c.instruments.iter().all(|i| i.approval_notional.is_none()));
+        assert_eq!(c.approval_timeout, Duration::from_secs(3600));
+        assert_eq!(c.approval_sweep_interval, Duration::from_secs(10));
+        let json = r#"[{"symbol":"A","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"10",
+            "maxNotional":"1000","approvalNotional":"50"},
+            {"symbol":"B","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"10","maxNotional":"1000"},
+            {"symbol":"C","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"10","maxNotional":"1000",
+            "approvalNotional":"0"}]"#;
+        let c = Config::from_vars(vars(&[
+            ("INSTRUMENTS", json),
+            ("APPROVAL_NOTIONAL_DEFAULT", "250.5"),
+            ("APPROVAL_TIMEOUT_SECONDS", "60"),
+            ("APPROVAL_SWEEP_INTERVAL_SECONDS", "2"),
+        ]))
+        .expect("valid");
+        let limits: Vec<String> = c
+            .instruments
+            .iter()
+            .map(|i| {
+                i.approval_notional
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            limits,
+            ["50", "250.5", "0"],
+            "its own, the default, explicitly none"
+        );
+        assert_eq!(c.approval_timeout, Duration::from_secs(60));
+        assert_eq!(c.approval_sweep_interval, Duration::from_secs(2));
+        let c = Config::from_vars(vars(&[("APPROVAL_NOTIONAL_DEFAULT", "0")])).expect("valid");
+        assert!(c.instruments.iter().all(|i| i.approval_notional.is_none()));
+        for (var, bad) in [
+            ("APPROVAL_NOTIONAL_DEFAULT", "-1"),
+            ("APPROVAL_NOTIONAL_DEFAULT", "lots"),
+            ("APPROVAL_TIMEOUT_SECONDS", "0"),
+            ("APPROVAL_SWEEP_INTERVAL_SECONDS", "7200"),
+        ] {
+            let e = Config::from_vars(vars(&[(var, bad)])).expect_err(bad);
+            assert_eq!(e.var, var);
+        }
+    }
 }

@@ -335,3 +335,150 @@ impl Plan {
         Ok(Done::Order(Box::new(view)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use tradeplane_engine::Engine;
+    use tradeplane_engine::ledger::Account;
+    use tradeplane_engine::num::{Cash, Qty};
+    use tradeplane_engine::order::{AccountId, OrderType, Side};
+
+    use super::super::{Loaded, Plan};
+    use super::ApprovalMetric;
+    use crate::store::market::SymbolRow;
+    use crate::trading::{Done, PlaceOrder, Request};
+
+    /// Symbol "T" (tick 1, lot 1) with approval above 1,000; accounts 1 and 2 with 100,000
+    /// cash and 1,000 units.
+    fn engine() -> Engine {
+        let t = serde_json::from_str(
+            r#"{"symbol":"T","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"1000",
+                "maxNotional":"1000000","approvalNotional":"1000"}"#,
+        )
+        .expect("instrument");
+        let mut e = Engine::new(vec![t]).expect("engine");
+        for id in 1..=2 {
+            let mut a = Account::with_cash("100000".parse::<Cash>().expect("cash"));
+            a.positions.entry("T".into()).or_default().qty = "1000".parse().expect("qty");
+            e.put_account(AccountId(id), a);
+        }
+        e
+    }
+
+    fn limit(account: i64, side: Side, price: &str, qty: &str) -> Request {
+        Request::Place {
+            account,
+            order: PlaceOrder {
+                symbol: "T".into(),
+                side,
+                order_type: OrderType::Limit,
+                price: Some(price.parse().expect("price")),
+                qty: qty.parse().expect("qty"),
+                tif: None,
+                client_order_id: None,
+            },
+            request_id: None,
+        }
+    }
+
+    fn build(engine: &mut Engine, requests: &[Request], first_id: i64) -> Plan {
+        let refs: Vec<&Request> = requests.iter().collect();
+        let mut batch = engine.begin_batch();
+        let plan = Plan::build(
+            &mut batch,
+            &refs,
+            Loaded {
+                existing: &HashMap::new(),
+                missing: &|_| false,
+                symbols: BTreeMap::from([("T".to_owned(), SymbolRow::default())]),
+                approval_timeout: chrono::Duration::seconds(60),
+            },
+            &mut (first_id..),
+            "origin",
+            chrono::Utc::now(),
+        );
+        batch.commit();
+        plan
+    }
+
+    #[test]
+    fn a_held_order_is_written_pending_and_its_approval_merges_with_later_fills() {
+        let mut e = engine();
+        let plan = build(&mut e, &[limit(1, Side::Buy, "100", "20")], 1);
+        let row = &plan.writes.new_orders[0];
+        assert_eq!((row.status, row.priority), ("pending", None));
+        let held = row.approval.as_ref().expect("approval columns");
+        assert_eq!(
+            held.reserved_cash,
+            "2000".parse::<Cash>().expect("c").raw() as i64
+        );
+        assert_eq!(held.notional, held.reserved_cash);
+        assert_eq!(
+            plan.writes.accounts[&1].cash_reserved, held.reserved_cash,
+            "the reservation is written with the account"
+        );
+        let Ok(Done::Order(view)) = &plan.replies[0] else {
+            panic!("{:?}", plan.replies[0]);
+        };
+        assert_eq!(view.status, "pending_approval");
+        assert!(
+            plan.writes
+                .audits
+                .iter()
+                .any(|a| a.action == "order.approval_requested")
+        );
+        assert_eq!(
+            plan.approvals,
+            vec![ApprovalMetric::Held { symbol: "T".into() }]
+        );
+
+        // Approved, then filled by a later order of the same batch: one held-order row.
+        let approve = Request::Approve {
+            order_id: 1,
+            view: view.clone(),
+            admin: 7,
+            request_id: None,
+        };
+        let plan = build(&mut e, &[approve, limit(2, Side::Sell, "100", "5")], 10);
+        assert!(
+            plan.writes.order_changes.is_empty(),
+            "{:?}",
+            plan.writes.order_changes
+        );
+        assert_eq!(plan.writes.held_changes.len(), 1);
+        let change = &plan.writes.held_changes[0];
+        let q = |s: &str| s.parse::<Qty>().expect("qty").raw();
+        assert_eq!(
+            (
+                change.status,
+                change.filled,
+                change.remaining,
+                change.approved_by
+            ),
+            ("partially_filled", q("5"), q("15"), Some(7))
+        );
+        assert!(change.priority.is_some(), "it took a time priority");
+        assert_eq!(plan.writes.trades.len(), 1);
+        assert!(
+            plan.writes
+                .audits
+                .iter()
+                .any(|a| a.action == "order.approved")
+        );
+        // A second approval in a later batch: not pending any more.
+        let again = Request::Approve {
+            order_id: 1,
+            view: view.clone(),
+            admin: 7,
+            request_id: None,
+        };
+        let plan = build(&mut e, &[again], 20);
+        assert!(matches!(
+            plan.replies[0],
+            Err(crate::trading::Refusal::NotPending(_))
+        ));
+        assert!(plan.writes.held_changes.is_empty());
+    }
+}
