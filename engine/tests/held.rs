@@ -186,3 +186,144 @@ fn held_orders_survive_an_export_and_restore() {
         c("20000")
     );
 }
+
+mod props {
+    //! Random streams of orders, approvals, releases and cancels: after every step each
+    //! account's reservations equal what its resting and held orders reserve, total cash is
+    //! conserved, and once everything is cancelled or released nothing stays reserved.
+
+    use super::*;
+    use proptest::prelude::*;
+    use tradeplane_engine::num::{Cash, Qty, notional};
+
+    #[derive(Debug, Clone)]
+    enum Act {
+        Limit(u64, bool, i64, i64),
+        Market(u64, bool, i64),
+        Approve(usize),
+        Release(usize, bool),
+        Cancel(u64, usize),
+        Halt(bool),
+    }
+
+    fn act() -> impl Strategy<Value = Act> {
+        prop_oneof![
+            6 => (1..=3u64, any::<bool>(), 95i64..=105, 1i64..=200)
+                .prop_map(|(a, b, p, q)| Act::Limit(a, b, p, q)),
+            1 => (1..=3u64, any::<bool>(), 1i64..=200).prop_map(|(a, b, q)| Act::Market(a, b, q)),
+            3 => any::<usize>().prop_map(Act::Approve),
+            1 => (any::<usize>(), any::<bool>()).prop_map(|(i, r)| Act::Release(i, r)),
+            2 => (1..=3u64, any::<usize>()).prop_map(|(a, i)| Act::Cancel(a, i)),
+            1 => any::<bool>().prop_map(Act::Halt),
+        ]
+    }
+
+    /// Reserved cash and position per account from the book and the held orders.
+    fn expected(e: &Engine, id: u64) -> (Cash, Qty) {
+        let mut cash = Cash::ZERO;
+        let mut qty = Qty::ZERO;
+        let state = e.market_state("T").unwrap();
+        for o in state.resting.iter().filter(|o| o.account == AccountId(id)) {
+            match o.side {
+                Side::Buy => cash += notional(o.price, o.remaining),
+                Side::Sell => qty += o.remaining,
+            }
+        }
+        for h in state
+            .held
+            .iter()
+            .filter(|h| h.order.account == AccountId(id))
+        {
+            cash += h.cash_reserved;
+            qty += h.qty_reserved;
+        }
+        (cash, qty)
+    }
+
+    fn check(e: &Engine) {
+        let mut total = Cash::ZERO;
+        for id in 1..=3 {
+            let a = acct(e, id);
+            assert_eq!(
+                (a.cash_reserved, a.position("T").reserved),
+                expected(e, id),
+                "account {id}"
+            );
+            total += a.cash;
+        }
+        assert_eq!(total, c("300000"), "cash is conserved");
+    }
+
+    proptest! {
+        #[test]
+        fn reservations_follow_resting_and_held_orders(acts in proptest::collection::vec(act(), 1..60)) {
+            let mut e = engine_with_approval();
+            let mut next = 1u64;
+            for a in acts {
+                let held: Vec<OrderId> = e.held_orders("T").map(|h| h.order.id).collect();
+                match a {
+                    Act::Limit(acct, buy, p, qty) => {
+                        let side = if buy { Side::Buy } else { Side::Sell };
+                        let _ = e.submit(lim(next, acct, side, &p.to_string(), &qty.to_string()));
+                        next += 1;
+                    }
+                    Act::Market(acct, buy, qty) => {
+                        let side = if buy { Side::Buy } else { Side::Sell };
+                        let _ = e.submit(NewOrder::market(next, acct, "T", side, q(&qty.to_string())));
+                        next += 1;
+                    }
+                    Act::Approve(i) if !held.is_empty() => {
+                        let id = held[i % held.len()];
+                        let approval = e.approve("T", id).unwrap();
+                        prop_assert!(e.held_order("T", id).is_none());
+                        if approval.refused.is_some() {
+                            prop_assert_eq!(approval.outcome.status, OrderStatus::Cancelled);
+                        }
+                    }
+                    Act::Release(i, expired) if !held.is_empty() => {
+                        let reason = if expired { ReleaseReason::Expired } else { ReleaseReason::Rejected };
+                        e.release_held("T", held[i % held.len()], reason).unwrap();
+                    }
+                    Act::Cancel(acct, i) => {
+                        let mine: Vec<OrderId> = e
+                            .market_state("T")
+                            .unwrap()
+                            .resting
+                            .iter()
+                            .map(|o| (o.id, o.account))
+                            .chain(e.held_orders("T").map(|h| (h.order.id, h.order.account)))
+                            .filter(|(_, a)| *a == AccountId(acct))
+                            .map(|(id, _)| id)
+                            .collect();
+                        if !mine.is_empty() {
+                            e.cancel(AccountId(acct), "T", mine[i % mine.len()]).unwrap();
+                        }
+                    }
+                    Act::Halt(halt) => {
+                        let status = if halt {
+                            tradeplane_engine::instrument::TradingStatus::Halted
+                        } else {
+                            tradeplane_engine::instrument::TradingStatus::Open
+                        };
+                        e.set_status("T", status).unwrap();
+                    }
+                    Act::Approve(_) | Act::Release(..) => {}
+                }
+                check(&e);
+            }
+            // Cancel and release everything: nothing stays reserved.
+            let state = e.market_state("T").unwrap();
+            for o in state.resting {
+                e.cancel(o.account, "T", o.id).unwrap();
+            }
+            for h in state.held {
+                e.release_held("T", h.order.id, ReleaseReason::Expired).unwrap();
+            }
+            for id in 1..=3 {
+                let a = acct(&e, id);
+                prop_assert_eq!((a.cash_reserved, a.position("T").reserved), (Cash::ZERO, Qty::ZERO));
+                prop_assert_eq!(a.open_orders, 0);
+            }
+        }
+    }
+}
