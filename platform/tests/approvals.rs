@@ -226,6 +226,24 @@ async fn a_large_order_waits_and_another_admin_approves_it_into_the_book(state: 
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
 
     let list = pending(&state, &root).await;
+    let path = "/api/v1/admin/orders/pending?symbol=BTC-USD";
+    let (status, other) = send(&state, "GET", path, Some(&root), None).await;
+    assert_eq!(
+        (status, other.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    let path = "/api/v1/admin/orders/pending?symbol=bad%20symbol";
+    let (status, err) = send(&state, "GET", path, Some(&root), None).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_symbol"))
+    );
+    let (_, instruments) = send(&state, "GET", "/api/v1/instruments", None, None).await;
+    let aapl_rules = instruments
+        .as_array()
+        .and_then(|l| l.iter().find(|i| i["symbol"] == "AAPL"))
+        .expect("AAPL");
+    assert_eq!(aapl_rules["approvalNotional"], "10000", "{aapl_rules}");
     assert_eq!(list.len(), 1, "{list:?}");
     let p = &list[0];
     assert_eq!(
