@@ -1,12 +1,20 @@
 //! The matching engine state machine: markets (one book per symbol), accounts, and batches.
+//!
+//! Orders above an instrument's `approvalNotional` are *held* (see [`held`]): risk-checked and
+//! reserved at submission, but kept out of the book until an approval enters them into matching.
 
-use std::collections::HashMap;
+mod held;
+
+pub use held::{Approval, HeldOrder};
+
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::book::{Book, DepthLevel, RestingOrder};
 use crate::events::{
-    AcceptedOrder, BalanceChange, BookLevel, CancelReason, CancelledOrder, Event, EventKind, Trade,
+    AcceptedOrder, BalanceChange, BookLevel, CancelReason, CancelledOrder, Event, EventKind,
+    ReleaseReason, Trade,
 };
 use crate::instrument::{Instrument, InstrumentError, TradingStatus, validate_all};
 use crate::ledger::Account;
@@ -41,6 +49,9 @@ pub struct MarketState {
     pub last_trade: Option<LastTrade>,
     /// Trading status.
     pub status: TradingStatus,
+    /// Orders held for approval (not in the book), with what they reserve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldOrder>,
 }
 
 /// Why a market could not be restored.
@@ -75,6 +86,8 @@ pub enum OrderStatus {
     Filled,
     /// Done with an unfilled remainder cancelled (`filled` may be non-zero).
     Cancelled,
+    /// Held for approval: risk-checked and reserved, but not in the book (see [`held`]).
+    PendingApproval,
 }
 
 /// The result of an accepted submit or cancel: the order's state and the events to persist.
@@ -127,6 +140,7 @@ struct Market {
     seq: u64,
     md_seq: u64,
     last_trade: Option<LastTrade>,
+    held: BTreeMap<OrderId, HeldOrder>,
 }
 
 /// A market's small scalar state, copied at a batch's first touch of the symbol.
@@ -144,6 +158,8 @@ struct MarketHead {
 struct Journal {
     markets: HashMap<String, MarketHead>,
     accounts: HashMap<AccountId, Option<Account>>,
+    /// Held orders as they were before each change, oldest first (undone in reverse).
+    held: Vec<(String, OrderId, Option<HeldOrder>)>,
 }
 
 /// The trading engine: deterministic, synchronous, no I/O.
@@ -170,6 +186,7 @@ impl Engine {
                     seq: 0,
                     md_seq: 0,
                     last_trade: None,
+                    held: BTreeMap::new(),
                 };
                 (m.instrument.symbol.clone(), m)
             })
@@ -252,6 +269,7 @@ impl Engine {
             md_seq: m.md_seq,
             last_trade: m.last_trade,
             status: m.instrument.status,
+            held: m.held.values().cloned().collect(),
         })
     }
 
@@ -292,6 +310,7 @@ impl Engine {
         {
             return Err(RestoreError::Crossed);
         }
+        let held = held::restore(&self.accounts, symbol, &book, state.held)?;
         let mut instrument = inst.clone();
         instrument.status = state.status;
         self.markets.insert(
@@ -302,12 +321,15 @@ impl Engine {
                 seq: state.seq,
                 md_seq: state.md_seq,
                 last_trade: state.last_trade,
+                held,
             },
         );
         Ok(())
     }
 
-    /// Runs pre-trade risk, then matches the order. A rejection changes nothing.
+    /// Runs pre-trade risk, then matches the order — or, when its notional exceeds the
+    /// instrument's `approval_notional`, holds it for approval (status
+    /// [`OrderStatus::PendingApproval`]: reserved, not in the book). A rejection changes nothing.
     pub fn submit(&mut self, order: NewOrder) -> Result<Outcome, Reject> {
         let Engine {
             markets,
@@ -323,7 +345,15 @@ impl Engine {
             market.instrument.price_band_bps,
         );
         let plan = risk::check(&order, &market.instrument, band, &market.book, acct)?;
+        let needs_approval = market
+            .instrument
+            .approval_notional
+            .is_some_and(|limit| limit.is_positive() && plan.notional > limit);
         let mut op = Op::begin(&order.symbol, market, accounts, journal);
+        if needs_approval {
+            op.hold(order.clone(), plan);
+            return Ok(op.finish_held());
+        }
         op.run(&order, plan, band);
         Ok(op.finish(order.id))
     }
@@ -341,6 +371,14 @@ impl Engine {
             journal,
         } = self;
         let market = markets.get_mut(symbol).ok_or(Reject::UnknownSymbol)?;
+        if let Some(h) = market.held.get(&id) {
+            if h.order.account != account {
+                return Err(Reject::NotOwner);
+            }
+            let mut op = Op::begin(symbol, market, accounts, journal);
+            op.release(id, ReleaseReason::Cancelled);
+            return Ok(op.finish(id));
+        }
         let o = *market.book.get(id).ok_or(Reject::UnknownOrder)?;
         if o.account != account {
             return Err(Reject::NotOwner);
@@ -399,6 +437,14 @@ impl Engine {
                     m.last_trade = head.last_trade;
                 }
             }
+            for (symbol, id, before) in j.held.into_iter().rev() {
+                if let Some(m) = self.markets.get_mut(&symbol) {
+                    match before {
+                        Some(h) => m.held.insert(id, h),
+                        None => m.held.remove(&id),
+                    };
+                }
+            }
             for (id, a) in j.accounts {
                 match a {
                     Some(a) => self.accounts.insert(id, a),
@@ -438,6 +484,21 @@ impl Batch<'_> {
     /// [`Engine::set_status`] inside the batch.
     pub fn set_status(&mut self, symbol: &str, status: TradingStatus) -> Result<Event, Reject> {
         self.engine.set_status(symbol, status)
+    }
+
+    /// [`Engine::approve`] inside the batch.
+    pub fn approve(&mut self, symbol: &str, id: OrderId) -> Result<Approval, Reject> {
+        self.engine.approve(symbol, id)
+    }
+
+    /// [`Engine::release_held`] inside the batch.
+    pub fn release_held(
+        &mut self,
+        symbol: &str,
+        id: OrderId,
+        reason: ReleaseReason,
+    ) -> Result<Outcome, Reject> {
+        self.engine.release_held(symbol, id, reason)
     }
 
     /// Read access to the engine's state including the batch's changes.

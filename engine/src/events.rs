@@ -43,6 +43,12 @@ pub enum EventKind {
     BookLevel(BookLevel),
     /// An account's cash, reservations or position changed.
     Balance(BalanceChange),
+    /// An order passed risk checks and was held for approval: its cash or position is
+    /// reserved, but it is not in the book (private).
+    OrderHeld(AcceptedOrder),
+    /// A held order left the hold: approved (an `OrderAccepted` follows), or released with
+    /// its reservation (private).
+    HoldReleased(ReleasedOrder),
     /// The symbol was halted or resumed (public).
     Status {
         /// The new status.
@@ -120,6 +126,36 @@ pub enum CancelReason {
     FokUnfillable,
     /// The unfilled remainder of a market order (book empty or beyond the price band).
     MarketRemainder,
+}
+
+/// Why a held order left the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReleaseReason {
+    /// An admin approved it; it enters matching now.
+    Approved,
+    /// An admin approved it but it failed the risk check at that moment; released.
+    RiskRejected,
+    /// An admin rejected it; released.
+    Rejected,
+    /// Nobody decided in time; released.
+    Expired,
+    /// Its owner cancelled it; released.
+    Cancelled,
+}
+
+/// A held order leaving the hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleasedOrder {
+    /// Order id.
+    pub id: OrderId,
+    /// Owning account.
+    pub account: AccountId,
+    /// Side.
+    pub side: Side,
+    /// Why.
+    pub reason: ReleaseReason,
 }
 
 /// A cancellation.

@@ -45,6 +45,15 @@ pub struct Instrument {
     /// Open or halted.
     #[serde(default)]
     pub status: TradingStatus,
+    /// Orders whose notional exceeds this wait for an admin's approval (four-eyes) before
+    /// they are matched; absent or zero: never. The platform fills it in from
+    /// `APPROVAL_NOTIONAL_DEFAULT` for instruments that do not set it.
+    #[serde(
+        default,
+        alias = "approval_notional",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub approval_notional: Option<Cash>,
 }
 
 /// Why an instrument list was refused.
@@ -99,6 +108,9 @@ impl Instrument {
         }
         if !self.max_notional.is_positive() {
             return Err(bad("maxNotional must be positive"));
+        }
+        if self.approval_notional.is_some_and(|a| a.raw() < 0) {
+            return Err(bad("approvalNotional must not be negative"));
         }
         if self.price_band_bps >= 10_000 {
             return Err(bad("priceBandBps must be below 10000 (100%)"));

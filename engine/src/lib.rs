@@ -16,6 +16,9 @@
 //! - Risk ([`risk`]): one [`risk::Reject`] variant per rule, with a stable [`risk::Reject::code`].
 //!   Market buys are priced exactly before matching (walk of the reachable asks) and need that
 //!   much available cash; limit buys reserve `limit * qty`; sells reserve position.
+//! - Four-eyes approval: an order whose notional exceeds its instrument's `approvalNotional`
+//!   is held ([`engine::HeldOrder`]): risk-checked and reserved, not in the book, until
+//!   [`Engine::approve`] runs it through risk and matching again, or a release frees it.
 //! - No fees: trading moves cash and positions only between the two accounts, so total cash
 //!   and net position per symbol are conserved (checked by the property tests).
 //! - Every change is an [`events::Event`] with a per-symbol `seq` (all events, contiguous) and,

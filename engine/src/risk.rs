@@ -191,6 +191,9 @@ pub(crate) struct Plan {
     pub fillable: Qty,
     /// Cash to reserve for a buy (zero for sells).
     pub cash_reserve: Cash,
+    /// The order's notional: `limit * qty`, or what a market order costs against the book
+    /// (compared with the instrument's approval threshold).
+    pub notional: Cash,
 }
 
 /// Runs every pre-trade rule against the current state.
@@ -292,5 +295,6 @@ pub(crate) fn check(
         limit,
         fillable,
         cash_reserve,
+        notional: order_notional,
     })
 }

@@ -82,7 +82,12 @@ pub struct Config {
     /// is created at start-up if it does not exist yet.
     pub admin: Option<(String, String)>,
     /// `INSTRUMENTS`: the tradable instruments (JSON array); built-in defaults when unset.
+    /// Instruments without their own `approvalNotional` get `APPROVAL_NOTIONAL_DEFAULT`.
     pub instruments: Vec<tradeplane_engine::instrument::Instrument>,
+    /// `APPROVAL_TIMEOUT_SECONDS`: how long an order held for approval waits before it expires.
+    pub approval_timeout: Duration,
+    /// `APPROVAL_SWEEP_INTERVAL_SECONDS`: how often expired holds are released.
+    pub approval_sweep_interval: Duration,
     /// `--demo`: seed demo traders and run a market maker (set by the command line).
     pub demo: bool,
     /// `ENABLE_DEBUG_ENDPOINTS`: serves `/debug/sleep` (tests only; never in production).
@@ -296,7 +301,7 @@ impl Config {
             )),
         };
 
-        let instruments = match get("INSTRUMENTS") {
+        let mut instruments = match get("INSTRUMENTS") {
             None => tradeplane_engine::instrument::default_instruments(),
             Some(json) => {
                 tradeplane_engine::instrument::parse_instruments(json).map_err(|e| ConfigError {
@@ -305,6 +310,14 @@ impl Config {
                 })?
             }
         };
+        if let Some(default) = approval_notional_default(get("APPROVAL_NOTIONAL_DEFAULT"))? {
+            for i in instruments
+                .iter_mut()
+                .filter(|i| i.approval_notional.is_none())
+            {
+                i.approval_notional = Some(default);
+            }
+        }
 
         let rate_per_second = number(
             get("RATE_LIMIT_PER_SECOND"),
@@ -508,6 +521,8 @@ impl Config {
             observability: ObservabilityConfig::read(get)?,
             demo: false,
             instruments,
+            approval_timeout: secs("APPROVAL_TIMEOUT_SECONDS", 3600, 1, 30 * 86_400)?,
+            approval_sweep_interval: secs("APPROVAL_SWEEP_INTERVAL_SECONDS", 10, 1, 3600)?,
             admin,
             listen_addr,
             database_url,
@@ -552,6 +567,24 @@ impl Config {
             require_admin_mfa: boolean(get("REQUIRE_ADMIN_MFA"), "REQUIRE_ADMIN_MFA")?,
         })
     }
+}
+
+/// `APPROVAL_NOTIONAL_DEFAULT`: a non-negative decimal; unset or 0 means no approval.
+fn approval_notional_default(
+    value: Option<&str>,
+) -> Result<Option<tradeplane_engine::num::Cash>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    let cash: tradeplane_engine::num::Cash = v.parse().map_err(|_| ConfigError {
+        var: "APPROVAL_NOTIONAL_DEFAULT",
+        reason: format!("{v:?} is not a decimal amount such as 100000 or 2500.50"),
+    })?;
+    if cash.raw() < 0 {
+        return Err(ConfigError {
+            var: "APPROVAL_NOTIONAL_DEFAULT",
+            reason: "must not be negative".into(),
+        });
+    }
+    Ok(cash.is_positive().then_some(cash))
 }
 
 /// Parses an optional whole number within `min..=max`, naming `var` on failure.
@@ -750,5 +783,52 @@ mod tests {
             r.cors_allowed_origins,
             vec!["https://a.example", "http://localhost:3000"]
         );
+    }
+
+    #[test]
+    fn approval_thresholds_default_and_per_instrument() {
+        let c = Config::from_vars(vars(&[])).expect("defaults");
+        assert!(c.instruments.iter().all(|i| i.approval_notional.is_none()));
+        assert_eq!(c.approval_timeout, Duration::from_secs(3600));
+        assert_eq!(c.approval_sweep_interval, Duration::from_secs(10));
+        let json = r#"[{"symbol":"A","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"10",
+            "maxNotional":"1000","approvalNotional":"50"},
+            {"symbol":"B","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"10","maxNotional":"1000"},
+            {"symbol":"C","tickSize":"1","lotSize":"1","minQty":"1","maxQty":"10","maxNotional":"1000",
+            "approvalNotional":"0"}]"#;
+        let c = Config::from_vars(vars(&[
+            ("INSTRUMENTS", json),
+            ("APPROVAL_NOTIONAL_DEFAULT", "250.5"),
+            ("APPROVAL_TIMEOUT_SECONDS", "60"),
+            ("APPROVAL_SWEEP_INTERVAL_SECONDS", "2"),
+        ]))
+        .expect("valid");
+        let limits: Vec<String> = c
+            .instruments
+            .iter()
+            .map(|i| {
+                i.approval_notional
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            limits,
+            ["50", "250.5", "0"],
+            "its own, the default, explicitly none"
+        );
+        assert_eq!(c.approval_timeout, Duration::from_secs(60));
+        assert_eq!(c.approval_sweep_interval, Duration::from_secs(2));
+        let c = Config::from_vars(vars(&[("APPROVAL_NOTIONAL_DEFAULT", "0")])).expect("valid");
+        assert!(c.instruments.iter().all(|i| i.approval_notional.is_none()));
+        for (var, bad) in [
+            ("APPROVAL_NOTIONAL_DEFAULT", "-1"),
+            ("APPROVAL_NOTIONAL_DEFAULT", "lots"),
+            ("APPROVAL_TIMEOUT_SECONDS", "0"),
+            ("APPROVAL_SWEEP_INTERVAL_SECONDS", "7200"),
+        ] {
+            let e = Config::from_vars(vars(&[(var, bad)])).expect_err(bad);
+            assert_eq!(e.var, var);
+        }
     }
 }

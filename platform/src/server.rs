@@ -71,11 +71,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         crate::trading::TradingOptions {
             request_timeout: config.request_timeout,
             db_timeout: config.matcher_db_timeout,
+            approval_timeout: config.approval_timeout,
+            approval_sweep_interval: config.approval_sweep_interval,
         },
         ownership,
         forwarder,
     )?;
     let shutdown = CancellationToken::new();
+    trading.spawn_approval_sweeper(shutdown.clone());
     if let Some(pool) = lease_pool {
         trading.spawn_leases(
             pool,

@@ -137,6 +137,7 @@ async fn a_stale_batch_write_fails_and_leaves_nothing(store: Store) {
         status: "new",
         cancel_reason: None,
         priority: Some(id),
+        approval: None,
     };
     let mut writes = BatchWrites::default();
     writes.new_orders.push(order(900_001));

@@ -1,6 +1,7 @@
 //! The HTTP surface: routes grouped by resource, and the middleware stack around them.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod candles;
@@ -121,6 +122,9 @@ fn api() -> Router<AppState> {
         .route("/me", get(auth::me))
         .route("/admin/accounts/{id}/deposits", post(admin::deposit))
         .route("/admin/audit", get(audit::audit))
+        .route("/admin/orders/pending", get(approvals::pending))
+        .route("/admin/orders/{id}/approve", post(approvals::approve))
+        .route("/admin/orders/{id}/reject", post(approvals::reject))
         .route("/admin/slo", get(slo::report))
         .route("/admin/markets/{symbol}/halt", post(market::halt))
         .route("/admin/markets/{symbol}/resume", post(market::resume))

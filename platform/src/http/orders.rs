@@ -85,7 +85,7 @@ impl Validate for PlaceOrderBody {
     tag = "orders",
     operation_id = "placeOrder",
     summary = "Place an order",
-    description = "Validated, matched and committed before the answer: the returned order already shows its fills. A `client_order_id` already used by this account returns the original order instead of placing a new one. A rejected order changes nothing. Optional fields may be omitted (`tif` then defaults to `GTC` for limit and `IOC` for market orders) but not `null` (422 `null_field`). 503 `unavailable` when the matching queue is full or the batch could not be committed (nothing was applied; retry with the same `client_order_id`).",
+    description = "Validated, matched and committed before the answer: the returned order already shows its fills. A `client_order_id` already used by this account returns the original order instead of placing a new one. A rejected order changes nothing. An order whose notional exceeds the instrument's `approvalNotional` (four-eyes approval) is not matched yet: it is answered with status `pending_approval`, its cash or position reserved, until an admin approves, rejects, or it expires. Optional fields may be omitted (`tif` then defaults to `GTC` for limit and `IOC` for market orders) but not `null` (422 `null_field`). 503 `unavailable` when the matching queue is full or the batch could not be committed (nothing was applied; retry with the same `client_order_id`).",
     request_body = PlaceOrder,
     security(("bearerAuth" = [])),
     responses(
@@ -130,11 +130,20 @@ pub struct OrderQuery {
 impl Validate for OrderQuery {
     fn validate(&self) -> Result<(), ApiError> {
         if let Some(s) = &self.status
-            && !["new", "partially_filled", "filled", "cancelled"].contains(&s.as_str())
+            && ![
+                "new",
+                "partially_filled",
+                "filled",
+                "cancelled",
+                "pending_approval",
+            ]
+            .contains(&s.as_str())
         {
             return Err(ApiError::Unprocessable {
                 code: "invalid_status",
-                message: "status must be new, partially_filled, filled or cancelled".into(),
+                message:
+                    "status must be new, partially_filled, filled, cancelled or pending_approval"
+                        .into(),
             });
         }
         Ok(input::optional(
@@ -214,6 +223,7 @@ pub async fn get(
     tag = "orders",
     operation_id = "cancelOrder",
     summary = "Cancel a resting order",
+    description = "Also cancels an order waiting for approval (`pending_approval`): its reservation is released and it ends `cancelled` with `cancel_reason` `requested`.",
     params(IdPath),
     security(("bearerAuth" = [])),
     responses(

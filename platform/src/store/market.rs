@@ -53,12 +53,29 @@ where
         qty: Qty::from_raw(row.try_get("qty")?),
         filled: Qty::from_raw(row.try_get("filled")?),
         remaining: Qty::from_raw(row.try_get("remaining")?),
-        status: row.try_get("status")?,
+        status: shown_status(row.try_get("status")?),
         cancel_reason: row.try_get("cancel_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
+
+/// The status the API shows for a stored one: a held order (stored `pending`, see
+/// [`super::matching::HeldChange`]) is `pending_approval`.
+fn shown_status(stored: String) -> String {
+    if stored == "pending" {
+        PENDING_APPROVAL.to_owned()
+    } else {
+        stored
+    }
+}
+
+/// The API's status of an order held for approval.
+pub const PENDING_APPROVAL: &str = "pending_approval";
+
+/// Rows the API shows: everything but a `pending` row that is not held for approval (no build
+/// writes one; older builds skipped them all).
+const SHOWN: &str = "(status <> 'pending' OR approval_requested_at IS NOT NULL)";
 
 /// The columns of a symbol's row, as [`symbol_from_row`] reads them.
 pub(crate) const SYMBOL_COLUMNS: &str =
@@ -104,8 +121,7 @@ pub fn status_from_str(s: &str) -> TradingStatus {
 impl Store {
     /// An order by id.
     pub async fn order(&self, id: i64) -> Result<Option<OrderView>, sqlx::Error> {
-        let sql =
-            format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND status <> 'pending'");
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND {SHOWN}");
         with_pool!(self, super::telemetry::Op::MarketRead, pool => {
             let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
             row.as_ref().map(order_from_row).transpose()
@@ -121,8 +137,9 @@ impl Store {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<OrderView>, sqlx::Error> {
+        let status = status.map(|s| if s == PENDING_APPROVAL { "pending" } else { s });
         let sql = format!(
-            "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND status <> 'pending' \
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE account_id = $1 AND {SHOWN} \
              AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR symbol = $3) AND id < $4 ORDER BY id DESC LIMIT $5"
         );
         with_pool!(self, super::telemetry::Op::MarketRead, pool => {

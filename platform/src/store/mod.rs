@@ -5,6 +5,7 @@
 //! dialects agree. Each backend has its own migrations folder, applied at start-up with
 //! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
 
+pub mod approvals;
 pub(crate) mod audit;
 pub mod candles;
 pub mod demo;

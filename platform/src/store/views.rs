@@ -40,11 +40,14 @@ pub struct OrderView {
     /// Still resting in the book.
     #[schema(value_type = crate::http::openapi::UnsignedDecimal)]
     pub remaining: Qty,
-    /// `new`, `partially_filled`, `filled` or `cancelled`.
+    /// `new`, `partially_filled`, `filled`, `cancelled`, or `pending_approval` (held for
+    /// four-eyes approval: reserved, not in the book).
     #[schema(value_type = crate::http::openapi::OrderStatus)]
     pub status: String,
     /// Why it was cancelled: `requested`, `self_trade_prevention`, `ioc_remainder`,
-    /// `fok_unfillable`, `market_remainder` (null while not cancelled).
+    /// `fok_unfillable`, `market_remainder`; for an order that waited for approval also
+    /// `approval_rejected`, `approval_expired` or `risk_rejected` (approved, but refused by the
+    /// risk check at approval) (null while not cancelled).
     #[schema(required = true)]
     pub cancel_reason: Option<String>,
     /// When it was accepted.

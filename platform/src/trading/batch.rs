@@ -3,6 +3,9 @@
 //! matcher loads what the plan needs before and writes what it produced after, so the number of
 //! statements never depends on what happened inside.
 
+mod approvals;
+pub(super) use approvals::ApprovalMetric;
+
 use std::collections::{BTreeMap, HashMap};
 
 use tradeplane_engine::engine::{Batch, OrderStatus, Outcome};
@@ -26,6 +29,8 @@ pub(super) struct Loaded<'a> {
     pub missing: &'a dyn Fn(i64) -> bool,
     /// The locked rows of the batch's symbols.
     pub symbols: BTreeMap<String, SymbolRow>,
+    /// How long a held order waits for approval (`APPROVAL_TIMEOUT_SECONDS`).
+    pub approval_timeout: chrono::Duration,
 }
 
 /// A batch's result, ready to write.
@@ -41,9 +46,15 @@ pub(super) struct Plan {
     pub outcomes: Vec<(String, &'static str, &'static str, &'static str)>,
     /// (symbol, quantity) per trade, for the trade metrics.
     pub trades: Vec<(String, Qty)>,
-    /// Index of each new order in `writes.new_orders`, of each changed one in `order_changes`.
+    /// Approval events for the approval metrics.
+    pub approvals: Vec<approvals::ApprovalMetric>,
+    /// Index of each new order in `writes.new_orders`, of each changed one in `order_changes`,
+    /// of each decided held order in `held_changes`.
     new_index: HashMap<i64, usize>,
     change_index: HashMap<i64, usize>,
+    held_index: HashMap<i64, usize>,
+    /// How long a held order waits (from [`Loaded`]).
+    approval_timeout: chrono::Duration,
 }
 
 /// `OrderStatus` as stored.
@@ -53,6 +64,8 @@ pub(super) fn status_str(s: OrderStatus) -> &'static str {
         OrderStatus::PartiallyFilled => "partially_filled",
         OrderStatus::Filled => "filled",
         OrderStatus::Cancelled => "cancelled",
+        // Stored as `pending` (see `store::matching::held`), shown as `pending_approval`.
+        OrderStatus::PendingApproval => "pending",
     }
 }
 
@@ -142,6 +155,7 @@ impl Plan {
             ..Plan::default()
         };
         plan.writes.symbols = loaded.symbols;
+        plan.approval_timeout = loaded.approval_timeout;
         // The first command of the batch with each key, to answer its repeats alike.
         let mut first_with_key: HashMap<(i64, &str), usize> = HashMap::new();
         let mut repeats: Vec<(usize, usize)> = Vec::new();
@@ -234,6 +248,37 @@ impl Plan {
                     actor,
                     request_id,
                 } => plan.set_status(batch, symbol, *status, actor, request_id, origin),
+                Request::Approve {
+                    order_id: _,
+                    view,
+                    admin,
+                    request_id,
+                } => plan.approve(batch, view, *admin, request_id, origin, now),
+                Request::Reject {
+                    order_id: _,
+                    view,
+                    admin,
+                    reason,
+                    request_id,
+                } => plan.release(
+                    batch,
+                    view,
+                    approvals::Decision::Rejected {
+                        admin: *admin,
+                        reason,
+                    },
+                    request_id,
+                    origin,
+                    now,
+                ),
+                Request::Expire { order_id: _, view } => plan.release(
+                    batch,
+                    view,
+                    approvals::Decision::Expired,
+                    &None,
+                    origin,
+                    now,
+                ),
                 Request::Credit { .. } | Request::Barrier => Err(Refusal::Internal(
                     "asset deposits and barriers are not matched in a batch".into(),
                 )),
@@ -321,7 +366,11 @@ impl Plan {
             status: "new",
             cancel_reason: None,
             priority: None,
+            approval: None,
         });
+        if outcome.status == OrderStatus::PendingApproval {
+            return self.held(batch, account, order, id, &outcome, request_id, origin, now);
+        }
         let priority = self.record(&order.symbol, &outcome, origin);
         let reason = own_cancel_reason(&outcome);
         if let Some(&i) = self.new_index.get(&id) {
@@ -379,6 +428,20 @@ impl Plan {
         origin: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Reply {
+        if batch
+            .engine()
+            .held_order(symbol, OrderId(id_u64(order_id)))
+            .is_some()
+        {
+            return self.release(
+                batch,
+                view,
+                approvals::Decision::Cancelled { account },
+                request_id,
+                origin,
+                now,
+            );
+        }
         let outcome = match batch.cancel(
             AccountId(id_u64(account)),
             symbol,
@@ -498,7 +561,9 @@ impl Plan {
                 EventKind::Status { status } => row.status = stored_status(*status).into(),
                 EventKind::OrderCancelled(_)
                 | EventKind::OrderRested(_)
-                | EventKind::BookLevel(_) => {}
+                | EventKind::BookLevel(_)
+                | EventKind::OrderHeld(_)
+                | EventKind::HoldReleased(_) => {}
             }
             self.public
                 .extend(MarketEvent::from_engine(symbol, event, origin));
@@ -513,6 +578,13 @@ impl Plan {
         } else {
             "partially_filled"
         };
+        if let Some(&i) = self.held_index.get(&id) {
+            let row = &mut self.writes.held_changes[i];
+            row.filled += qty;
+            row.remaining = remaining;
+            row.status = status;
+            return;
+        }
         if let Some(&i) = self.new_index.get(&id) {
             let row = &mut self.writes.new_orders[i];
             row.filled += qty;
@@ -528,6 +600,13 @@ impl Plan {
 
     /// A resting order was cancelled.
     fn cancelled(&mut self, id: i64, reason: &'static str) {
+        if let Some(&i) = self.held_index.get(&id) {
+            let row = &mut self.writes.held_changes[i];
+            row.remaining = 0;
+            row.status = "cancelled";
+            row.cancel_reason = Some(reason);
+            return;
+        }
         if let Some(&i) = self.new_index.get(&id) {
             let row = &mut self.writes.new_orders[i];
             row.remaining = 0;
@@ -647,6 +726,7 @@ mod tests {
                 existing,
                 missing: &|a| a == 9,
                 symbols: BTreeMap::from([("T".to_owned(), SymbolRow::default())]),
+                approval_timeout: chrono::Duration::seconds(3600),
             },
             &mut ids,
             "origin",
@@ -937,6 +1017,7 @@ mod tests {
                     existing: &HashMap::new(),
                     missing: &|_| false,
                     symbols: BTreeMap::new(),
+                    approval_timeout: chrono::Duration::seconds(3600),
                 },
                 &mut (200..),
                 "origin",

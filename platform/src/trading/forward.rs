@@ -62,6 +62,7 @@ pub enum WireRefusal {
     OutcomeUnknown,
     Unavailable { message: String },
     Internal { message: String },
+    NotPending { message: String },
 }
 
 /// Every rule code the engine and the order path produce, so that a code read off the wire is
@@ -123,6 +124,7 @@ impl From<Reply> for WireReply {
                     Refusal::OutcomeUnknown => WireRefusal::OutcomeUnknown,
                     Refusal::Unavailable(message) => WireRefusal::Unavailable { message },
                     Refusal::Internal(message) => WireRefusal::Internal { message },
+                    Refusal::NotPending(message) => WireRefusal::NotPending { message },
                 },
             },
         }
@@ -152,6 +154,7 @@ impl From<WireReply> for Reply {
                 WireRefusal::OutcomeUnknown => Refusal::OutcomeUnknown,
                 WireRefusal::Unavailable { message } => Refusal::Unavailable(message),
                 WireRefusal::Internal { message } => Refusal::Internal(message),
+                WireRefusal::NotPending { message } => Refusal::NotPending(message),
             }),
         }
     }

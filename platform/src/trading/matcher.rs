@@ -52,6 +52,8 @@ pub(super) struct Matcher {
     symbols_created: bool,
     /// Which symbols this replica matches, and under which lease.
     ownership: super::ownership::Ownership,
+    /// How long a held order waits for approval.
+    approval_timeout: chrono::Duration,
 }
 
 /// What a committed batch produced.
@@ -218,6 +220,7 @@ impl Matcher {
         down: Arc<DbFlag>,
         db_timeout: Duration,
         ownership: super::ownership::Ownership,
+        approval_timeout: Duration,
     ) -> Matcher {
         Matcher {
             engine,
@@ -231,6 +234,8 @@ impl Matcher {
             versions: HashMap::new(),
             symbols_created: false,
             ownership,
+            approval_timeout: chrono::Duration::from_std(approval_timeout)
+                .unwrap_or(chrono::Duration::MAX),
         }
     }
 
@@ -582,6 +587,7 @@ impl Matcher {
             down,
             metrics,
             db_timeout,
+            approval_timeout,
             ..
         } = self;
         // 5. Lock what changes, in id order, and check nobody moved it since it was loaded.
@@ -598,6 +604,7 @@ impl Matcher {
                     existing: &existing,
                     missing: &missing,
                     symbols: rows.clone(),
+                    approval_timeout: *approval_timeout,
                 },
                 &mut ids.iter().copied(),
                 origin,
@@ -812,8 +819,14 @@ impl Matcher {
                     .open_orders
                     .with_label_values(&[symbol.as_str()])
                     .set(book.len() as i64);
+                self.metrics
+                    .approvals
+                    .pending
+                    .with_label_values(&[symbol.as_str()])
+                    .set(self.engine.held_orders(symbol).count() as i64);
             }
         }
+        self.metrics.approvals.record(&plan.approvals);
         for (command, reply) in commands.into_iter().zip(plan.replies) {
             let _ = command.reply.send(reply);
         }
@@ -830,9 +843,12 @@ impl Matcher {
         row: &SymbolRow,
     ) -> Result<(), MatchError> {
         let resting = tx.resting_orders(symbol).await?;
+        let held = tx.held_orders(symbol).await?;
         let owners: Vec<i64> = resting
             .iter()
-            .map(|o| i64::try_from(o.account.0).unwrap_or(i64::MAX))
+            .map(|o| o.account)
+            .chain(held.iter().map(|h| h.order.account))
+            .map(|a| i64::try_from(a.0).unwrap_or(i64::MAX))
             .collect::<BTreeSet<i64>>()
             .into_iter()
             .collect();
@@ -851,6 +867,7 @@ impl Matcher {
                 seq: id_u64(seq),
             }),
             status: status_from_str(&row.status),
+            held,
         };
         self.engine
             .restore_market(symbol, state)

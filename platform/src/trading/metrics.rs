@@ -1,8 +1,8 @@
 //! Trading metrics, registered in the platform's registry.
 
 use prometheus::{
-    CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    CounterVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Counters and histograms of the order flow.
@@ -38,6 +38,109 @@ pub struct TradingMetrics {
     pub forwarded: IntCounter,
     /// Symbols this replica owns (matches) now.
     pub owned_symbols: IntGauge,
+    /// Four-eyes approval of large orders.
+    pub approvals: ApprovalMetrics,
+}
+
+/// The approval metrics (issue 16). Counted by the matcher after the batch that decided
+/// commits, so a rolled-back batch counts nothing.
+#[derive(Clone)]
+pub struct ApprovalMetrics {
+    /// `orders_pending_total{symbol}`: orders that were held for approval.
+    pub pending_total: IntCounterVec,
+    /// `orders_pending{symbol}`: orders held now (this replica's view after its last batch).
+    pub pending: IntGaugeVec,
+    /// `orders_approved_total{symbol}`: held orders approved and entered into matching.
+    pub approved_total: IntCounterVec,
+    /// `orders_rejected_total{symbol,reason}`: held orders released, reason `rejected`,
+    /// `expired`, `cancelled` or `risk` (approved but refused by the risk check of that moment).
+    pub rejected_total: IntCounterVec,
+    /// `order_processing_time_seconds{outcome}`: from held to decided, by outcome (`approved`
+    /// or one of the rejection reasons).
+    pub processing_time: HistogramVec,
+}
+
+impl ApprovalMetrics {
+    fn register(registry: &Registry) -> Result<ApprovalMetrics, prometheus::Error> {
+        let pending_total = IntCounterVec::new(
+            Opts::new(
+                "orders_pending_total",
+                "Orders held for four-eyes approval, by symbol.",
+            ),
+            &["symbol"],
+        )?;
+        let pending = IntGaugeVec::new(
+            Opts::new(
+                "orders_pending",
+                "Orders waiting for approval now, by symbol.",
+            ),
+            &["symbol"],
+        )?;
+        let approved_total = IntCounterVec::new(
+            Opts::new(
+                "orders_approved_total",
+                "Held orders approved and entered into matching, by symbol.",
+            ),
+            &["symbol"],
+        )?;
+        let rejected_total = IntCounterVec::new(
+            Opts::new(
+                "orders_rejected_total",
+                "Held orders released without matching, by symbol and reason (rejected, expired, cancelled, risk).",
+            ),
+            &["symbol", "reason"],
+        )?;
+        let processing_time = HistogramVec::new(
+            HistogramOpts::new(
+                "order_processing_time_seconds",
+                "Time from an order being held for approval to its decision, by outcome.",
+            )
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 86400.0,
+            ]),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(pending_total.clone()))?;
+        registry.register(Box::new(pending.clone()))?;
+        registry.register(Box::new(approved_total.clone()))?;
+        registry.register(Box::new(rejected_total.clone()))?;
+        registry.register(Box::new(processing_time.clone()))?;
+        Ok(ApprovalMetrics {
+            pending_total,
+            pending,
+            approved_total,
+            rejected_total,
+            processing_time,
+        })
+    }
+
+    /// Counts a committed batch's approval events.
+    pub(super) fn record(&self, events: &[super::batch::ApprovalMetric]) {
+        use super::batch::ApprovalMetric;
+        for event in events {
+            match event {
+                ApprovalMetric::Held { symbol } => {
+                    self.pending_total.with_label_values(&[symbol]).inc();
+                }
+                ApprovalMetric::Decided {
+                    symbol,
+                    outcome,
+                    waited,
+                } => {
+                    if *outcome == "approved" {
+                        self.approved_total.with_label_values(&[symbol]).inc();
+                    } else {
+                        self.rejected_total
+                            .with_label_values(&[symbol.as_str(), outcome])
+                            .inc();
+                    }
+                    self.processing_time
+                        .with_label_values(&[outcome])
+                        .observe(*waited);
+                }
+            }
+        }
+    }
 }
 
 impl TradingMetrics {
@@ -143,6 +246,7 @@ impl TradingMetrics {
         registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(open_orders.clone()))?;
         registry.register(Box::new(websocket_subscribers.clone()))?;
+        let approvals = ApprovalMetrics::register(registry)?;
         Ok(TradingMetrics {
             orders,
             trades,
@@ -159,6 +263,7 @@ impl TradingMetrics {
             database_down,
             forwarded,
             owned_symbols,
+            approvals,
         })
     }
 }

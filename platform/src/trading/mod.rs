@@ -19,6 +19,7 @@
 //! that symbol's book before matching, and one whose remembered account version differs reloads
 //! that account. With SQLite the platform runs as a single replica.
 
+pub mod approvals;
 mod batch;
 pub mod fanout;
 pub mod forward;
@@ -118,6 +119,9 @@ pub enum Refusal {
     NotOwner,
     /// A forwarded command's reply was lost; it may have executed (504 `outcome_unknown`).
     OutcomeUnknown,
+    /// The order is not held for approval (any more): decided, cancelled, expired (409
+    /// `order_not_pending`).
+    NotPending(String),
 }
 
 impl From<Refusal> for ApiError {
@@ -155,6 +159,11 @@ impl From<Refusal> for ApiError {
                 "the symbol is moving to another replica; nothing was executed, retry".into(),
             ),
             Refusal::OutcomeUnknown => outcome_unknown(),
+            Refusal::NotPending(message) => ApiError::Status {
+                status: StatusCode::CONFLICT,
+                code: "order_not_pending",
+                message,
+            },
         }
     }
 }
@@ -191,6 +200,25 @@ pub enum Request {
         actor: String,
         request_id: Option<String>,
     },
+    /// Approves an order held for approval (admin `admin`, a user id): it enters matching
+    /// now, risk-checked again ([`approvals`]).
+    Approve {
+        order_id: i64,
+        /// The held order as read before the command was sent.
+        view: Box<OrderView>,
+        admin: i64,
+        request_id: Option<String>,
+    },
+    /// Rejects a held order with the admin's reason; its reservation is released.
+    Reject {
+        order_id: i64,
+        view: Box<OrderView>,
+        admin: i64,
+        reason: String,
+        request_id: Option<String>,
+    },
+    /// Releases a held order past its expiry (the sweeper of the symbol's owner).
+    Expire { order_id: i64, view: Box<OrderView> },
     /// Answered once the matcher has run every command queued before it (a handover's
     /// barrier). Never forwarded.
     #[serde(skip)]
@@ -204,6 +232,9 @@ impl Request {
             Request::Cancel { symbol, .. }
             | Request::SetStatus { symbol, .. }
             | Request::Credit { symbol, .. } => symbol,
+            Request::Approve { view, .. }
+            | Request::Reject { view, .. }
+            | Request::Expire { view, .. } => &view.symbol,
             Request::Barrier => "",
         }
     }
@@ -212,6 +243,10 @@ impl Request {
     fn account(&self) -> Option<i64> {
         match self {
             Request::Place { account, .. } | Request::Cancel { account, .. } => Some(*account),
+            // The held order's owner: its reservation is released, its cash may trade.
+            Request::Approve { view, .. }
+            | Request::Reject { view, .. }
+            | Request::Expire { view, .. } => Some(view.account_id),
             Request::SetStatus { .. } | Request::Credit { .. } | Request::Barrier => None,
         }
     }
@@ -221,8 +256,10 @@ impl Request {
             Request::Place { request_id, .. }
             | Request::Cancel { request_id, .. }
             | Request::SetStatus { request_id, .. }
-            | Request::Credit { request_id, .. } => request_id.as_deref(),
-            Request::Barrier => None,
+            | Request::Credit { request_id, .. }
+            | Request::Approve { request_id, .. }
+            | Request::Reject { request_id, .. } => request_id.as_deref(),
+            Request::Expire { .. } | Request::Barrier => None,
         }
     }
 }
@@ -319,6 +356,10 @@ pub struct TradingOptions {
     /// Bound on the matcher's database calls (`MATCHER_DB_TIMEOUT_MS`): connecting, a batch's
     /// statements, its COMMIT.
     pub db_timeout: std::time::Duration,
+    /// How long an order waits for approval before it expires (`APPROVAL_TIMEOUT_SECONDS`).
+    pub approval_timeout: std::time::Duration,
+    /// How often expired holds are looked for (`APPROVAL_SWEEP_INTERVAL_SECONDS`).
+    pub approval_sweep_interval: std::time::Duration,
 }
 
 impl Default for TradingOptions {
@@ -326,6 +367,8 @@ impl Default for TradingOptions {
         TradingOptions {
             request_timeout: std::time::Duration::from_secs(30),
             db_timeout: std::time::Duration::from_secs(2),
+            approval_timeout: std::time::Duration::from_secs(3600),
+            approval_sweep_interval: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -378,6 +421,11 @@ fn refusal_of(e: ApiError) -> Refusal {
             ..
         } => Refusal::OutcomeUnknown,
         ApiError::Status {
+            code: "order_not_pending",
+            message,
+            ..
+        } => Refusal::NotPending(message),
+        ApiError::Status {
             code: "dependency_unavailable",
             message,
             ..
@@ -429,6 +477,7 @@ impl Trading {
             database_down.clone(),
             options.db_timeout,
             ownership.clone(),
+            options.approval_timeout,
         );
         tokio::spawn(matcher.run());
         Ok(Trading {
@@ -790,7 +839,7 @@ impl Trading {
             .await?
             .filter(|o| o.account_id == account)
             .ok_or_else(|| ApiError::NotFound(format!("no order {order_id}")))?;
-        if !order.is_open() {
+        if !order.is_open() && order.status != crate::store::market::PENDING_APPROVAL {
             return Err(ApiError::Conflict(format!(
                 "order {order_id} is {} and cannot be cancelled",
                 order.status

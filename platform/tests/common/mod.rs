@@ -1,6 +1,7 @@
 //! Helpers shared by the platform's integration tests.
 #![allow(dead_code, unused_macros)]
 
+pub mod approvals;
 pub mod pg_proxy;
 pub mod process;
 

@@ -192,6 +192,9 @@ pub enum OrderStatus {
     Filled,
     /// Cancelled (see `cancel_reason`).
     Cancelled,
+    /// Held for four-eyes approval: its cash or position is reserved, it is not in the book
+    /// (see `GET /admin/orders/pending`).
+    PendingApproval,
 }
 
 /// Whether a symbol accepts new orders.
@@ -246,6 +249,10 @@ pub struct Instrument {
     #[serde(default)]
     #[schema(value_type = TradingStatus)]
     pub status: Option<String>,
+    /// Orders whose notional exceeds this wait for an admin's approval (absent: never).
+    #[serde(default)]
+    #[schema(value_type = Option<Decimal>, nullable = false)]
+    pub approval_notional: Option<String>,
 }
 
 /// A message from a WebSocket client.

@@ -17,6 +17,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::SqlitePoolOptions;
@@ -114,6 +116,17 @@ pub struct NewOrderRow {
     pub status: &'static str,
     pub cancel_reason: Option<&'static str>,
     pub priority: Option<i64>,
+    /// Set when the order is held for approval (status `pending`): when it expires, what it
+    /// reserved in cash and its notional (see [`held`]).
+    pub approval: Option<HeldRow>,
+}
+
+/// The approval columns of a held order's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRow {
+    pub expires_at: DateTime<Utc>,
+    pub reserved_cash: i64,
+    pub notional: i64,
 }
 
 /// The change of an order that was already resting before the batch.
@@ -163,6 +176,8 @@ pub struct BatchWrites {
     pub positions: BTreeMap<(i64, String), Position>,
     pub audits: Vec<NewAuditEvent>,
     pub symbols: BTreeMap<String, SymbolRow>,
+    /// Held orders decided in this batch (approved, rejected, expired, cancelled).
+    pub held_changes: Vec<HeldChange>,
 }
 
 /// Why a matcher transaction failed, beyond the database's own errors.
@@ -223,6 +238,9 @@ macro_rules! on_tx {
         value
     }};
 }
+
+mod held;
+pub use held::HeldChange;
 
 fn json_ids(ids: &[i64]) -> String {
     Value::from(ids.to_vec()).to_string()

@@ -15,6 +15,7 @@ use tradeplane_engine::ledger::Position;
 use super::super::audit::NewAuditEvent;
 use super::super::market::SymbolRow;
 use super::super::telemetry::{Observation, Op};
+use super::held;
 use super::{
     AccountChange, BatchWrites, MatchError, MatchTx, NewOrderRow, OrderChange, TradeRow, Tx, to_i64,
 };
@@ -38,7 +39,11 @@ macro_rules! sqlite {
 }
 
 /// Checks that an `UPDATE` touched every row it was meant to.
-pub(super) fn expect_rows(done: u64, wanted: usize, what: &str) -> Result<(), MatchError> {
+pub(in crate::store) fn expect_rows(
+    done: u64,
+    wanted: usize,
+    what: &str,
+) -> Result<(), MatchError> {
     if done == wanted as u64 {
         Ok(())
     } else {
@@ -48,7 +53,7 @@ pub(super) fn expect_rows(done: u64, wanted: usize, what: &str) -> Result<(), Ma
     }
 }
 
-fn opt_str(v: Option<&str>) -> Value {
+pub(super) fn opt_str(v: Option<&str>) -> Value {
     v.map_or(Value::Null, Value::from)
 }
 
@@ -66,6 +71,7 @@ impl MatchTx {
             return Ok(());
         }
         self.insert_orders(&w.new_orders, now).await?;
+        self.update_held(&w.held_changes, now).await?;
         self.update_orders(&w.order_changes, now).await?;
         self.insert_trades(&w.trades, now).await?;
         self.update_accounts(&w.accounts).await?;
@@ -84,7 +90,9 @@ impl MatchTx {
             return Ok(());
         }
         const COLS: &str = "id, account_id, client_order_id, symbol, side, order_type, tif, price, qty, filled, \
-                            remaining, status, cancel_reason, priority, created_at, updated_at";
+                            remaining, status, cancel_reason, priority, approval_requested_at, expires_at, \
+                            approval_reserved_cash, approval_notional, created_at, updated_at";
+        let requested = |r: &NewOrderRow| r.approval.as_ref().map(|_| held::sqlite_time(now));
         sqlite!(self, c, {
             let doc = Value::from(
                 o.iter()
@@ -104,17 +112,21 @@ impl MatchTx {
                             r.status,
                             opt_str(r.cancel_reason),
                             r.priority,
+                            requested(r),
+                            r.approval.as_ref().map(|a| held::sqlite_time(a.expires_at)),
+                            r.approval.as_ref().map(|a| a.reserved_cash),
+                            r.approval.as_ref().map(|a| a.notional),
                         ])
                     })
                     .collect::<Vec<_>>(),
             )
             .to_string();
             sqlx::query(&format!(
-                    "INSERT INTO orders ({COLS}) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
-                     value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, $2, $2 \
-                     FROM json_each($1)"
-                ))
-                .bind(doc).bind(now).execute(&mut *c).await?;
+                "INSERT INTO orders ({COLS}) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+                 value->>6, value->>7, value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, \
+                 value->>14, value->>15, value->>16, value->>17, $2, $2 FROM json_each($1)"
+            ))
+            .bind(doc).bind(now).execute(&mut *c).await?;
         });
         Ok(())
     }

@@ -6,8 +6,9 @@
 //! positions, audit records, symbols) go out as one: `WITH o AS (INSERT …), c AS (UPDATE …
 //! RETURNING 1), … SELECT (SELECT count(*) FROM c), …`. PostgreSQL runs every data-modifying CTE
 //! exactly once and to completion, all on the same snapshot; that is safe here because no two of
-//! them touch the same row (`order_changes` only names orders that existed before the batch, new
-//! orders are inserted with their final state). Foreign keys (trades → orders) are checked at the
+//! them touch the same row (`order_changes` only names orders that rested before the batch, held
+//! orders decided in the batch are in `held_changes` with their final state, new orders are
+//! inserted with theirs). Foreign keys (trades → orders) are checked at the
 //! end of the statement, when the sibling inserts are done. The `UPDATE`s report how many rows
 //! they touched, so a row that was not as expected still fails the batch as stale.
 //!
@@ -18,12 +19,14 @@ use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgConnection, Postgres, Row};
 
 use super::super::audit::{AuditColumns, NewAuditEvent};
+use super::held::{HELD_PENDING, HELD_SET};
 use super::write::expect_rows;
 use super::{BatchWrites, MatchError, to_i64};
 
 /// True when the batch changes nothing (no statement is sent).
 pub(super) fn is_empty(w: &BatchWrites) -> bool {
     w.new_orders.is_empty()
+        && w.held_changes.is_empty()
         && w.order_changes.is_empty()
         && w.trades.is_empty()
         && w.accounts.is_empty()
@@ -77,8 +80,9 @@ pub(super) async fn write(
     now: DateTime<Utc>,
 ) -> Result<(), MatchError> {
     let mut s = Statement::default();
+    let now_value = now;
     let now = s.bind(now)?;
-    orders(&mut s, w, &now)?;
+    orders(&mut s, w, &now, now_value)?;
     trades(&mut s, w, &now)?;
     accounts(&mut s, w)?;
     positions(&mut s, w)?;
@@ -104,11 +108,17 @@ pub(super) async fn write(
     Ok(())
 }
 
-fn orders(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchError> {
+fn orders(
+    s: &mut Statement,
+    w: &BatchWrites,
+    now: &str,
+    now_value: DateTime<Utc>,
+) -> Result<(), MatchError> {
     let o = &w.new_orders;
     if !o.is_empty() {
         const COLS: &str = "id, account_id, client_order_id, symbol, side, order_type, tif, price, qty, \
-                            filled, remaining, status, cancel_reason, priority, created_at, updated_at";
+                            filled, remaining, status, cancel_reason, priority, approval_requested_at, \
+                            expires_at, approval_reserved_cash, approval_notional, created_at, updated_at";
         let cols = [
             s.bind(o.iter().map(|r| r.id).collect::<Vec<_>>())? + "::bigint[]",
             s.bind(o.iter().map(|r| r.account_id).collect::<Vec<_>>())? + "::bigint[]",
@@ -128,6 +138,26 @@ fn orders(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchErro
             s.bind(o.iter().map(|r| r.status).collect::<Vec<_>>())? + "::text[]",
             s.bind(o.iter().map(|r| r.cancel_reason).collect::<Vec<_>>())? + "::text[]",
             s.bind(o.iter().map(|r| r.priority).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(
+                o.iter()
+                    .map(|r| r.approval.as_ref().map(|_| now_value))
+                    .collect::<Vec<_>>(),
+            )? + "::timestamptz[]",
+            s.bind(
+                o.iter()
+                    .map(|r| r.approval.as_ref().map(|a| a.expires_at))
+                    .collect::<Vec<_>>(),
+            )? + "::timestamptz[]",
+            s.bind(
+                o.iter()
+                    .map(|r| r.approval.as_ref().map(|a| a.reserved_cash))
+                    .collect::<Vec<_>>(),
+            )? + "::bigint[]",
+            s.bind(
+                o.iter()
+                    .map(|r| r.approval.as_ref().map(|a| a.notional))
+                    .collect::<Vec<_>>(),
+            )? + "::bigint[]",
         ];
         s.cte(
             "new_orders",
@@ -135,6 +165,36 @@ fn orders(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchErro
                 "INSERT INTO orders ({COLS}) SELECT t.*, {now}, {now} FROM UNNEST({}) AS t",
                 cols.join(", ")
             ),
+        );
+    }
+    let h = &w.held_changes;
+    if !h.is_empty() {
+        let cols = [
+            s.bind(h.iter().map(|r| r.id).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(h.iter().map(|r| r.status).collect::<Vec<_>>())? + "::text[]",
+            s.bind(h.iter().map(|r| r.filled).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(h.iter().map(|r| r.remaining).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(h.iter().map(|r| r.cancel_reason).collect::<Vec<_>>())? + "::text[]",
+            s.bind(h.iter().map(|r| r.priority).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(h.iter().map(|r| r.approved_by).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(h.iter().map(|r| r.rejected_by).collect::<Vec<_>>())? + "::bigint[]",
+            s.bind(
+                h.iter()
+                    .map(|r| r.rejected_reason.as_deref())
+                    .collect::<Vec<_>>(),
+            )? + "::text[]",
+        ];
+        // Held orders are decided in place (final state); `order_changes` never names one.
+        s.checked(
+            "decided_held",
+            format!(
+                "UPDATE orders SET {HELD_SET}, approval_decided_at = {now}, updated_at = {now} \
+                 FROM UNNEST({}) AS d(id, status, filled, remaining, cancel_reason, priority, \
+                 approved_by, rejected_by, rejected_reason) WHERE {HELD_PENDING}",
+                cols.join(", ")
+            ),
+            h.len(),
+            "held orders",
         );
     }
     let o = &w.order_changes;
