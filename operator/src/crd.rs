@@ -875,6 +875,15 @@ pub struct PlatformSettings {
     #[serde(default = "default_symbol_lease_seconds")]
     #[schemars(range(min = 1, max = 60))]
     pub symbol_lease_seconds: i32,
+    /// Four-eyes approval of large orders; off unless a threshold is set here or per instrument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Approvals>,
+    /// Order, approval or deposit value (whole units of the quote currency) from which the audit
+    /// trail scores an event as large (`AUDIT_LARGE_ORDER_NOTIONAL`; the platform's default, 1000000,
+    /// when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,18}$"))]
+    pub audit_large_order_notional: Option<String>,
 }
 
 fn default_symbol_lease_seconds() -> i32 {
@@ -890,6 +899,8 @@ impl Default for PlatformSettings {
             rate_limits: RateLimits::default(),
             database_pool: DatabasePool::default(),
             symbol_lease_seconds: default_symbol_lease_seconds(),
+            approvals: None,
+            audit_large_order_notional: None,
         }
     }
 }
@@ -975,6 +986,42 @@ pub struct Instrument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 9999))]
     pub price_band_bps: Option<i32>,
+    /// Orders of a larger notional wait for four-eyes approval by a second admin
+    /// (`approvalNotional` in `INSTRUMENTS`), a decimal in quote currency; `0` turns approval
+    /// off for this instrument whatever `settings.approvals.notionalDefault` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub approval_notional: Option<String>,
+}
+
+/// Four-eyes approval of large orders (issue 16): the defaults for instruments without their own
+/// `approvalNotional`, and how long a held order waits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approvals {
+    /// Notional above which an order waits for approval, for every instrument without its own
+    /// `approvalNotional` (`APPROVAL_NOTIONAL_DEFAULT`); unset or `0`: no approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?$"))]
+    pub notional_default: Option<String>,
+    /// Seconds a held order waits before it expires and its reservation is released
+    /// (`APPROVAL_TIMEOUT_SECONDS`).
+    #[serde(default = "default_approval_timeout")]
+    #[schemars(range(min = 1, max = 2592000))]
+    pub timeout_seconds: i32,
+    /// How often each replica looks for expired held orders of its symbols
+    /// (`APPROVAL_SWEEP_INTERVAL_SECONDS`).
+    #[serde(default = "default_approval_sweep")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub sweep_interval_seconds: i32,
+}
+
+fn default_approval_timeout() -> i32 {
+    3600
+}
+
+fn default_approval_sweep() -> i32 {
+    10
 }
 
 /// API rate limits.

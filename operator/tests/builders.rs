@@ -233,6 +233,29 @@ fn config_map_keys_follow_the_contract() {
     assert!(j(build(json!({})).config_map.as_ref().unwrap())["data"]["INSTRUMENTS"].is_null());
 }
 
+/// Four-eyes approval and the audit's large-order threshold reach the platform's variables; the
+/// per-instrument threshold rides in `INSTRUMENTS` under the name the platform reads.
+#[test]
+fn approval_settings_reach_the_platform() {
+    let d = build(json!({"settings": {
+        "instruments": [{"symbol": "BTC-USD", "tickSize": "0.01", "lotSize": "0.001", "minQty": "0.001",
+            "maxQty": "10", "maxNotional": "100000", "approvalNotional": "25000"}],
+        "approvals": {"notionalDefault": "50000", "timeoutSeconds": 600},
+        "auditLargeOrderNotional": "250000"}}));
+    let data = j(d.config_map.as_ref().unwrap())["data"].clone();
+    assert_eq!(data["APPROVAL_NOTIONAL_DEFAULT"], "50000");
+    assert_eq!(data["APPROVAL_TIMEOUT_SECONDS"], "600");
+    assert_eq!(data["APPROVAL_SWEEP_INTERVAL_SECONDS"], "10", "the default");
+    assert_eq!(data["AUDIT_LARGE_ORDER_NOTIONAL"], "250000");
+    let inst: Value = serde_json::from_str(data["INSTRUMENTS"].as_str().unwrap()).unwrap();
+    assert_eq!(inst[0]["approvalNotional"], "25000");
+    // Nothing set: no approval variables, so the platform's own defaults apply.
+    let plain = j(build(json!({})).config_map.as_ref().unwrap())["data"].clone();
+    assert!(plain["APPROVAL_NOTIONAL_DEFAULT"].is_null());
+    assert!(plain["APPROVAL_TIMEOUT_SECONDS"].is_null());
+    assert!(plain["AUDIT_LARGE_ORDER_NOTIONAL"].is_null());
+}
+
 #[test]
 fn config_change_changes_the_pod_template_checksum() {
     let ann = |d: &Desired| {

@@ -52,6 +52,22 @@ pub fn data(
             .map_err(|e| BuildError::Invalid(format!("settings.instruments: {e}")))?;
         data.insert("INSTRUMENTS".to_string(), json);
     }
+    if let Some(a) = &s.approvals {
+        if let Some(n) = &a.notional_default {
+            data.insert("APPROVAL_NOTIONAL_DEFAULT".to_string(), n.clone());
+        }
+        data.insert(
+            "APPROVAL_TIMEOUT_SECONDS".to_string(),
+            a.timeout_seconds.to_string(),
+        );
+        data.insert(
+            "APPROVAL_SWEEP_INTERVAL_SECONDS".to_string(),
+            a.sweep_interval_seconds.to_string(),
+        );
+    }
+    if let Some(n) = &s.audit_large_order_notional {
+        data.insert("AUDIT_LARGE_ORDER_NOTIONAL".to_string(), n.clone());
+    }
     if spec.redis.is_some() {
         data.insert("REDIS_KEY_PREFIX".to_string(), redis_key_prefix(parent));
     }
