@@ -316,16 +316,21 @@ function renderSession() {
   $('security').hidden = !s;
   if (s && !only) loadPrivate();
   if (s?.role === 'admin' && !only) loadAudit();
-  if (s) loadSecurity();
-  else resetSecurity();
-  if (only && !wasEnrolOnly) {
+  const sendToEnrolment = only && !wasEnrolOnly;
+  if (sendToEnrolment) {
     banner('Two-factor authentication is required for this account: enable it in the Security panel, then sign in again.');
-    $('security').scrollIntoView({ block: 'start' });
-    $('sec-enable').focus();
   } else if (!only && wasEnrolOnly) {
     banner('');
   }
   wasEnrolOnly = only;
+  if (!s) resetSecurity();
+  else {
+    loadSecurity().then(() => {
+      if (!sendToEnrolment) return;
+      $('security').scrollIntoView({ block: 'start' });
+      $('sec-enable').focus();
+    });
+  }
 }
 
 async function authenticate(action) {
