@@ -559,6 +559,7 @@ test('with REQUIRE_ADMIN_MFA an admin without MFA is sent to enrolment, then sig
   await page.waitForSelector('#sec-required', { state: 'visible' });
   assert.equal(await page.evaluate(() => document.activeElement.id), 'sec-enable');
   assert.match(await page.textContent('#banner'), /Two-factor authentication is required/);
+  assert.equal(await page.isVisible('#enrol-only'), true);
   for (const hidden of ['#ticket', '#admin', '#positions', '#open-orders']) assert.equal(await page.isVisible(hidden), false, hidden);
   await page.waitForTimeout(500);
   assert.doesNotMatch((await page.textContent('#banner')) || '', /mfa_enrollment_required/);
@@ -574,6 +575,7 @@ test('with REQUIRE_ADMIN_MFA an admin without MFA is sent to enrolment, then sig
   await page.click('#mfa-verify');
   await page.waitForSelector('#admin', { state: 'visible' });
   assert.equal(await page.isVisible('#sec-required'), false);
+  assert.equal(await page.isVisible('#enrol-only'), false);
   assert.equal(await page.isVisible('#ticket'), true);
   await page.waitForFunction(() => /is on \(10 recovery codes left\)/.test(document.getElementById('sec-state').textContent));
   await page.waitForFunction(() => document.querySelectorAll('#audit tbody tr').length > 0);

@@ -309,6 +309,7 @@ function renderSession() {
   const only = !!s && enrolOnly();
   $('signed-out').hidden = !!s;
   $('signed-in').hidden = !s || only;
+  $('enrol-only').hidden = !only;
   $('logout').hidden = !s;
   $('who').textContent = s ? `${s.username} · account ${s.account_id}${s.role === 'admin' ? ' · admin' : ''}` : '';
   document.querySelectorAll('[data-private]').forEach((e) => (e.hidden = !s || only));
@@ -353,6 +354,10 @@ $('auth-form').addEventListener('submit', (e) => {
 });
 $('register').addEventListener('click', () => authenticate(register));
 $('logout').addEventListener('click', () => logout());
+$('go-security').addEventListener('click', () => {
+  $('security').scrollIntoView({ block: 'start' });
+  $('sec-enable').focus();
+});
 sessionEvents.addEventListener('change', renderSession);
 
 // ---------------------------------------------------------------- order ticket
