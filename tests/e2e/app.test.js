@@ -564,8 +564,7 @@ test('with REQUIRE_ADMIN_MFA an admin without MFA is sent to enrolment, then sig
   await page.waitForTimeout(500);
   assert.doesNotMatch((await page.textContent('#banner')) || '', /mfa_enrollment_required/);
   await shot(page, 'mfa-admin-required');
-  const { secret } = await enrol(page, ADMIN.username);
-  assert.equal(await page.isVisible('#sec-disable'), false, 'admins cannot disable MFA here');
+  const { secret, codes } = await enrol(page, ADMIN.username);
   // The enrol-only tokens stay enrol-only: saving the codes signs out for a full login.
   assert.match(await page.textContent('#sec-recovery-done'), /sign in again/);
   await page.click('#sec-recovery-done');
@@ -579,6 +578,11 @@ test('with REQUIRE_ADMIN_MFA an admin without MFA is sent to enrolment, then sig
   assert.equal(await page.isVisible('#ticket'), true);
   await page.waitForFunction(() => /is on \(10 recovery codes left\)/.test(document.getElementById('sec-state').textContent));
   await page.waitForFunction(() => document.querySelectorAll('#audit tbody tr').length > 0);
+  // Under the rule an admin keeps MFA: the API's refusal is shown.
+  await page.fill('#sec-disable-code', codes[0]);
+  await page.click('#sec-disable button[type=submit]');
+  await page.waitForFunction(() => /admin_mfa_required/.test(document.getElementById('sec-msg').textContent));
+  assert.equal(await page.getAttribute('#sec-state', 'data-mfa'), 'on');
   await page.context().close();
 });
 

@@ -181,7 +181,10 @@ export function cancelMfa() {
  * `code` is then `mfa_challenge_invalid` and the user must enter the password again.
  */
 export async function verifyMfa(code) {
-  if (!pending) throw new ApiError(401, 'mfa_challenge_invalid', 'the login expired: sign in again');
+  if (!pending || Date.now() > pending.expiresAt) {
+    pending = null;
+    throw new ApiError(401, 'mfa_challenge_invalid', 'the sign-in has expired');
+  }
   const { username, challenge } = pending;
   try {
     const tokens = await request('POST', '/auth/mfa/verify', { challenge, code }, { anonymous: true });
