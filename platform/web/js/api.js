@@ -3,6 +3,11 @@
 // The session (token pair, user name, role, account) lives in localStorage so the app and the
 // API explorer at /docs share it. The access token is refreshed shortly before it expires
 // (and once more if a request still gets a 401); a refresh that fails ends the session.
+//
+// With MFA, a correct password gives a challenge instead of tokens: it is kept in this module's
+// memory only (never in localStorage) until `verifyMfa` completes the login with a code. A
+// session whose tokens are marked `mfa_enrollment_required` (REQUIRE_ADMIN_MFA, admin not yet
+// enrolled) may only enrol; `enrolOnly()` tells the app so.
 
 const KEY = 'tradeplane.session';
 const EARLY_MS = 30_000;
@@ -21,6 +26,7 @@ export class ApiError extends Error {
 export const sessionEvents = new EventTarget();
 
 let session = load();
+let pending = null; // { username, challenge, expiresAt } of a login waiting for its MFA code
 let refreshing = null;
 let timer = null;
 
@@ -99,6 +105,10 @@ async function request(method, path, body, { anonymous = false } = {}) {
     data = null;
   }
   if (!resp.ok) {
+    if (resp.status === 403 && data?.code === 'mfa_enrollment_required' && session && !session.mfa_enrollment_required) {
+      // The server says this session may only enrol: tell the app instead of failing each call.
+      save({ ...session, mfa_enrollment_required: true });
+    }
     throw new ApiError(
       resp.status,
       data?.code || 'http_' + resp.status,
@@ -122,23 +132,79 @@ export async function api(method, path, body) {
   }
 }
 
-/** Signs in; the session then carries the user's role and account. */
-export async function login(username, password) {
-  const tokens = await request('POST', '/auth/login', { username, password }, { anonymous: true });
-  const base = withTokens({ username }, tokens);
+/** True when the session may only enrol in MFA (then log in again). */
+export function enrolOnly() {
+  return !!session?.mfa_enrollment_required;
+}
+
+async function start(username, tokens) {
+  const base = withTokens({ username, mfa_enrollment_required: !!tokens.mfa_enrollment_required }, tokens);
   session = base;
   const me = await request('GET', '/me');
-  save({ ...base, role: me.role, account_id: me.account_id, user_id: me.user_id });
+  save({
+    ...base,
+    role: me.role,
+    account_id: me.account_id,
+    user_id: me.user_id,
+    mfa_enrollment_required: base.mfa_enrollment_required || !!me.mfa?.enrollment_required,
+  });
+}
+
+/**
+ * Signs in; the session then carries the user's role and account. Resolves to
+ * `{ mfaRequired: true }` (and no session yet) when the user has MFA: call `verifyMfa`.
+ */
+export async function login(username, password) {
+  pending = null;
+  const answer = await request('POST', '/auth/login', { username, password }, { anonymous: true });
+  if (answer?.mfa_required) {
+    pending = { username, challenge: answer.challenge, expiresAt: Date.now() + answer.expires_in * 1000 };
+    return { mfaRequired: true, expiresIn: answer.expires_in };
+  }
+  await start(username, answer);
+  return { mfaRequired: false };
+}
+
+/** The user name of the login waiting for its MFA code, or null. */
+export function pendingMfa() {
+  return pending ? pending.username : null;
+}
+
+/** Forgets the login waiting for its MFA code. */
+export function cancelMfa() {
+  pending = null;
+}
+
+/**
+ * Completes a login that answered `mfa_required` with a TOTP or recovery code. A challenge the
+ * server no longer accepts (expired, used, too many wrong codes) is forgotten: the error's
+ * `code` is then `mfa_challenge_invalid` and the user must enter the password again.
+ */
+export async function verifyMfa(code) {
+  if (!pending || Date.now() > pending.expiresAt) {
+    pending = null;
+    throw new ApiError(401, 'mfa_challenge_invalid', 'the sign-in has expired');
+  }
+  const { username, challenge } = pending;
+  try {
+    const tokens = await request('POST', '/auth/mfa/verify', { challenge, code }, { anonymous: true });
+    pending = null;
+    await start(username, tokens);
+  } catch (e) {
+    if (e instanceof ApiError && e.code === 'mfa_challenge_invalid') pending = null;
+    throw e;
+  }
 }
 
 /** Creates a trader account, then signs in. */
 export async function register(username, password) {
   await request('POST', '/auth/register', { username, password }, { anonymous: true });
-  await login(username, password);
+  return login(username, password);
 }
 
 /** Revokes the refresh token's family on the server and forgets the session. */
 export async function logout() {
+  pending = null;
   const s = session;
   save(null);
   if (s) {

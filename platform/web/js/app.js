@@ -5,13 +5,15 @@
 // book ladder and trade tape, all kept live from the WebSocket feed. Signed in: the order
 // ticket (checked against the instrument's tick, lot, limits and band before sending), open
 // orders with cancel, fills and the portfolio. Admins: halt/resume and the audit trail.
+// Two-factor authentication (the login's code step and the Security panel) is in mfa.js.
 
-import { api, ApiError, current, login, logout, register, sessionEvents } from './api.js';
+import { api, ApiError, current, enrolOnly, login, logout, register, sessionEvents } from './api.js';
 import { Book } from './book.js';
 import { drawCandles, drawDepth } from './charts.js';
 import { format, mul, parse, percent, places, show } from './decimal.js';
 import { $, clock, fill, h, setupTheme, throttleFrame } from './dom.js';
 import { Feed } from './feed.js';
+import { loadSecurity, resetSecurity, showCodeStep } from './mfa.js';
 
 const ROWS = 10; // book levels shown per side (fixed, so nothing jumps)
 const TAPE = 30;
@@ -300,16 +302,36 @@ $('intervals').addEventListener('click', (e) => {
 
 // ---------------------------------------------------------------- signing in
 
+let wasEnrolOnly = false;
 function renderSession() {
   const s = current();
+  // Enrol-only tokens (REQUIRE_ADMIN_MFA, admin without MFA): only the Security panel works.
+  const only = !!s && enrolOnly();
   $('signed-out').hidden = !!s;
-  $('signed-in').hidden = !s;
+  $('signed-in').hidden = !s || only;
+  $('enrol-only').hidden = !only;
   $('logout').hidden = !s;
   $('who').textContent = s ? `${s.username} · account ${s.account_id}${s.role === 'admin' ? ' · admin' : ''}` : '';
-  document.querySelectorAll('[data-private]').forEach((e) => (e.hidden = !s));
-  $('admin').hidden = !(s && s.role === 'admin');
-  if (s) loadPrivate();
-  if (s?.role === 'admin') loadAudit();
+  document.querySelectorAll('[data-private]').forEach((e) => (e.hidden = !s || only));
+  $('admin').hidden = !(s && s.role === 'admin') || only;
+  $('security').hidden = !s;
+  if (s && !only) loadPrivate();
+  if (s?.role === 'admin' && !only) loadAudit();
+  const sendToEnrolment = only && !wasEnrolOnly;
+  if (sendToEnrolment) {
+    banner('Two-factor authentication is required for this account: enable it in the Security panel, then sign in again.');
+  } else if (!only && wasEnrolOnly) {
+    banner('');
+  }
+  wasEnrolOnly = only;
+  if (!s) resetSecurity();
+  else {
+    loadSecurity().then(() => {
+      if (!sendToEnrolment) return;
+      $('security').scrollIntoView({ block: 'start' });
+      $('sec-enable').focus();
+    });
+  }
 }
 
 async function authenticate(action) {
@@ -317,8 +339,9 @@ async function authenticate(action) {
   if (!form.reportValidity()) return;
   $('auth-msg').textContent = '';
   try {
-    await action($('auth-user').value.trim(), $('auth-pass').value);
+    const done = await action($('auth-user').value.trim(), $('auth-pass').value);
     $('auth-pass').value = '';
+    if (done?.mfaRequired) showCodeStep();
   } catch (e) {
     $('auth-msg').textContent = e instanceof ApiError ? `${e.message} (${e.code})` : String(e);
     $('auth-msg').className = 'msg error';
@@ -331,6 +354,10 @@ $('auth-form').addEventListener('submit', (e) => {
 });
 $('register').addEventListener('click', () => authenticate(register));
 $('logout').addEventListener('click', () => logout());
+$('go-security').addEventListener('click', () => {
+  $('security').scrollIntoView({ block: 'start' });
+  $('sec-enable').focus();
+});
 sessionEvents.addEventListener('change', renderSession);
 
 // ---------------------------------------------------------------- order ticket
@@ -444,7 +471,7 @@ function privateSoon() {
 
 async function loadPrivate() {
   clearTimeout(privateTimer);
-  if (!current()) return;
+  if (!current() || enrolOnly()) return;
   try {
     const [fresh, partial, fills, pf] = await Promise.all([
       api('GET', '/orders?status=new&limit=100'),
@@ -456,7 +483,7 @@ async function loadPrivate() {
     renderFills(fills);
     renderPortfolio(pf);
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) showError(e);
+    if (!(e instanceof ApiError && (e.status === 401 || e.code === 'mfa_enrollment_required'))) showError(e);
   }
   privateTimer = setTimeout(loadPrivate, 5000);
 }
