@@ -14,6 +14,12 @@ use tradeplane_platform::store::matching::{MatchPool, MatchTx};
 mod pg {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "needs PostgreSQL: run through scripts/test"]
+    async fn lease_renewals_never_deadlock_with_batches() {
+        super::lease_renewals_never_deadlock_with_batches().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs PostgreSQL: run through scripts/test"]
     async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
         super::a_replica_that_lost_its_lease_locks_and_renews_nothing().await;
     }
@@ -99,6 +105,70 @@ async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
     assert_eq!(tx.statements(), sent + 1);
     assert!(more.iter().all(|m| *m > ids[2]), "{more:?} follow {ids:?}");
     drop(tx);
+    store.close().await;
+    db.drop_now().await;
+}
+
+/// A replica renews its leases while its matcher's batches lock the same symbol rows: both lock
+/// them in symbol order, so hammering both at once for two seconds never deadlocks (before the
+/// renewal locked in order, the same loop met PostgreSQL's deadlock detector within a second).
+async fn lease_renewals_never_deadlock_with_batches() {
+    let db = common::PgDatabase::create().await;
+    let store = db.store().await;
+    let Store::Postgres(pool) = &store else {
+        panic!("postgres")
+    };
+    let symbols: Vec<String> = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    leases::ensure_symbols(pool, &symbols)
+        .await
+        .expect("symbols");
+    let long = Duration::from_secs(60);
+    let mut held = Vec::new();
+    for s in &symbols {
+        let token = leases::acquire(pool, "replica-a", s, long)
+            .await
+            .expect("acquire")
+            .expect("free lease");
+        held.push((s.clone(), token));
+    }
+    // Renew in reverse symbol order, the order a careless caller might pass.
+    let mut reversed = held.clone();
+    reversed.reverse();
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let renewer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while std::time::Instant::now() < until {
+                let renewed = leases::renew(&pool, "replica-a", &reversed, long)
+                    .await
+                    .expect("a renewal never deadlocks");
+                assert_eq!(renewed.len(), 6);
+                n += 1;
+            }
+            n
+        })
+    };
+    let matcher = MatchPool::Postgres(pool.clone());
+    let mut batches = 0u32;
+    while std::time::Instant::now() < until {
+        let mut tx = MatchTx::begin(&matcher).await.expect("begin");
+        let rows = tx
+            .lock_symbols(&held, Some("replica-a"), 1)
+            .await
+            .expect("a batch's lock never deadlocks");
+        assert_eq!(rows.len(), 6);
+        tx.commit().await.expect("commit");
+        batches += 1;
+    }
+    let renewals = renewer.await.expect("renewer");
+    assert!(
+        batches > 10 && renewals > 10,
+        "{batches} batches, {renewals} renewals"
+    );
     store.close().await;
     db.drop_now().await;
 }

@@ -109,6 +109,8 @@ mod tests {
             "docs.html",
             "app.css",
             "js/app.js",
+            "js/mfa.js",
+            "js/vendor/qrcode.js",
             "js/docs.js",
         ] {
             assert!(Assets::get(path).is_some(), "{path} is embedded");

@@ -127,10 +127,15 @@ pub async fn renew(
     let symbols: Vec<&str> = held.iter().map(|h| h.0.as_str()).collect();
     let tokens: Vec<i64> = held.iter().map(|h| h.1).collect();
     let observation = Observation::start(Op::Lease);
+    // The rows are locked in symbol order first, the order the matcher's batch locks them in
+    // (`MatchTx::lock_symbols`): an `UPDATE … FROM UNNEST` alone locks them in whatever order its
+    // join meets them, and deadlocked with a batch about once a minute under load (each one a
+    // 1 s stall until PostgreSQL's deadlock_timeout broke it).
     let rows = sqlx::query(
-        "UPDATE symbols s SET lease_expires = now() + make_interval(secs => $4) \
-         FROM UNNEST($2::text[], $3::bigint[]) AS k(symbol, token) \
-         WHERE s.symbol = k.symbol AND s.lease_token = k.token AND s.owner = $1 RETURNING s.symbol",
+        "WITH held AS (SELECT s.symbol FROM symbols s JOIN UNNEST($2::text[], $3::bigint[]) AS k(symbol, token) \
+         ON s.symbol = k.symbol WHERE s.lease_token = k.token AND s.owner = $1 ORDER BY s.symbol FOR UPDATE OF s) \
+         UPDATE symbols s SET lease_expires = now() + make_interval(secs => $4) FROM held \
+         WHERE s.symbol = held.symbol RETURNING s.symbol",
     )
     .bind(me)
     .bind(symbols)
