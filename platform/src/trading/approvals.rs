@@ -173,7 +173,10 @@ impl Trading {
         let this = self.clone();
         let every = self.options.approval_sweep_interval;
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
+            // The first sweep one interval after start, not at once: at start the schema may
+            // still be migrating (on a fresh SQLite file a read racing the migrator's first
+            // write failed it with "database is locked").
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
