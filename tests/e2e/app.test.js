@@ -627,7 +627,8 @@ test('an admin approves and rejects held orders; the trader sees them awaiting a
   const on = `http://127.0.0.1:${port}`;
   let log = '';
   const proc = spawn(BIN, ['--demo'], {
-    env: platformEnv(port, join(dir, 'e2e-approvals.db'), { APPROVAL_NOTIONAL_DEFAULT: '1000', LOGIN_RATE_LIMIT_PER_MINUTE: '1000' }),
+    // Above the demo maker's largest quote (8 lots of AAPL, about 1,600): only the test's orders are held.
+    env: platformEnv(port, join(dir, 'e2e-approvals.db'), { APPROVAL_NOTIONAL_DEFAULT: '5000', LOGIN_RATE_LIMIT_PER_MINUTE: '1000' }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout.on('data', (d) => (log += d));
@@ -651,7 +652,7 @@ test('an admin approves and rejects held orders; the trader sees them awaiting a
       const p = window.tradeplane.state.book.sorted('buy', 10)[4].raw - 1_000_000n;
       return `${p / 100_000_000n}.${(p % 100_000_000n).toString().padStart(8, '0').slice(0, 2)}`;
     });
-    const placed = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '20' });
+    const placed = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '40' });
     const id = /Order (\d+): awaiting approval/.exec(placed)?.[1];
     assert.ok(id, placed);
     const status = (i) => page.waitForFunction(
@@ -674,7 +675,7 @@ test('an admin approves and rejects held orders; the trader sees them awaiting a
     assert.match(cells[7], /^\d+m \d\ds$/);
 
     // Their own held order cannot be approved by them: the API's message is shown.
-    const own = await call(on, 'POST', '/orders', a.token, { symbol: 'AAPL', side: 'buy', type: 'limit', tif: 'GTC', price, qty: '20' });
+    const own = await call(on, 'POST', '/orders', a.token, { symbol: 'AAPL', side: 'buy', type: 'limit', tif: 'GTC', price, qty: '40' });
     assert.equal(own.body.status, 'pending_approval', JSON.stringify(own.body));
     await admin.click('#ap-refresh');
     await admin.waitForSelector(`#approvals-list tr[data-order="${own.body.id}"]`);
@@ -686,6 +687,7 @@ test('an admin approves and rejects held orders; the trader sees them awaiting a
     await admin.click(`#approvals-list button[aria-label="Approve order ${id}"]`);
     await admin.waitForSelector(`#approvals-list tr[data-order="${id}"]`, { state: 'detached' });
     assert.match(await admin.textContent('#ap-msg'), new RegExp(`Order ${id} approved: new`));
+    assert.deepEqual(await admin.$$eval('#approvals-list tr[data-order]', (r) => r.map((x) => x.dataset.order)), [String(own.body.id)]);
     await page.waitForFunction((i) => document.querySelector(`#open-orders tr[data-order="${i}"] td.status`)?.textContent === 'new', id, { timeout: 15_000 });
     // Deciding again: 409 order_not_pending, shown.
     const again = await call(on, 'POST', `/admin/orders/${id}/approve`, a.token);
@@ -693,7 +695,7 @@ test('an admin approves and rejects held orders; the trader sees them awaiting a
     assert.equal(again.body.code, 'order_not_pending');
 
     // A second large order is rejected with a (required) reason: the trader sees it cancelled.
-    const second = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '10' });
+    const second = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '30' });
     const id2 = /Order (\d+): awaiting approval/.exec(second)?.[1];
     assert.ok(id2, second);
     await admin.click('#ap-refresh');
@@ -712,7 +714,7 @@ test('an admin approves and rejects held orders; the trader sees them awaiting a
     assert.equal(gone.body.cancel_reason, 'approval_rejected');
 
     // A held order can be cancelled by its trader as usual.
-    const third = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '10' });
+    const third = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '30' });
     const id3 = /Order (\d+): awaiting approval/.exec(third)?.[1];
     await status(id3);
     await page.click(`#open-orders button[aria-label="Cancel order ${id3}"]`);
