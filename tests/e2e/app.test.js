@@ -603,6 +603,133 @@ test('with REQUIRE_ADMIN_MFA an admin without MFA is sent to enrolment, then sig
   await page.context().close();
 });
 
+// ---------------------------------------------------------------- four-eyes approval
+
+/** Calls the API of `on` with a token (or none); answers { status, body }. */
+async function call(on, method, path, token, body) {
+  const headers = { accept: 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const r = await fetch(`${on}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+async function apiLogin(on, user) {
+  const { status, body } = await call(on, 'POST', '/auth/login', null, user);
+  assert.equal(status, 200, JSON.stringify(body));
+  const me = await call(on, 'GET', '/me', body.access_token);
+  return { token: body.access_token, account: me.body.account_id };
+}
+
+test('an admin approves and rejects held orders; the trader sees them awaiting approval', async () => {
+  const port = await freePort();
+  const on = `http://127.0.0.1:${port}`;
+  let log = '';
+  const proc = spawn(BIN, ['--demo'], {
+    // Above the demo maker's largest quote (8 lots of AAPL, about 1,600): only the test's orders are held.
+    env: platformEnv(port, join(dir, 'e2e-approvals.db'), { APPROVAL_NOTIONAL_DEFAULT: '5000', LOGIN_RATE_LIMIT_PER_MINUTE: '1000' }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout.on('data', (d) => (log += d));
+  proc.stderr.on('data', (d) => (log += d));
+  try {
+    await waitReady(on, 60_000, proc, () => log);
+    const trader = { username: `e2e_ap_${Date.now() % 1e8}`, password: 'e2e-password-4' };
+    assert.equal((await call(on, 'POST', '/auth/register', null, trader)).status, 201);
+    const t = await apiLogin(on, trader);
+    const a = await apiLogin(on, ADMIN);
+    for (const account of [t.account, a.account]) {
+      assert.equal((await call(on, 'POST', `/admin/accounts/${account}/deposits`, a.token, { amount: '1000000' })).status, 200);
+    }
+
+    // The trader places a large limit buy in the UI: it comes back awaiting approval.
+    const page = await newPage(DESKTOP, on);
+    await page.goto('/#AAPL');
+    await page.waitForSelector('#bids tr.bid');
+    await signIn(page, trader);
+    const price = await page.evaluate(() => {
+      const p = window.tradeplane.state.book.sorted('buy', 10)[4].raw - 1_000_000n;
+      return `${p / 100_000_000n}.${(p % 100_000_000n).toString().padStart(8, '0').slice(0, 2)}`;
+    });
+    const placed = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '40' });
+    const id = /Order (\d+): awaiting approval/.exec(placed)?.[1];
+    assert.ok(id, placed);
+    const status = (i) => page.waitForFunction(
+      ([i, want]) => document.querySelector(`#open-orders tr[data-order="${i}"] td.status`)?.textContent === want,
+      [i, 'awaiting approval'],
+    );
+    await status(id);
+    await shot(page, 'approvals-trader');
+
+    // The admin sees it in the Approvals panel, with its trader and the time left.
+    const admin = await newPage(DESKTOP, on);
+    await admin.goto('/#AAPL');
+    await signIn(admin, ADMIN);
+    await admin.waitForSelector('#approvals', { state: 'visible' });
+    await admin.waitForSelector(`#approvals-list tr[data-order="${id}"]`);
+    const cells = await admin.locator(`#approvals-list tr[data-order="${id}"] td`).allTextContents();
+    assert.equal(cells[1], 'AAPL');
+    assert.equal(cells[2], 'buy');
+    assert.equal(cells[6], trader.username);
+    assert.match(cells[7], /^\d+m \d\ds$/);
+
+    // Their own held order cannot be approved by them: the API's message is shown.
+    const own = await call(on, 'POST', '/orders', a.token, { symbol: 'AAPL', side: 'buy', type: 'limit', tif: 'GTC', price, qty: '40' });
+    assert.equal(own.body.status, 'pending_approval', JSON.stringify(own.body));
+    await admin.click('#ap-refresh');
+    await admin.waitForSelector(`#approvals-list tr[data-order="${own.body.id}"]`);
+    await admin.click(`#approvals-list button[aria-label="Approve order ${own.body.id}"]`);
+    await admin.waitForFunction(() => /self_approval_forbidden/.test(document.getElementById('ap-msg').textContent));
+    await shot(admin, 'approvals-admin');
+
+    // Approving the trader's order: it leaves the list, and the trader's order rests (new).
+    await admin.click(`#approvals-list button[aria-label="Approve order ${id}"]`);
+    await admin.waitForSelector(`#approvals-list tr[data-order="${id}"]`, { state: 'detached' });
+    assert.match(await admin.textContent('#ap-msg'), new RegExp(`Order ${id} approved: new`));
+    assert.deepEqual(await admin.$$eval('#approvals-list tr[data-order]', (r) => r.map((x) => x.dataset.order)), [String(own.body.id)]);
+    await page.waitForFunction((i) => document.querySelector(`#open-orders tr[data-order="${i}"] td.status`)?.textContent === 'new', id, { timeout: 15_000 });
+    // Deciding again: 409 order_not_pending, shown.
+    const again = await call(on, 'POST', `/admin/orders/${id}/approve`, a.token);
+    assert.equal(again.status, 409);
+    assert.equal(again.body.code, 'order_not_pending');
+
+    // A second large order is rejected with a (required) reason: the trader sees it cancelled.
+    const second = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '30' });
+    const id2 = /Order (\d+): awaiting approval/.exec(second)?.[1];
+    assert.ok(id2, second);
+    await admin.click('#ap-refresh');
+    await admin.click(`#approvals-list button[aria-label="Reject order ${id2}"]`);
+    const rejects = [];
+    admin.on('request', (r) => r.url().endsWith('/reject') && rejects.push(r));
+    await admin.click(`#approvals-list form[aria-label="Reject order ${id2}"] button[type=submit]`);
+    assert.equal(rejects.length, 0, 'no reason, no request');
+    await admin.fill(`#approvals-list form[aria-label="Reject order ${id2}"] .ap-reason`, 'too large for this account');
+    await admin.click(`#approvals-list form[aria-label="Reject order ${id2}"] button[type=submit]`);
+    await admin.waitForSelector(`#approvals-list tr[data-order="${id2}"]`, { state: 'detached' });
+    assert.match(await admin.textContent('#ap-msg'), new RegExp(`Order ${id2} rejected`));
+    await page.waitForSelector(`#open-orders tr[data-order="${id2}"]`, { state: 'detached', timeout: 15_000 });
+    const gone = await call(on, 'GET', `/orders/${id2}`, t.token);
+    assert.equal(gone.body.status, 'cancelled');
+    assert.equal(gone.body.cancel_reason, 'approval_rejected');
+
+    // A held order can be cancelled by its trader as usual.
+    const third = await order(page, { side: 'buy', type: 'limit', tif: 'GTC', price, qty: '30' });
+    const id3 = /Order (\d+): awaiting approval/.exec(third)?.[1];
+    await status(id3);
+    await page.click(`#open-orders button[aria-label="Cancel order ${id3}"]`);
+    await page.waitForSelector(`#open-orders tr[data-order="${id3}"]`, { state: 'detached' });
+    assert.equal((await call(on, 'GET', `/orders/${id3}`, t.token)).body.status, 'cancelled');
+    await admin.context().close();
+    await page.context().close();
+  } finally {
+    if (proc.exitCode === null) {
+      proc.kill('SIGTERM');
+      await new Promise((r) => proc.once('exit', r));
+    }
+  }
+});
+
 test('pages are served with a strict policy and load nothing from elsewhere', async () => {
   for (const path of ['/', '/docs', '/assets/js/app.js', '/assets/app.css']) {
     const r = await fetch(`${base}${path}`);

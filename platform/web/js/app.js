@@ -5,7 +5,8 @@
 // book ladder and trade tape, all kept live from the WebSocket feed. Signed in: the order
 // ticket (checked against the instrument's tick, lot, limits and band before sending), open
 // orders with cancel, fills and the portfolio. Admins: halt/resume and the audit trail.
-// Two-factor authentication (the login's code step and the Security panel) is in mfa.js.
+// Two-factor authentication (the login's code step and the Security panel) is in mfa.js, the
+// admins' Approvals panel (four-eyes approval of large orders) in approvals.js.
 
 import { api, ApiError, current, enrolOnly, login, logout, register, sessionEvents } from './api.js';
 import { Book } from './book.js';
@@ -13,6 +14,7 @@ import { drawCandles, drawDepth } from './charts.js';
 import { format, mul, parse, percent, places, show } from './decimal.js';
 import { $, clock, fill, h, setupTheme, throttleFrame } from './dom.js';
 import { Feed } from './feed.js';
+import { loadApprovals, resetApprovals } from './approvals.js';
 import { loadSecurity, resetSecurity, showCodeStep } from './mfa.js';
 
 const ROWS = 10; // book levels shown per side (fixed, so nothing jumps)
@@ -314,9 +316,13 @@ function renderSession() {
   $('who').textContent = s ? `${s.username} · account ${s.account_id}${s.role === 'admin' ? ' · admin' : ''}` : '';
   document.querySelectorAll('[data-private]').forEach((e) => (e.hidden = !s || only));
   $('admin').hidden = !(s && s.role === 'admin') || only;
+  $('approvals').hidden = $('admin').hidden;
   $('security').hidden = !s;
   if (s && !only) loadPrivate();
-  if (s?.role === 'admin' && !only) loadAudit();
+  if (s?.role === 'admin' && !only) {
+    loadAudit();
+    loadApprovals();
+  } else resetApprovals();
   const sendToEnrolment = only && !wasEnrolOnly;
   if (sendToEnrolment) {
     banner('Two-factor authentication is required for this account: enable it in the Security panel, then sign in again.');
@@ -445,7 +451,7 @@ $('ticket').addEventListener('submit', async (e) => {
   $('o-submit').disabled = true;
   try {
     const o = await api('POST', '/orders', body);
-    msg.textContent = `Order ${o.id}: ${o.status.replace('_', ' ')}, filled ${o.filled} of ${o.qty}${o.cancel_reason ? ` (${o.cancel_reason})` : ''}.`;
+    msg.textContent = `Order ${o.id}: ${statusText(o.status)}, filled ${o.filled} of ${o.qty}${o.cancel_reason ? ` (${o.cancel_reason})` : ''}.`;
     msg.className = 'msg ok';
     loadPrivate();
   } catch (err) {
@@ -473,13 +479,14 @@ async function loadPrivate() {
   clearTimeout(privateTimer);
   if (!current() || enrolOnly()) return;
   try {
-    const [fresh, partial, fills, pf] = await Promise.all([
+    const [held, fresh, partial, fills, pf] = await Promise.all([
+      api('GET', '/orders?status=pending_approval&limit=100'),
       api('GET', '/orders?status=new&limit=100'),
       api('GET', '/orders?status=partially_filled&limit=100'),
       api('GET', '/fills?limit=50'),
       api('GET', '/portfolio'),
     ]);
-    renderOrders([...partial, ...fresh].sort((a, b) => b.id - a.id));
+    renderOrders([...held, ...partial, ...fresh].sort((a, b) => b.id - a.id));
     renderFills(fills);
     renderPortfolio(pf);
   } catch (e) {
@@ -487,6 +494,9 @@ async function loadPrivate() {
   }
   privateTimer = setTimeout(loadPrivate, 5000);
 }
+
+/** An order status for people: `pending_approval` (four-eyes approval) reads "awaiting approval". */
+const statusText = (status) => (status === 'pending_approval' ? 'awaiting approval' : status.replaceAll('_', ' '));
 
 const dpOf = (symbol) => places(state.instruments.get(symbol)?.tickSize || '1');
 const qdpOf = (symbol) => places(state.instruments.get(symbol)?.lotSize || '1');
@@ -505,7 +515,7 @@ function renderOrders(orders) {
             h('td', { class: 'num' }, o.price ? show(o.price, dpOf(o.symbol)) : 'market'),
             h('td', { class: 'num' }, show(o.qty, qdpOf(o.symbol))),
             h('td', { class: 'num' }, show(o.filled, qdpOf(o.symbol))),
-            h('td', {}, o.status.replace('_', ' ')),
+            h('td', { class: o.status === 'pending_approval' ? 'status held' : 'status', dataset: { status: o.status } }, statusText(o.status)),
             h(
               'td',
               {},
