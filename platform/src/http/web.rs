@@ -110,6 +110,7 @@ mod tests {
             "app.css",
             "js/app.js",
             "js/mfa.js",
+            "js/approvals.js",
             "js/vendor/qrcode.js",
             "js/docs.js",
         ] {
