@@ -37,13 +37,7 @@ mod pg {
     #[ignore = "needs PostgreSQL: run through scripts/test"]
     async fn lost_commit_replies_and_lost_commits_never_decide_twice() {
         let db = common::PgDatabase::create().await;
-        let target = db
-            .url
-            .split_once('@')
-            .and_then(|(_, t)| t.split_once('/'))
-            .map(|(hp, _)| hp.to_owned())
-            .expect("host:port");
-        let proxy = PgProxy::start(&target, Some("tradeplane-matcher")).await;
+        let proxy = PgProxy::in_front_of(&db.url, Some("tradeplane-matcher")).await;
         let dir = tempfile::tempdir().expect("dir");
         let url = proxy.url_for(&db.url);
         let state = common::started_state(

@@ -152,24 +152,8 @@ pub(crate) async fn an_unanswered_order_expires_and_is_released(state: AppState)
         "{shown}"
     );
     assert_eq!(portfolio(&state, &buyer).await["cash_reserved"], "0");
-    let (status, err) = send(
-        &state,
-        "POST",
-        &format!("/api/v1/admin/orders/{id}/approve"),
-        Some(&checker),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, err["code"].as_str()),
-        (StatusCode::CONFLICT, Some("order_not_pending"))
-    );
-    assert!(
-        audit_actions(&state)
-            .await
-            .iter()
-            .any(|(a, d)| a == "order.approval_expired" && d["order_id"].as_i64() == Some(id))
-    );
+    approving_again_is_refused(&state, &checker, id).await;
+    assert!(audited(&state, "order.approval_expired", id).await);
     assert_eq!(
         metric(
             &state,

@@ -30,13 +30,7 @@ mod pg {
     /// A platform on a fresh database reached through the proxy, with funded traders.
     async fn setup() -> Setup {
         let db = common::PgDatabase::create().await;
-        let target = db
-            .url
-            .split_once('@')
-            .and_then(|(_, t)| t.split_once('/'))
-            .map(|(hp, _)| hp.to_owned())
-            .expect("host:port");
-        let proxy = PgProxy::start(&target, Some("tradeplane-matcher")).await;
+        let proxy = PgProxy::in_front_of(&db.url, Some("tradeplane-matcher")).await;
         let dir = tempfile::tempdir().expect("dir");
         let url = proxy.url_for(&db.url);
         let state = common::started_state(

@@ -142,3 +142,27 @@ pub fn metric(state: &AppState, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|(_, value)| value.parse::<f64>().ok())
         .sum()
 }
+
+/// A second decision on an order that is no longer pending is refused: 409 `order_not_pending`.
+pub async fn approving_again_is_refused(state: &AppState, admin: &str, id: i64) {
+    let (status, err) = send(
+        state,
+        "POST",
+        &format!("/api/v1/admin/orders/{id}/approve"),
+        Some(admin),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (StatusCode::CONFLICT, Some("order_not_pending"))
+    );
+}
+
+/// Whether the audit trail holds an `action` record about order `id`.
+pub async fn audited(state: &AppState, action: &str, id: i64) -> bool {
+    audit_actions(state)
+        .await
+        .iter()
+        .any(|(a, d)| a == action && d["order_id"].as_i64() == Some(id))
+}

@@ -50,6 +50,16 @@ impl PgProxy {
         p
     }
 
+    /// Starts a proxy in front of the server of `db_url` (a `postgres://user@host:port/db` URL).
+    pub async fn in_front_of(db_url: &str, application: Option<&str>) -> PgProxy {
+        let target = db_url
+            .split_once('@')
+            .and_then(|(_, t)| t.split_once('/'))
+            .map(|(hp, _)| hp.to_owned())
+            .expect("url with user@host:port/db");
+        PgProxy::start(&target, application).await
+    }
+
     /// A `postgres://` URL for `db_url`'s database through the proxy.
     pub fn url_for(&self, db_url: &str) -> String {
         let (head, tail) = db_url.split_once('@').expect("url with user@host");

@@ -127,43 +127,37 @@ impl MatchTx {
         if h.is_empty() {
             return Ok(());
         }
-        let Tx::Sqlite(tx) = &mut self.tx else {
-            return Err(MatchError::Corrupt(
-                "an SQLite batch statement was sent on a PostgreSQL transaction".into(),
-            ));
-        };
-        self.statements += 1;
-        let observation = Observation::start(Op::BatchWrite);
-        let doc = Value::from(
-            h.iter()
-                .map(|r| {
-                    json!([
-                        r.id,
-                        r.status,
-                        r.filled,
-                        r.remaining,
-                        opt_str(r.cancel_reason),
-                        r.priority,
-                        r.approved_by,
-                        r.rejected_by,
-                        r.rejected_reason,
-                    ])
-                })
-                .collect::<Vec<_>>(),
-        )
-        .to_string();
-        let done = sqlx::query(&format!(
-            "UPDATE orders SET {HELD_SET}, approval_decided_at = $2, updated_at = $2 FROM (SELECT value->>0 AS id, \
-             value->>1 AS status, value->>2 AS filled, value->>3 AS remaining, value->>4 AS cancel_reason, \
-             value->>5 AS priority, value->>6 AS approved_by, value->>7 AS rejected_by, \
-             value->>8 AS rejected_reason FROM json_each($1)) AS d WHERE {HELD_PENDING}"
-        ))
-        .bind(doc)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        observation.succeed();
+        let done = sqlite!(self, c, {
+            let doc = Value::from(
+                h.iter()
+                    .map(|r| {
+                        json!([
+                            r.id,
+                            r.status,
+                            r.filled,
+                            r.remaining,
+                            opt_str(r.cancel_reason),
+                            r.priority,
+                            r.approved_by,
+                            r.rejected_by,
+                            r.rejected_reason,
+                        ])
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .to_string();
+            sqlx::query(&format!(
+                "UPDATE orders SET {HELD_SET}, approval_decided_at = $2, updated_at = $2 FROM (SELECT value->>0 AS id, \
+                 value->>1 AS status, value->>2 AS filled, value->>3 AS remaining, value->>4 AS cancel_reason, \
+                 value->>5 AS priority, value->>6 AS approved_by, value->>7 AS rejected_by, \
+                 value->>8 AS rejected_reason FROM json_each($1)) AS d WHERE {HELD_PENDING}"
+            ))
+            .bind(doc)
+            .bind(now)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+        });
         expect_rows(done, h.len(), "held orders")
     }
 }

@@ -239,6 +239,24 @@ macro_rules! on_tx {
     }};
 }
 
+/// Runs `$body` with `$conn` bound to the SQLite connection, counting one statement timed under
+/// `batch_write` (the SQLite side of a batch's writes, see [`write`]).
+macro_rules! sqlite {
+    ($self:ident, $conn:ident, $body:expr) => {{
+        let Tx::Sqlite(tx) = &mut $self.tx else {
+            return Err(MatchError::Corrupt(
+                "an SQLite batch statement was sent on a PostgreSQL transaction".into(),
+            ));
+        };
+        $self.statements += 1;
+        let observation = Observation::start(Op::BatchWrite);
+        let $conn = &mut **tx;
+        let value = $body;
+        observation.succeed();
+        value
+    }};
+}
+
 mod held;
 pub use held::HeldChange;
 

@@ -20,24 +20,6 @@ use super::{
     AccountChange, BatchWrites, MatchError, MatchTx, NewOrderRow, OrderChange, TradeRow, Tx, to_i64,
 };
 
-/// Runs `$body` with `$conn` bound to the SQLite connection, counting one statement timed under
-/// `batch_write`.
-macro_rules! sqlite {
-    ($self:ident, $conn:ident, $body:expr) => {{
-        let Tx::Sqlite(tx) = &mut $self.tx else {
-            return Err(MatchError::Corrupt(
-                "an SQLite batch statement was sent on a PostgreSQL transaction".into(),
-            ));
-        };
-        $self.statements += 1;
-        let observation = Observation::start(Op::BatchWrite);
-        let $conn = &mut **tx;
-        let value = $body;
-        observation.succeed();
-        value
-    }};
-}
-
 /// Checks that an `UPDATE` touched every row it was meant to.
 pub(in crate::store) fn expect_rows(
     done: u64,
