@@ -16,6 +16,7 @@
 //! and etcd. The peak RSS includes the fake API (its store, request handling), so the operator's
 //! own share is smaller than the figure printed.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

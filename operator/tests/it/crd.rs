@@ -1,7 +1,7 @@
 //! The CRD: committed file in sync, documented fields, CEL rules (each with a passing and a
 //! failing object), examples valid against the schema.
 
-mod common;
+use crate::common;
 
 use common::{cel, example_files, schema, structural, yaml_file};
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Snapshot tests of `render` for every file in k8s/examples/. Regenerate with
 //! `UPDATE_SNAPSHOTS=1 cargo test -p tradeplane-operator --test render_snapshots`.
 
-mod common;
+use crate::common;
 
 use tradeplane_operator::cli::render_yaml;
 

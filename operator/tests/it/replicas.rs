@@ -2,7 +2,7 @@
 //! address (`POD_IP`), the lease duration is a CRD field, a rollout and the disruption budget
 //! always keep a replica serving, and the NetworkPolicy lets replicas forward orders to each other.
 
-mod common;
+use crate::common;
 
 use serde_json::{Value, json};
 use tradeplane_operator::crd::TradingPlatform;

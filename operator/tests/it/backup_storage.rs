@@ -1,7 +1,7 @@
 //! `spec.backup.storage.s3`: the CronJob writes to the bucket with the `AWS_*` settings and the
 //! Secret's keys, no claim is created, and admission accepts exactly one storage.
 
-mod common;
+use crate::common;
 
 use common::{cel, structural};
 use serde_json::{Value, json};

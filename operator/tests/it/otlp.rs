@@ -2,7 +2,7 @@
 //! `opentelemetry-proto` types): named `reconcile`, with the resource's name and namespace, the
 //! children applied and the outcome.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

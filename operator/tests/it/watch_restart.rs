@@ -4,7 +4,7 @@
 //! liveness fails after the bound. Time is tokio's paused clock: the elapsed times asserted are
 //! virtual and deterministic (they count the backoff sleeps), no wall-clock sleep is asserted.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! automatic rollback on bad metrics (errors, latency, worse than stable, pods not ready). The
 //! pods' `/metrics` come from a scraper fed by the test, in the platform's own format.
 
-mod common;
+use crate::common;
 
 use common::canary_env::*;
 use common::env::{DEPLOY, SERVICE};

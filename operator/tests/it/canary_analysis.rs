@@ -3,7 +3,7 @@
 //! by the controller: pods on loopback addresses serving the fixtures), the status ↔ state
 //! mapping, and the CEL rules of `spec.rollout.canary`.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

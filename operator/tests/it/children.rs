@@ -3,7 +3,7 @@
 //! lowers replicas, ReplicaSet / backup Job failures surfaced, a terminating namespace, and
 //! backup-now exclusive with the CronJob.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

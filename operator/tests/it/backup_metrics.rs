@@ -1,7 +1,7 @@
 //! The operator exports each TradingPlatform's backup state on its own /metrics: the success
 //! time from the Jobs, size/rows/duration from the backup container's termination message.
 
-mod common;
+use crate::common;
 
 use common::env::{Env, tp_json};
 use serde_json::json;

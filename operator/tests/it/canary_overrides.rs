@@ -1,7 +1,7 @@
 //! Canary rollouts, continued: the promote/abort annotations, `spec.paused`, an operator restart
 //! mid-rollout, the migration gate, a settings change, the switch back to rolling, the HPA.
 
-mod common;
+use crate::common;
 
 use common::canary_env::*;
 use common::env::{CM, DEPLOY, TP, tp_json};

@@ -2,7 +2,7 @@
 //! against the fake API — a new image first runs `tradeplane-platform migrate` as a Job, the
 //! Deployment keeps the old image until it succeeded, a failure is `Degraded`/`MigrationFailed`.
 
-mod common;
+use crate::common;
 
 use common::env::*;
 use http::Method;

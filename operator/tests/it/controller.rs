@@ -2,7 +2,7 @@
 //! feature disable, deletion with finalizer, API error -> Degraded + requeue, paused,
 //! backup-now, and "nothing changed -> nothing written".
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,24 @@
+//! The operator's integration tests, one module per former test file, in one binary: each test
+//! binary links the whole operator and its dependencies (~90 MB), and sixteen of them made up
+//! most of CI's link time and disk. Run one suite with a filter:
+//! `cargo test -p tradeplane-operator --test it crd::`.
+//!
+//! The scale benchmark stays a binary of its own (`--test scale_bench`, not run by `cargo test`).
+
+mod common;
+
+mod backup_metrics;
+mod backup_storage;
+mod builders;
+mod canary;
+mod canary_analysis;
+mod canary_overrides;
+mod children;
+mod controller;
+mod crd;
+mod http_endpoints;
+mod migration;
+mod otlp;
+mod render_snapshots;
+mod replicas;
+mod watch_restart;
