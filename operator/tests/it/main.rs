@@ -1,5 +1,5 @@
 //! The operator's integration tests, one module per former test file, in one binary: each test
-//! binary links the whole operator and its dependencies (~90 MB), and sixteen of them made up
+//! binary links the whole operator and its dependencies (~90 MB), and fifteen of them made up
 //! most of CI's link time and disk. Run one suite with a filter:
 //! `cargo test -p tradeplane-operator --test it crd::`.
 //!
