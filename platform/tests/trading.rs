@@ -528,6 +528,114 @@ async fn a_batch_costs_a_bounded_number_of_statements(state: AppState) {
     );
 }
 
+/// The value of the first metrics line that starts with `prefix` (0 when absent).
+fn metric(state: &AppState, prefix: &str) -> f64 {
+    let text = state
+        .metrics
+        .render(&state.store, &state.cache)
+        .expect("metrics");
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// On PostgreSQL a steady-state batch is planned from memory and costs four statements (BEGIN,
+/// the guard, the write, COMMIT); an account another writer changed (here an admin deposit,
+/// written outside the matcher) is noticed by the guard and the batch runs on fresh state. On
+/// SQLite the batch always reads first, with the same answers.
+async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppState) {
+    let admin = admin_token(&state).await;
+    let (token, account) = trader(&state, "steady", "1000", &admin).await;
+    let order = |price: &str, qty: &str| json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": price, "qty": qty});
+    // Warm up: the first batch loads the symbol's row and the account.
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&token),
+        Some(order("1", "1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let postgres = matches!(
+        state.store.backend(),
+        tradeplane_platform::store::Backend::Postgres
+    );
+    let hits = r#"match_optimistic_batches_total{outcome="hit"}"#;
+    let missed = r#"match_optimistic_batches_total{outcome="missed"}"#;
+    let (four_before, count_before) = histogram(&state, "match_batch_statements", "4");
+    let hits_before = metric(&state, hits);
+    for _ in 0..5 {
+        let (status, body) = send(
+            &state,
+            "POST",
+            "/api/v1/orders",
+            Some(&token),
+            Some(order("1", "1")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (four, count) = histogram(&state, "match_batch_statements", "4");
+    assert_eq!(count - count_before, 5.0, "one batch per order");
+    if postgres {
+        assert_eq!(
+            metric(&state, hits) - hits_before,
+            5.0,
+            "every batch was planned from memory"
+        );
+        // The first may also have fetched a block of order ids.
+        assert!(
+            four - four_before >= 4.0,
+            "four statements per batch: {} of 5",
+            four - four_before
+        );
+    } else {
+        assert_eq!(metric(&state, hits), 0.0, "SQLite reads before it plans");
+    }
+    // 1000 cash, 6 reserved: 994 left, so an order of 1 500 is refused on the cached account.
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&token),
+        Some(order("1500", "1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "insufficientCash", "{body}");
+    let (status, body) = send(
+        &state,
+        "POST",
+        &format!("/api/v1/admin/accounts/{account}/deposits"),
+        Some(&admin),
+        Some(json!({"amount": "1000"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let missed_before = metric(&state, missed);
+    let (status, body) = send(
+        &state,
+        "POST",
+        "/api/v1/orders",
+        Some(&token),
+        Some(order("1500", "1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "the deposit is seen: {body}");
+    if postgres {
+        assert_eq!(
+            metric(&state, missed) - missed_before,
+            1.0,
+            "the guard saw the deposit"
+        );
+    }
+    let (status, body) = send(&state, "GET", "/api/v1/portfolio", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["cash_reserved"], json!("1506"), "{body}");
+}
+
 /// The same `client_order_id` with the same order returns it; with another order it is a
 /// conflict, as Stripe's idempotency keys.
 async fn idempotency_keys_refuse_a_different_order(state: AppState) {
@@ -630,6 +738,7 @@ state_on_both_backends!(
     two_traders_trade,
     bad_orders_change_nothing,
     a_batch_costs_a_bounded_number_of_statements,
+    batches_are_planned_from_memory_but_never_on_stale_state,
     idempotency_keys_refuse_a_different_order,
     an_order_of_a_deleted_account_is_unauthorized,
     an_overflowing_asset_deposit_is_refused,

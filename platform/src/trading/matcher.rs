@@ -54,7 +54,13 @@ pub(super) struct Matcher {
     ownership: super::ownership::Ownership,
     /// How long a held order waits for approval.
     approval_timeout: chrono::Duration,
+    /// Each symbol's row as the last committed batch left it (see [`optimistic`]).
+    symbol_rows: HashMap<String, SymbolRow>,
+    /// Order ids fetched ahead for optimistic batches, in sequence order.
+    order_ids: std::collections::VecDeque<i64>,
 }
+
+mod optimistic;
 
 /// What a committed batch produced.
 struct Committed {
@@ -236,6 +242,8 @@ impl Matcher {
             ownership,
             approval_timeout: chrono::Duration::from_std(approval_timeout)
                 .unwrap_or(chrono::Duration::MAX),
+            symbol_rows: HashMap::new(),
+            order_ids: std::collections::VecDeque::new(),
         }
     }
 
@@ -491,7 +499,11 @@ impl Matcher {
     async fn run_batch(&mut self, requests: &[&Request]) -> Result<Committed, MatchError> {
         let postgres = self.pool.is_postgres();
         let limit = self.db_timeout;
-        let mut tx = timed(postgres, limit, MatchTx::begin(&self.pool)).await?;
+        let tx = timed(postgres, limit, MatchTx::begin(&self.pool)).await?;
+        let mut tx = match self.optimistic(tx, requests).await? {
+            optimistic::Attempt::Done(committed) => return Ok(*committed),
+            optimistic::Attempt::Full(tx) => tx,
+        };
         if !self.symbols_created {
             let all: Vec<String> = self
                 .engine
@@ -671,6 +683,7 @@ impl Matcher {
             }
         }
         self.symbols_created = true;
+        self.remember_symbols(&plan);
         if !others.is_empty() {
             // Put the replies back in the batch's order, the not-owned commands refused.
             let mut merged: Vec<super::Reply> = (0..mine.len() + others.len())

@@ -26,6 +26,9 @@ pub struct TradingMetrics {
     pub batch_statements: Histogram,
     /// Batches run again without having committed, by reason (`stale`, `connection`).
     pub batch_retries: IntCounterVec,
+    /// Batches by what the optimistic path did (`hit`: planned from memory and committed,
+    /// `missed`: something had moved, the full path ran; `skipped`: not tried).
+    pub optimistic: IntCounterVec,
     /// Commands dropped unexecuted because their client stopped waiting.
     pub commands_expired: IntCounter,
     /// Lost COMMIT replies, by what the database said had happened (`committed`, `aborted`).
@@ -204,6 +207,14 @@ impl TradingMetrics {
             ),
             &["reason"],
         )?;
+        let optimistic = IntCounterVec::new(
+            Opts::new(
+                "match_optimistic_batches_total",
+                "Batches by what the optimistic path (planned from memory, checked by one \
+                 guard statement) did: hit, missed (the full path ran), skipped (not tried).",
+            ),
+            &["outcome"],
+        )?;
         let commands_expired = IntCounter::new(
             "matcher_commands_expired_total",
             "Commands dropped unexecuted because their client stopped waiting.",
@@ -235,6 +246,7 @@ impl TradingMetrics {
         registry.register(Box::new(owned_symbols.clone()))?;
         registry.register(Box::new(batch_statements.clone()))?;
         registry.register(Box::new(batch_retries.clone()))?;
+        registry.register(Box::new(optimistic.clone()))?;
         registry.register(Box::new(commands_expired.clone()))?;
         registry.register(Box::new(commit_resolutions.clone()))?;
         registry.register(Box::new(outcome_unknown.clone()))?;
@@ -257,6 +269,7 @@ impl TradingMetrics {
             websocket_subscribers,
             batch_statements,
             batch_retries,
+            optimistic,
             commands_expired,
             commit_resolutions,
             outcome_unknown,

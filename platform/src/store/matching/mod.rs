@@ -257,7 +257,9 @@ macro_rules! sqlite {
     }};
 }
 
+mod guard;
 mod held;
+pub use guard::Guarded;
 pub use held::HeldChange;
 
 fn json_ids(ids: &[i64]) -> String {

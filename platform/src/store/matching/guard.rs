@@ -1,0 +1,109 @@
+//! The one read of an optimistic batch on PostgreSQL: lock and check what the plan assumed.
+//!
+//! The matcher keeps the symbols' rows, the accounts (with their versions) and the book in
+//! memory, so it can plan a batch before it reads anything. What it then needs from the database
+//! is a check that nothing it planned on has moved, under the locks that keep it so until the
+//! COMMIT. [`MatchTx::guard`] is that check in one statement: it locks the batch's symbol rows
+//! (still leased to this replica under the given fencing tokens) in symbol order, then every
+//! account the plan reads or changes in id order, and reports the rows, the versions and whether
+//! any of the new orders' idempotency keys is already taken. A steady-state batch on PostgreSQL
+//! is thus BEGIN, this, the write ([`super::write_pg`]) and COMMIT: four round trips, whatever
+//! the number of orders, trades and accounts in it.
+//!
+//! The lock order is the same as the full path's (symbols, then accounts, each sorted), so the
+//! two never deadlock with each other or with another replica: the accounts' scan has the
+//! count of the locked symbols as a one-time filter, which PostgreSQL evaluates, and so
+//! finishes locking every symbol row, before the scan locks its first account.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::super::market::{SYMBOL_COLUMNS, SymbolRow, symbol_from_row};
+use super::super::telemetry::{Observation, Op};
+use super::{MatchError, MatchTx, Tx};
+
+/// What [`MatchTx::guard`] found, under its locks.
+#[derive(Debug, Default)]
+pub struct Guarded {
+    /// The symbols' rows that are still this replica's (all of them without leases).
+    pub symbols: BTreeMap<String, SymbolRow>,
+    /// The stored version of each account that exists.
+    pub versions: BTreeMap<i64, i64>,
+    /// Whether an order already holds one of the keys.
+    pub keys_taken: bool,
+}
+
+impl MatchTx {
+    /// Locks `symbols` (with `owner`, only the rows whose lease `owner` holds under the given
+    /// token) and `accounts`, and looks the `(account, client_order_id)` keys up; PostgreSQL
+    /// only. Also records the transaction id (see [`MatchTx::xid`]).
+    pub async fn guard(
+        &mut self,
+        symbols: &[(String, i64)],
+        owner: Option<&str>,
+        accounts: &[i64],
+        keys: &[(i64, String)],
+    ) -> Result<Guarded, MatchError> {
+        let Tx::Postgres(tx) = &mut self.tx else {
+            return Err(MatchError::Corrupt(
+                "the optimistic guard was sent on an SQLite transaction".into(),
+            ));
+        };
+        let names: Vec<&str> = symbols.iter().map(|s| s.0.as_str()).collect();
+        let tokens: Vec<i64> = symbols.iter().map(|s| s.1).collect();
+        let key_accounts: Vec<i64> = keys.iter().map(|k| k.0).collect();
+        let key_ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let cols = SYMBOL_COLUMNS
+            .split(", ")
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH locked AS MATERIALIZED ( \
+               SELECT {cols} FROM symbols s \
+               JOIN UNNEST($1::text[], $2::bigint[]) AS k(symbol, token) ON s.symbol = k.symbol \
+               WHERE $3::text IS NULL OR (s.owner = $3 AND s.lease_token = k.token) \
+               ORDER BY s.symbol FOR UPDATE OF s), \
+             held AS MATERIALIZED ( \
+               SELECT id, version FROM accounts \
+               WHERE id = ANY($4::bigint[]) AND (SELECT count(*) FROM locked) >= 0 \
+               ORDER BY id FOR NO KEY UPDATE) \
+             SELECT g.*, locked.* FROM ( \
+               SELECT pg_current_xact_id()::text AS xid, \
+                 ARRAY(SELECT id FROM held ORDER BY id) AS account_ids, \
+                 ARRAY(SELECT version FROM held ORDER BY id) AS versions, \
+                 EXISTS (SELECT 1 FROM orders o \
+                   JOIN UNNEST($5::bigint[], $6::text[]) AS k(account_id, client_order_id) \
+                   ON o.account_id = k.account_id AND o.client_order_id = k.client_order_id) \
+                   AS keys_taken) g \
+             LEFT JOIN locked ON true"
+        );
+        self.statements += 1;
+        let observation = Observation::start(Op::BatchLock);
+        let rows = sqlx::query(&sql)
+            .bind(&names)
+            .bind(&tokens)
+            .bind(owner)
+            .bind(accounts)
+            .bind(&key_accounts)
+            .bind(&key_ids)
+            .fetch_all(&mut **tx)
+            .await?;
+        observation.succeed();
+        let mut out = Guarded::default();
+        for (i, r) in rows.iter().enumerate() {
+            if i == 0 {
+                self.xid = Some(r.try_get("xid")?);
+                let ids: Vec<i64> = r.try_get("account_ids")?;
+                let versions: Vec<i64> = r.try_get("versions")?;
+                out.versions = ids.into_iter().zip(versions).collect();
+                out.keys_taken = r.try_get("keys_taken")?;
+            }
+            if let Some(symbol) = r.try_get::<Option<String>, _>("symbol")? {
+                out.symbols.insert(symbol, symbol_from_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+}

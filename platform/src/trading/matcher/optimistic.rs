@@ -1,0 +1,208 @@
+//! The optimistic batch on PostgreSQL: plan from memory first, then check and write.
+//!
+//! The full path ([`Matcher::run_batch`]) reads before it plans: lock the symbols, read the
+//! submitting accounts' versions, look the idempotency keys up, then lock the changed accounts.
+//! Each of those is a round trip that the one matcher waits for, and a batch's latency is its
+//! throughput limit. In steady state, though, the matcher already holds everything those reads
+//! return: the book is at the stored sequence, the accounts are at their stored versions (no
+//! other writer changes them while this replica owns their symbols), the new orders' keys are
+//! new. So this path plans first, from memory, and then sends one statement
+//! ([`MatchTx::guard`]) that locks what the plan read and changed and reports whether any of it
+//! moved. When nothing did, the plan is written and committed as the full path would: BEGIN,
+//! guard, write, COMMIT. When something did (another replica changed an account, a key is a
+//! retry, the lease moved), the plan is dropped from the engine unwritten and the full path runs
+//! in the same transaction, under the locks already taken.
+//!
+//! Every assumption the plan makes is checked under a lock by the guard, so this path can only
+//! be slower than the full one, never different: the symbol rows (sequence, market-data
+//! sequence, status, last trade) equal the cached ones and the engine is at that sequence, every
+//! account read or changed exists at the cached version, and no key is taken.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{Committed, Link, Matcher, id_u64, timed};
+use crate::store::matching::{MatchError, MatchTx};
+use crate::trading::Request;
+use crate::trading::batch::{Loaded, Plan};
+
+/// How many order ids are fetched from the sequence at a time for optimistic batches (one extra
+/// round trip per this many orders; ids left unused when the process stops are skipped, as a
+/// sequence's are anyway).
+const ID_BLOCK: usize = 512;
+
+/// What the optimistic attempt did.
+pub(super) enum Attempt {
+    /// Committed.
+    Done(Box<Committed>),
+    /// Not tried, or something had moved: run the full path in this transaction.
+    Full(MatchTx),
+}
+
+impl Matcher {
+    /// Plans `requests` from memory and commits them if [`MatchTx::guard`] finds nothing moved;
+    /// see the module documentation.
+    pub(super) async fn optimistic(
+        &mut self,
+        mut tx: MatchTx,
+        requests: &[&Request],
+    ) -> Result<Attempt, MatchError> {
+        let Some(symbols) = self.plannable(requests) else {
+            self.metrics
+                .optimistic
+                .with_label_values(&["skipped"])
+                .inc();
+            return Ok(Attempt::Full(tx));
+        };
+        let postgres = true;
+        let limit = self.db_timeout;
+        let places = requests
+            .iter()
+            .filter(|r| matches!(r, Request::Place { .. }))
+            .count();
+        if self.order_ids.len() < places {
+            let more = timed(postgres, limit, tx.allocate_order_ids(places.max(ID_BLOCK))).await?;
+            self.order_ids.extend(more);
+        }
+        let takers: BTreeSet<i64> = requests.iter().filter_map(|r| r.account()).collect();
+        let mut keys: Vec<(i64, String)> = requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Place { account, order, .. } => order
+                    .client_order_id
+                    .as_ref()
+                    .map(|k| (*account, k.clone())),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let rows: BTreeMap<String, _> = symbols
+            .iter()
+            .filter_map(|(s, _)| Some((s.clone(), self.symbol_rows.get(s)?.clone())))
+            .collect();
+        let leased = self
+            .ownership
+            .is_leased()
+            .then(|| self.ownership.me().id.clone());
+        let now = chrono::Utc::now();
+        let existing = HashMap::new();
+        let mut ids = self.order_ids.iter().copied();
+        let mut batch = self.engine.begin_batch();
+        let plan = Plan::build(
+            &mut batch,
+            requests,
+            Loaded {
+                existing: &existing,
+                missing: &|_| false,
+                symbols: rows.clone(),
+                approval_timeout: self.approval_timeout,
+            },
+            &mut ids,
+            &self.origin,
+            now,
+        );
+        let used = self.order_ids.len() - ids.len();
+        let lock: Vec<i64> = plan
+            .writes
+            .accounts
+            .keys()
+            .copied()
+            .chain(takers.iter().copied())
+            .collect::<BTreeSet<i64>>()
+            .into_iter()
+            .collect();
+        let guarded = match timed(
+            postgres,
+            limit,
+            tx.guard(&symbols, leased.as_deref(), &lock, &keys),
+        )
+        .await
+        {
+            Ok(g) => g,
+            Err(e) => {
+                drop(batch);
+                return Err(e);
+            }
+        };
+        let moved: Vec<i64> = lock
+            .iter()
+            .copied()
+            .filter(|id| guarded.versions.get(id) != self.versions.get(id))
+            .collect();
+        if guarded.keys_taken || !moved.is_empty() || guarded.symbols != rows {
+            drop(batch);
+            for id in &moved {
+                self.versions.remove(id);
+            }
+            for (symbol, row) in &rows {
+                if guarded.symbols.get(symbol) != Some(row) {
+                    self.symbol_rows.remove(symbol);
+                }
+            }
+            self.metrics.optimistic.with_label_values(&["missed"]).inc();
+            return Ok(Attempt::Full(tx));
+        }
+        if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
+            drop(batch);
+            return Err(e);
+        }
+        let statements = tx.statements() + 1;
+        let committed = Link {
+            pool: &mut self.pool,
+            rx: &mut self.rx,
+            down: &self.down,
+            metrics: &self.metrics,
+            db_timeout: self.db_timeout,
+        }
+        .commit(tx)
+        .await;
+        if let Err(e) = committed {
+            batch.rollback();
+            return Err(e);
+        }
+        batch.commit();
+        self.order_ids.drain(..used);
+        for id in &lock {
+            if let Some(v) = guarded.versions.get(id) {
+                let bumped = plan.writes.accounts.contains_key(id);
+                self.versions.insert(*id, if bumped { v + 1 } else { *v });
+            }
+        }
+        self.remember_symbols(&plan);
+        self.metrics.optimistic.with_label_values(&["hit"]).inc();
+        Ok(Attempt::Done(Box::new(Committed { plan, statements })))
+    }
+
+    /// The batch's symbols with their fencing tokens when the batch can be planned from memory:
+    /// PostgreSQL, every symbol this replica's and cached at the engine's sequence, every
+    /// submitting account cached.
+    fn plannable(&self, requests: &[&Request]) -> Option<Vec<(String, i64)>> {
+        if !self.pool.is_postgres() || !self.symbols_created {
+            return None;
+        }
+        let mut symbols = BTreeMap::new();
+        for r in requests {
+            let symbol = r.symbol();
+            if self.engine.instrument(symbol).is_none() {
+                continue;
+            }
+            let token = self.ownership.token(symbol)?;
+            let row = self.symbol_rows.get(symbol)?;
+            if self.engine.seq(symbol) != Some(id_u64(row.seq)) {
+                return None;
+            }
+            symbols.insert(symbol.to_owned(), token);
+            if let Some(account) = r.account() {
+                self.versions.get(&account)?;
+            }
+        }
+        Some(symbols.into_iter().collect())
+    }
+
+    /// Keeps the symbols' rows as a committed batch left them, for the next optimistic plan.
+    pub(super) fn remember_symbols(&mut self, plan: &Plan) {
+        for (symbol, row) in &plan.writes.symbols {
+            self.symbol_rows.insert(symbol.clone(), row.clone());
+        }
+    }
+}
