@@ -58,6 +58,8 @@ pub(super) struct Matcher {
     symbol_rows: HashMap<String, SymbolRow>,
     /// Order ids fetched ahead for optimistic batches, in sequence order.
     order_ids: std::collections::VecDeque<i64>,
+    /// Set when an optimistic write failed: the next attempt reads before it plans.
+    full_next: bool,
 }
 
 mod optimistic;
@@ -244,6 +246,7 @@ impl Matcher {
                 .unwrap_or(chrono::Duration::MAX),
             symbol_rows: HashMap::new(),
             order_ids: std::collections::VecDeque::new(),
+            full_next: false,
         }
     }
 

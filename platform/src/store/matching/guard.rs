@@ -5,10 +5,17 @@
 //! is a check that nothing it planned on has moved, under the locks that keep it so until the
 //! COMMIT. [`MatchTx::guard`] is that check in one statement: it locks the batch's symbol rows
 //! (still leased to this replica under the given fencing tokens) in symbol order, then every
-//! account the plan reads or changes in id order, and reports the rows, the versions and whether
-//! any of the new orders' idempotency keys is already taken. A steady-state batch on PostgreSQL
-//! is thus BEGIN, this, the write ([`super::write_pg`]) and COMMIT: four round trips, whatever
-//! the number of orders, trades and accounts in it.
+//! account the plan reads or changes in id order, and reports the rows and the versions. A
+//! steady-state batch on PostgreSQL is thus BEGIN, this, the write ([`super::write_pg`]) and
+//! COMMIT: four round trips, whatever the number of orders, trades and accounts in it.
+//!
+//! Idempotency keys are not looked up here: the plan takes every new order's key for new, and
+//! the `(account_id, client_order_id)` unique constraint refuses the write when one is not (a
+//! client's retry of an order that committed in an earlier batch). The batch then fails whole,
+//! nothing written, and runs again on the full path, which looks the keys up. Looking them up
+//! here cost a probe per key on every batch to save a retry on the rare batch with a repeat,
+//! and with stale statistics PostgreSQL ran that probe through the wrong index (every order of
+//! the account) or as a hash join over the whole `orders` table.
 //!
 //! The lock order is the same as the full path's (symbols, then accounts, each sorted), so the
 //! two never deadlock with each other or with another replica: the accounts' scan has the
@@ -30,20 +37,17 @@ pub struct Guarded {
     pub symbols: BTreeMap<String, SymbolRow>,
     /// The stored version of each account that exists.
     pub versions: BTreeMap<i64, i64>,
-    /// Whether an order already holds one of the keys.
-    pub keys_taken: bool,
 }
 
 impl MatchTx {
     /// Locks `symbols` (with `owner`, only the rows whose lease `owner` holds under the given
-    /// token) and `accounts`, and looks the `(account, client_order_id)` keys up; PostgreSQL
-    /// only. Also records the transaction id (see [`MatchTx::xid`]).
+    /// token) and `accounts`; PostgreSQL only. Also records the transaction id (see
+    /// [`MatchTx::xid`]).
     pub async fn guard(
         &mut self,
         symbols: &[(String, i64)],
         owner: Option<&str>,
         accounts: &[i64],
-        keys: &[(i64, String)],
     ) -> Result<Guarded, MatchError> {
         let Tx::Postgres(tx) = &mut self.tx else {
             return Err(MatchError::Corrupt(
@@ -52,8 +56,6 @@ impl MatchTx {
         };
         let names: Vec<&str> = symbols.iter().map(|s| s.0.as_str()).collect();
         let tokens: Vec<i64> = symbols.iter().map(|s| s.1).collect();
-        let key_accounts: Vec<i64> = keys.iter().map(|k| k.0).collect();
-        let key_ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
         let cols = SYMBOL_COLUMNS
             .split(", ")
             .map(|c| format!("s.{c}"))
@@ -72,11 +74,7 @@ impl MatchTx {
              SELECT g.*, locked.* FROM ( \
                SELECT pg_current_xact_id()::text AS xid, \
                  ARRAY(SELECT id FROM held ORDER BY id) AS account_ids, \
-                 ARRAY(SELECT version FROM held ORDER BY id) AS versions, \
-                 EXISTS (SELECT 1 FROM orders o \
-                   JOIN UNNEST($5::bigint[], $6::text[]) AS k(account_id, client_order_id) \
-                   ON o.account_id = k.account_id AND o.client_order_id = k.client_order_id) \
-                   AS keys_taken) g \
+                 ARRAY(SELECT version FROM held ORDER BY id) AS versions) g \
              LEFT JOIN locked ON true"
         );
         self.statements += 1;
@@ -86,8 +84,6 @@ impl MatchTx {
             .bind(&tokens)
             .bind(owner)
             .bind(accounts)
-            .bind(&key_accounts)
-            .bind(&key_ids)
             .fetch_all(&mut **tx)
             .await?;
         observation.succeed();
@@ -98,7 +94,6 @@ impl MatchTx {
                 let ids: Vec<i64> = r.try_get("account_ids")?;
                 let versions: Vec<i64> = r.try_get("versions")?;
                 out.versions = ids.into_iter().zip(versions).collect();
-                out.keys_taken = r.try_get("keys_taken")?;
             }
             if let Some(symbol) = r.try_get::<Option<String>, _>("symbol")? {
                 out.symbols.insert(symbol, symbol_from_row(r)?);

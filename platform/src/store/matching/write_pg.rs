@@ -13,6 +13,10 @@
 //! they touched, so a row that was not as expected still fails the batch as stale.
 //!
 //! Rows go in as arrays (`UNNEST`), one parameter per column, whatever the batch's size.
+//!
+//! The `UPDATE`s of `orders` also say `orders.id = ANY(ids)`, so that the primary key is a path
+//! the planner can take for the whole set at once; the matcher's connections plan every
+//! statement afresh (see [`super::MatchPool`]), so the choice follows the table's size.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
@@ -190,8 +194,9 @@ fn orders(
             format!(
                 "UPDATE orders SET {HELD_SET}, approval_decided_at = {now}, updated_at = {now} \
                  FROM UNNEST({}) AS d(id, status, filled, remaining, cancel_reason, priority, \
-                 approved_by, rejected_by, rejected_reason) WHERE {HELD_PENDING}",
-                cols.join(", ")
+                 approved_by, rejected_by, rejected_reason) WHERE orders.id = ANY({}) AND {HELD_PENDING}",
+                cols.join(", "),
+                cols[0]
             ),
             h.len(),
             "held orders",
@@ -212,8 +217,10 @@ fn orders(
                 "UPDATE orders SET filled = orders.filled + d.filled, remaining = d.remaining, \
                  status = d.status, cancel_reason = COALESCE(d.cancel_reason, orders.cancel_reason), \
                  updated_at = {now} FROM UNNEST({}) AS d(id, filled, remaining, status, cancel_reason) \
-                 WHERE orders.id = d.id AND orders.status IN ('new', 'partially_filled')",
-                cols.join(", ")
+                 WHERE orders.id = ANY({}) AND orders.id = d.id \
+                 AND orders.status IN ('new', 'partially_filled')",
+                cols.join(", "),
+                cols[0]
             ),
             o.len(),
             "resting orders",

@@ -9,14 +9,17 @@
 //! new. So this path plans first, from memory, and then sends one statement
 //! ([`MatchTx::guard`]) that locks what the plan read and changed and reports whether any of it
 //! moved. When nothing did, the plan is written and committed as the full path would: BEGIN,
-//! guard, write, COMMIT. When something did (another replica changed an account, a key is a
-//! retry, the lease moved), the plan is dropped from the engine unwritten and the full path runs
-//! in the same transaction, under the locks already taken.
+//! guard, write, COMMIT. When something did (another replica changed an account, the lease
+//! moved), the plan is dropped from the engine unwritten and the full path runs in the same
+//! transaction, under the locks already taken. A new order's idempotency key is taken for new;
+//! when it is a client's retry of an order committed earlier, the unique constraint fails the
+//! write (nothing is written) and the batch's next attempt takes the full path, which looks the
+//! keys up ([`MatchTx::guard`] says why the guard does not).
 //!
 //! Every assumption the plan makes is checked under a lock by the guard, so this path can only
 //! be slower than the full one, never different: the symbol rows (sequence, market-data
 //! sequence, status, last trade) equal the cached ones and the engine is at that sequence, every
-//! account read or changed exists at the cached version, and no key is taken.
+//! account read or changed exists at the cached version, and no key is taken (the constraint).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -46,7 +49,8 @@ impl Matcher {
         mut tx: MatchTx,
         requests: &[&Request],
     ) -> Result<Attempt, MatchError> {
-        let Some(symbols) = self.plannable(requests) else {
+        let full = std::mem::take(&mut self.full_next);
+        let Some(symbols) = self.plannable(requests).filter(|_| !full) else {
             self.metrics
                 .optimistic
                 .with_label_values(&["skipped"])
@@ -64,18 +68,6 @@ impl Matcher {
             self.order_ids.extend(more);
         }
         let takers: BTreeSet<i64> = requests.iter().filter_map(|r| r.account()).collect();
-        let mut keys: Vec<(i64, String)> = requests
-            .iter()
-            .filter_map(|r| match r {
-                Request::Place { account, order, .. } => order
-                    .client_order_id
-                    .as_ref()
-                    .map(|k| (*account, k.clone())),
-                _ => None,
-            })
-            .collect();
-        keys.sort();
-        keys.dedup();
         let rows: BTreeMap<String, _> = symbols
             .iter()
             .filter_map(|(s, _)| Some((s.clone(), self.symbol_rows.get(s)?.clone())))
@@ -114,7 +106,7 @@ impl Matcher {
         let guarded = match timed(
             postgres,
             limit,
-            tx.guard(&symbols, leased.as_deref(), &lock, &keys),
+            tx.guard(&symbols, leased.as_deref(), &lock),
         )
         .await
         {
@@ -129,7 +121,7 @@ impl Matcher {
             .copied()
             .filter(|id| guarded.versions.get(id) != self.versions.get(id))
             .collect();
-        if guarded.keys_taken || !moved.is_empty() || guarded.symbols != rows {
+        if !moved.is_empty() || guarded.symbols != rows {
             drop(batch);
             for id in &moved {
                 self.versions.remove(id);
@@ -143,7 +135,10 @@ impl Matcher {
             return Ok(Attempt::Full(tx));
         }
         if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
+            // Most likely a retried `client_order_id` (the unique constraint refused the
+            // write): the next attempt takes the full path, which looks the keys up.
             drop(batch);
+            self.full_next = true;
             return Err(e);
         }
         let statements = tx.statements() + 1;
