@@ -563,7 +563,7 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
         tradeplane_platform::store::Backend::Postgres
     );
     let hits = r#"match_optimistic_batches_total{outcome="hit"}"#;
-    let missed = r#"match_optimistic_batches_total{outcome="missed"}"#;
+    let replanned = r#"match_optimistic_batches_total{outcome="replanned"}"#;
     let (four_before, count_before) = histogram(&state, "match_batch_statements", "4");
     let hits_before = metric(&state, hits);
     for _ in 0..5 {
@@ -614,7 +614,7 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let missed_before = metric(&state, missed);
+    let replanned_before = metric(&state, replanned);
     let (status, body) = send(
         &state,
         "POST",
@@ -626,9 +626,9 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     assert_eq!(status, StatusCode::CREATED, "the deposit is seen: {body}");
     if postgres {
         assert_eq!(
-            metric(&state, missed) - missed_before,
+            metric(&state, replanned) - replanned_before,
             1.0,
-            "the guard saw the deposit"
+            "the guard saw the deposit; the account was read again under its lock"
         );
     }
     let (status, body) = send(&state, "GET", "/api/v1/portfolio", Some(&token), None).await;

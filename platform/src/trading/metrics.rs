@@ -27,7 +27,8 @@ pub struct TradingMetrics {
     /// Batches run again without having committed, by reason (`stale`, `connection`).
     pub batch_retries: IntCounterVec,
     /// Batches by what the optimistic path did (`hit`: planned from memory and committed,
-    /// `missed`: something had moved, the full path ran; `skipped`: not tried).
+    /// `replanned`: accounts had moved and were read again, `missed`: a lease or book had
+    /// moved, the full path ran; `skipped`: not tried).
     pub optimistic: IntCounterVec,
     /// Commands dropped unexecuted because their client stopped waiting.
     pub commands_expired: IntCounter,
@@ -211,7 +212,8 @@ impl TradingMetrics {
             Opts::new(
                 "match_optimistic_batches_total",
                 "Batches by what the optimistic path (planned from memory, checked by one \
-                 guard statement) did: hit, missed (the full path ran), skipped (not tried).",
+                 guard statement) did: hit, replanned (moved accounts read again), missed (the full \
+                 path ran), skipped (not tried).",
             ),
             &["outcome"],
         )?;

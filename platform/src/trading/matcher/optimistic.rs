@@ -9,8 +9,10 @@
 //! new. So this path plans first, from memory, and then sends one statement
 //! ([`MatchTx::guard`]) that locks what the plan read and changed and reports whether any of it
 //! moved. When nothing did, the plan is written and committed as the full path would: BEGIN,
-//! guard, write, COMMIT. When something did (another replica changed an account, the lease
-//! moved), the plan is dropped from the engine unwritten and the full path runs in the same
+//! guard, write, COMMIT. When accounts moved (another replica's matcher traded them on a symbol
+//! it owns, an admin deposit), they are already locked: they are read again and the batch is
+//! planned again in the same transaction, as the full path would. When a lease or a book moved,
+//! the plan is dropped from the engine unwritten and the full path runs in the same
 //! transaction, under the locks already taken. A new order's idempotency key is taken for new;
 //! when it is a client's retry of an order committed earlier, the unique constraint fails the
 //! write (nothing is written) and the batch's next attempt takes the full path, which looks the
@@ -21,7 +23,10 @@
 //! sequence, status, last trade) equal the cached ones and the engine is at that sequence, every
 //! account read or changed exists at the cached version, and no key is taken (the constraint).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use tradeplane_engine::Engine;
+use tradeplane_engine::engine::Batch;
 
 use super::{Committed, Link, Matcher, id_u64, timed};
 use crate::store::matching::{MatchError, MatchTx};
@@ -78,31 +83,21 @@ impl Matcher {
             .then(|| self.ownership.me().id.clone());
         let now = chrono::Utc::now();
         let existing = HashMap::new();
-        let mut ids = self.order_ids.iter().copied();
-        let mut batch = self.engine.begin_batch();
-        let plan = Plan::build(
-            &mut batch,
+        let loaded = || Loaded {
+            existing: &existing,
+            missing: &|_| false,
+            symbols: rows.clone(),
+            approval_timeout: self.approval_timeout,
+        };
+        let (mut batch, mut plan, mut used) = plan_batch(
+            &mut self.engine,
             requests,
-            Loaded {
-                existing: &existing,
-                missing: &|_| false,
-                symbols: rows.clone(),
-                approval_timeout: self.approval_timeout,
-            },
-            &mut ids,
+            loaded(),
+            &self.order_ids,
             &self.origin,
             now,
         );
-        let used = self.order_ids.len() - ids.len();
-        let lock: Vec<i64> = plan
-            .writes
-            .accounts
-            .keys()
-            .copied()
-            .chain(takers.iter().copied())
-            .collect::<BTreeSet<i64>>()
-            .into_iter()
-            .collect();
+        let mut lock = lock_set(&plan, &takers);
         let guarded = match timed(
             postgres,
             limit,
@@ -116,16 +111,9 @@ impl Matcher {
                 return Err(e);
             }
         };
-        let moved: Vec<i64> = lock
-            .iter()
-            .copied()
-            .filter(|id| guarded.versions.get(id) != self.versions.get(id))
-            .collect();
-        if !moved.is_empty() || guarded.symbols != rows {
+        if guarded.symbols != rows || lock.iter().any(|id| !guarded.versions.contains_key(id)) {
+            // A lease or a book moved, or an account is gone: the full path sorts that out.
             drop(batch);
-            for id in &moved {
-                self.versions.remove(id);
-            }
             for (symbol, row) in &rows {
                 if guarded.symbols.get(symbol) != Some(row) {
                     self.symbol_rows.remove(symbol);
@@ -133,6 +121,71 @@ impl Matcher {
             }
             self.metrics.optimistic.with_label_values(&["missed"]).inc();
             return Ok(Attempt::Full(tx));
+        }
+        // Accounts another writer changed (another replica's matcher traded them on a symbol it
+        // owns, an admin deposit): they are locked now, so read them again and plan again, as
+        // the full path does; accounts the new plan adds are locked in turn.
+        let mut locked = guarded.versions;
+        let mut rounds = 0;
+        loop {
+            let moved: Vec<i64> = lock
+                .iter()
+                .copied()
+                .filter(|id| locked.get(id) != self.versions.get(id))
+                .collect();
+            if moved.is_empty() {
+                break;
+            }
+            drop(batch);
+            rounds += 1;
+            if rounds > super::MAX_REPLANS {
+                self.metrics.optimistic.with_label_values(&["missed"]).inc();
+                return Ok(Attempt::Full(tx));
+            }
+            self.metrics
+                .batch_retries
+                .with_label_values(&["replan"])
+                .inc();
+            let present = super::refresh_accounts(
+                &mut self.engine,
+                &mut self.versions,
+                &mut tx,
+                &moved,
+                (postgres, limit),
+            )
+            .await?;
+            if present.len() != moved.len() {
+                self.metrics.optimistic.with_label_values(&["missed"]).inc();
+                return Ok(Attempt::Full(tx));
+            }
+            (batch, plan, used) = plan_batch(
+                &mut self.engine,
+                requests,
+                loaded(),
+                &self.order_ids,
+                &self.origin,
+                now,
+            );
+            lock = lock_set(&plan, &takers);
+            let new: Vec<i64> = lock
+                .iter()
+                .copied()
+                .filter(|id| !locked.contains_key(id))
+                .collect();
+            if !new.is_empty() {
+                match timed(postgres, limit, tx.lock_accounts(&new)).await {
+                    Ok(more) => locked.extend(more),
+                    Err(e) => {
+                        drop(batch);
+                        return Err(e);
+                    }
+                }
+                if new.iter().any(|id| !locked.contains_key(id)) {
+                    drop(batch);
+                    self.metrics.optimistic.with_label_values(&["missed"]).inc();
+                    return Ok(Attempt::Full(tx));
+                }
+            }
         }
         if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
             // Most likely a retried `client_order_id` (the unique constraint refused the
@@ -158,13 +211,14 @@ impl Matcher {
         batch.commit();
         self.order_ids.drain(..used);
         for id in &lock {
-            if let Some(v) = guarded.versions.get(id) {
+            if let Some(v) = locked.get(id) {
                 let bumped = plan.writes.accounts.contains_key(id);
                 self.versions.insert(*id, if bumped { v + 1 } else { *v });
             }
         }
         self.remember_symbols(&plan);
-        self.metrics.optimistic.with_label_values(&["hit"]).inc();
+        let outcome = if rounds == 0 { "hit" } else { "replanned" };
+        self.metrics.optimistic.with_label_values(&[outcome]).inc();
         Ok(Attempt::Done(Box::new(Committed { plan, statements })))
     }
 
@@ -200,4 +254,33 @@ impl Matcher {
             self.symbol_rows.insert(symbol.clone(), row.clone());
         }
     }
+}
+
+/// Plans `requests` over a new engine batch with ids from `ids` (in order); returns the batch,
+/// the plan and how many ids it used.
+fn plan_batch<'e>(
+    engine: &'e mut Engine,
+    requests: &[&Request],
+    loaded: Loaded<'_>,
+    ids: &VecDeque<i64>,
+    origin: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Batch<'e>, Plan, usize) {
+    let mut batch = engine.begin_batch();
+    let mut next = ids.iter().copied();
+    let plan = Plan::build(&mut batch, requests, loaded, &mut next, origin, now);
+    let used = ids.len() - next.len();
+    (batch, plan, used)
+}
+
+/// Every account a plan reads or changes, sorted: the submitting accounts and the changed ones.
+fn lock_set(plan: &Plan, takers: &BTreeSet<i64>) -> Vec<i64> {
+    plan.writes
+        .accounts
+        .keys()
+        .copied()
+        .chain(takers.iter().copied())
+        .collect::<BTreeSet<i64>>()
+        .into_iter()
+        .collect()
 }
