@@ -90,6 +90,9 @@ impl Store {
                     SqlitePoolOptions::new()
                         .max_connections(1)
                         .acquire_timeout(acquire_timeout)
+                        // The file is local: a ping before every batch is a hand-off to the
+                        // connection's worker thread for nothing.
+                        .test_before_acquire(false)
                         .connect_lazy_with(options),
                 )
             }
