@@ -109,13 +109,14 @@ mod pg {
     }
 
     /// Every trader sends crossing AAPL orders until `stop`; each has a unique
-    /// `client_order_id` when `keyed`. A refused order is followed by a short pause, as a real
-    /// client backs off.
+    /// `client_order_id` (`{prefix}{trader}-{n}`) when `keyed`. A refused order is followed by a
+    /// short pause, as a real client backs off.
     async fn load(
         state: AppState,
         tokens: Vec<String>,
         stop: Arc<AtomicBool>,
         keyed: bool,
+        prefix: &'static str,
     ) -> Vec<Answer> {
         let mut tasks = Vec::new();
         for (i, token) in tokens.into_iter().enumerate() {
@@ -134,7 +135,7 @@ mod pg {
                         "sell"
                     };
                     let price = 99 + (n * 7 + i as u64) % 3;
-                    let key = format!("t{i}-{n}");
+                    let key = format!("{prefix}{i}-{n}");
                     let mut body = json!({"symbol": "AAPL", "side": side, "type": "limit",
                                           "price": price.to_string(), "qty": "1"});
                     if keyed {
@@ -249,6 +250,7 @@ mod pg {
             setup.tokens.clone(),
             stop.clone(),
             false,
+            "t",
         );
         let inject = async {
             for _ in 0..6 {
@@ -301,6 +303,7 @@ mod pg {
             setup.tokens.clone(),
             stop.clone(),
             false,
+            "t",
         );
         let inject = async {
             for _ in 0..4 {
@@ -344,19 +347,28 @@ mod pg {
         let stop = Arc::new(AtomicBool::new(false));
         let state = setup.state.clone();
         let proxy = &mut setup.proxy;
-        let run = load(state.clone(), setup.tokens.clone(), stop.clone(), true);
+        let run = load(state.clone(), setup.tokens.clone(), stop.clone(), true, "t");
+        let tokens = setup.tokens.clone();
         let timeline = async {
             tokio::time::sleep(Duration::from_millis(800)).await;
             let cut = Instant::now();
             proxy.cut();
+            // Traders who start sending after the cut. The first load's traders may all be
+            // waiting for the batch whose COMMIT the cut caught: its outcome is unknown until
+            // the database answers again, so they are rightly not answered before that, and
+            // send nothing new meanwhile.
+            let stop_new = Arc::new(AtomicBool::new(false));
+            let new = tokio::spawn(load(state.clone(), tokens, stop_new.clone(), true, "n"));
             tokio::time::sleep(Duration::from_secs(3)).await;
+            stop_new.store(true, Ordering::SeqCst);
             let restored = Instant::now();
             proxy.restore().await;
             tokio::time::sleep(Duration::from_secs(3)).await;
             stop.store(true, Ordering::SeqCst);
-            (cut, restored)
+            (cut, restored, new.await.expect("load after the cut"))
         };
-        let (answers, (cut, restored)) = tokio::join!(run, timeline);
+        let (mut answers, (cut, restored, new)) = tokio::join!(run, timeline);
+        answers.extend(new);
 
         // During the outage every new order is refused fast, as dependency_unavailable.
         let mut during: Vec<&Answer> = answers
