@@ -1,15 +1,20 @@
 //! The fence of symbol leases, at the storage layer: a replica whose lease on a symbol expired
-//! and was taken over locks nothing for it (so its batch writes nothing and goes back to be
-//! routed), its renewals fail, and a takeover waits for a batch that locked the symbol under a
+//! and was taken over locks nothing for it, in the full path's lock and in the optimistic guard
+//! alike (so its batch writes nothing and goes back to be routed), a write carrying its old
+//! token fails whole, its renewals fail, and a takeover waits for a batch that locked the symbol under a
 //! valid lease to finish, so a batch is never half-applied across owners.
 
 mod common;
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
 use tradeplane_platform::store::Store;
 use tradeplane_platform::store::leases;
-use tradeplane_platform::store::matching::{MatchPool, MatchTx};
+
+use tradeplane_platform::store::NewAuditEvent;
+use tradeplane_platform::store::market::SymbolRow;
+use tradeplane_platform::store::matching::{BatchWrites, Fence, MatchError, MatchPool, MatchTx};
 
 mod pg {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,6 +89,55 @@ async fn a_replica_that_lost_its_lease_locks_and_renews_nothing() {
         .expect("lock");
     assert!(rows.is_empty(), "the old owner's token locks nothing");
     drop(tx);
+    // Nor does the optimistic batch's guard, and a write fenced with the old token (had the
+    // matcher not checked the guard's answer) changes no symbol row and fails whole.
+    let mut tx = MatchTx::begin(&matcher).await.expect("begin");
+    let guarded = tx
+        .guard(&[("AAA".to_owned(), a)], Some("replica-a"), &[])
+        .await
+        .expect("guard");
+    assert!(
+        guarded.symbols.is_empty(),
+        "the old owner's guard locks nothing"
+    );
+    let writes = BatchWrites {
+        symbols: BTreeMap::from([(
+            "AAA".to_owned(),
+            SymbolRow {
+                seq: 99,
+                md_seq: 99,
+                status: "open".into(),
+                last_trade: None,
+            },
+        )]),
+        audits: vec![NewAuditEvent {
+            actor: "replica-a".into(),
+            action: "fence.test".into(),
+            subject: None,
+            request_id: None,
+            details: serde_json::json!({}),
+        }],
+        fence: Some(Fence {
+            owner: "replica-a".into(),
+            tokens: BTreeMap::from([("AAA".to_owned(), a)]),
+        }),
+        ..BatchWrites::default()
+    };
+    let refused = tx.write(&writes, chrono::Utc::now()).await;
+    assert!(
+        matches!(refused, Err(MatchError::Stale(_))),
+        "a fenced write under a lost lease is stale: {refused:?}"
+    );
+    drop(tx);
+    let (seq, audits): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT seq FROM symbols WHERE symbol = 'AAA'), \
+         (SELECT count(*) FROM audit_events WHERE action = 'fence.test')",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("read");
+    assert_ne!(seq, 99, "the symbol row is untouched");
+    assert_eq!(audits, 0, "nothing of the batch was written");
     let renewed = leases::renew(pool, "replica-a", &[("AAA".to_owned(), a)], short)
         .await
         .expect("renew");

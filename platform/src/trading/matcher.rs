@@ -31,7 +31,7 @@ use super::metrics::TradingMetrics;
 use super::{Command, Done, MAX_BATCH, Refusal, Request};
 use crate::store::NewAuditEvent;
 use crate::store::market::{SymbolRow, status_from_str};
-use crate::store::matching::{BatchWrites, CommitOutcome, MatchError, MatchPool, MatchTx};
+use crate::store::matching::{BatchWrites, CommitOutcome, Fence, MatchError, MatchPool, MatchTx};
 
 /// How often a down database is probed.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -656,6 +656,7 @@ impl Matcher {
             metrics.batch_retries.with_label_values(&["replan"]).inc();
             refresh_accounts(engine, versions, &mut tx, &moved, (postgres, limit)).await?;
         };
+        plan.writes.fence = fence(leased.as_deref(), &symbols);
         if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
             drop(batch);
             return Err(e);
@@ -891,6 +892,15 @@ impl Matcher {
         tracing::info!(symbol, seq = row.seq, "caught up with the stored book");
         Ok(())
     }
+}
+
+/// The fence a batch's writes carry: this replica's lease owner id and its token per symbol
+/// (none without leases).
+fn fence(owner: Option<&str>, symbols: &[(String, i64)]) -> Option<Fence> {
+    owner.map(|owner| Fence {
+        owner: owner.to_owned(),
+        tokens: symbols.iter().cloned().collect(),
+    })
 }
 
 /// Answers a command that was queued while the database was down: not executed, 503.

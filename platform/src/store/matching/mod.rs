@@ -190,6 +190,20 @@ pub struct BatchWrites {
     pub symbols: BTreeMap<String, SymbolRow>,
     /// Held orders decided in this batch (approved, rejected, expired, cancelled).
     pub held_changes: Vec<HeldChange>,
+    /// With leases (PostgreSQL replicas): the writing replica and the fencing token it holds
+    /// for each symbol. The symbols' rows are then only updated where that lease is still
+    /// held, so a batch of a replica that lost a lease fails whole, written nowhere, even if the
+    /// locks that were taken first had somehow not fenced it.
+    pub fence: Option<Fence>,
+}
+
+/// See [`BatchWrites::fence`].
+#[derive(Debug, Clone, Default)]
+pub struct Fence {
+    /// The replica's lease owner id.
+    pub owner: String,
+    /// The fencing token of each symbol's lease.
+    pub tokens: BTreeMap<String, i64>,
 }
 
 /// Why a matcher transaction failed, beyond the database's own errors.

@@ -381,14 +381,22 @@ fn symbols(s: &mut Statement, w: &BatchWrites) -> Result<(), MatchError> {
                 .map(|r| r.last_trade.map(|t| t.2))
                 .collect::<Vec<_>>(),
         )? + "::bigint[]",
+        s.bind(
+            m.keys()
+                .map(|k| w.fence.as_ref().and_then(|f| f.tokens.get(k).copied()))
+                .collect::<Vec<_>>(),
+        )? + "::bigint[]",
     ];
+    // The fence: only rows whose lease the writer still holds (see `BatchWrites::fence`).
+    let owner = s.bind(w.fence.as_ref().map(|f| f.owner.clone()))? + "::text";
     s.checked(
         "changed_symbols",
         format!(
             "UPDATE symbols SET seq = d.seq, md_seq = d.md_seq, status = d.status, \
              last_price = d.last_price, last_qty = d.last_qty, last_trade_seq = d.last_trade_seq \
-             FROM UNNEST({}) AS d(symbol, seq, md_seq, status, last_price, last_qty, last_trade_seq) \
-             WHERE symbols.symbol = d.symbol",
+             FROM UNNEST({}) AS d(symbol, seq, md_seq, status, last_price, last_qty, last_trade_seq, token) \
+             WHERE symbols.symbol = d.symbol \
+             AND ({owner} IS NULL OR (symbols.owner = {owner} AND symbols.lease_token = d.token))",
             cols.join(", ")
         ),
         m.len(),

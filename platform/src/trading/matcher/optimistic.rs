@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use tradeplane_engine::Engine;
 use tradeplane_engine::engine::Batch;
 
-use super::{Committed, Link, Matcher, id_u64, timed};
+use super::{Committed, Link, Matcher, fence, id_u64, timed};
 use crate::store::matching::{MatchError, MatchTx};
 use crate::trading::Request;
 use crate::trading::batch::{Loaded, Plan};
@@ -187,6 +187,7 @@ impl Matcher {
                 }
             }
         }
+        plan.writes.fence = fence(leased.as_deref(), &symbols);
         if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
             // Most likely a retried `client_order_id` (the unique constraint refused the
             // write): the next attempt takes the full path, which looks the keys up.
