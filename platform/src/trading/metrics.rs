@@ -26,8 +26,8 @@ pub struct TradingMetrics {
     pub batch_statements: Histogram,
     /// Batches run again without having committed, by reason (`stale`, `connection`).
     pub batch_retries: IntCounterVec,
-    /// Batches by what the optimistic path did (`hit`: planned from memory and committed,
-    /// `replanned`: accounts had moved and were read again, `missed`: a lease or book had
+    /// Batches by what the optimistic path did (`hit`: planned from memory and committed by one
+    /// guarded write, `guarded`: committed after the guard found nothing moved, `replanned`: accounts had moved and were read again, `missed`: a lease or book had
     /// moved, the full path ran; `skipped`: not tried).
     pub optimistic: IntCounterVec,
     /// Commands dropped unexecuted because their client stopped waiting.
@@ -198,7 +198,7 @@ impl TradingMetrics {
                 "SQL statements sent for one committed batch, BEGIN and COMMIT included.",
             )
             .buckets(vec![
-                2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 30.0, 50.0,
+                2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 30.0, 50.0,
             ]),
         )?;
         let batch_retries = IntCounterVec::new(

@@ -1,13 +1,16 @@
-//! The one read of an optimistic batch on PostgreSQL: lock and check what the plan assumed.
+//! What moved under an optimistic batch on PostgreSQL: lock and report what the plan assumed.
 //!
 //! The matcher keeps the symbols' rows, the accounts (with their versions) and the book in
 //! memory, so it can plan a batch before it reads anything. What it then needs from the database
 //! is a check that nothing it planned on has moved, under the locks that keep it so until the
 //! COMMIT. [`MatchTx::guard`] is that check in one statement: it locks the batch's symbol rows
 //! (still leased to this replica under the given fencing tokens) in symbol order, then every
-//! account the plan reads or changes in id order, and reports the rows and the versions. A
-//! steady-state batch on PostgreSQL is thus BEGIN, this, the write ([`super::write_pg`]) and
-//! COMMIT: four round trips, whatever the number of orders, trades and accounts in it.
+//! account the plan reads or changes in id order, and reports the rows and the versions. In
+//! steady state the batch does not need it: the write statement carries the same locks and
+//! checks as its first CTEs and writes only if they pass ([`super::write_pg::Expect`]), so a
+//! batch is BEGIN, that write, COMMIT: three round trips whatever the number of orders, trades
+//! and accounts in it. When the write reports that something moved (nothing written, the locks
+//! held), this statement says what, and the matcher reads again what moved.
 //!
 //! Idempotency keys are not looked up here: the plan takes every new order's key for new, and
 //! the `(account_id, client_order_id)` unique constraint refuses the write when one is not (a

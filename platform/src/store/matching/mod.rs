@@ -287,6 +287,7 @@ mod guard;
 mod held;
 pub use guard::Guarded;
 pub use held::HeldChange;
+pub use write_pg::Expect;
 
 fn json_ids(ids: &[i64]) -> String {
     Value::from(ids.to_vec()).to_string()

@@ -48,7 +48,7 @@ impl MatchTx {
             }
             self.statements += 1;
             let observation = Observation::start(Op::BatchWrite);
-            super::write_pg::write(tx, w, now).await?;
+            super::write_pg::write(tx, w, now, None).await?;
             observation.succeed();
             return Ok(());
         }
@@ -61,6 +61,34 @@ impl MatchTx {
         self.insert_audits(&w.audits, now).await?;
         self.update_symbols(&w.symbols).await?;
         Ok(())
+    }
+
+    /// The optimistic batch's write on PostgreSQL, guarded in the same statement: locks and
+    /// checks what `expect` says the plan assumed and writes only if nothing moved. `Ok(true)`:
+    /// written (and the transaction id recorded); `Ok(false)`: something moved, nothing was
+    /// written, the locks are held (ask [`MatchTx::guard`] what moved).
+    pub async fn write_guarded(
+        &mut self,
+        w: &BatchWrites,
+        now: DateTime<Utc>,
+        expect: &super::write_pg::Expect<'_>,
+    ) -> Result<bool, MatchError> {
+        let Tx::Postgres(tx) = &mut self.tx else {
+            return Err(MatchError::Corrupt(
+                "a guarded write was sent on an SQLite transaction".into(),
+            ));
+        };
+        self.statements += 1;
+        let observation = Observation::start(Op::BatchWrite);
+        let xid = super::write_pg::write(tx, w, now, Some(expect)).await?;
+        observation.succeed();
+        match xid {
+            Some(xid) => {
+                self.xid = Some(xid);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn insert_orders(

@@ -49,7 +49,26 @@ struct Statement {
     n: usize,
     /// The audit records in the statement, counted as written once it succeeds.
     written: Vec<AuditColumns>,
+    /// Appended to every write's condition: empty, or the guard's verdict (see [`Expect`]).
+    gate: &'static str,
 }
+
+/// What an optimistic batch planned on, checked by the write statement itself before it writes
+/// anything: the same locks as [`super::MatchTx::guard`] (whose module says why), in the same
+/// order, then every write gated on their result.
+pub struct Expect<'a> {
+    /// The batch's symbols with this replica's fencing tokens.
+    pub symbols: &'a [(String, i64)],
+    /// The lease owner (with leases).
+    pub owner: Option<&'a str>,
+    /// The symbols' rows as planned on.
+    pub rows: &'a std::collections::BTreeMap<String, super::SymbolRow>,
+    /// Every account read or changed, with the version planned on, sorted by id.
+    pub versions: &'a [(i64, i64)],
+}
+
+/// The gate every write of a guarded statement carries.
+const GATE: &str = " AND (SELECT ok FROM ok)";
 
 impl Statement {
     /// Binds one parameter and returns its placeholder (`$n`).
@@ -77,13 +96,19 @@ impl Statement {
     }
 }
 
-/// Sends the batch's writes as one statement.
+/// Sends the batch's writes as one statement. With `expect`, the statement first locks and checks
+/// what the plan assumed and writes only if nothing moved: `Ok(Some(xid))` when it wrote,
+/// `Ok(None)` when something had moved (nothing written, the locks held).
 pub(super) async fn write(
     c: &mut PgConnection,
     w: &BatchWrites,
     now: DateTime<Utc>,
-) -> Result<(), MatchError> {
+    expect: Option<&Expect<'_>>,
+) -> Result<Option<String>, MatchError> {
     let mut s = Statement::default();
+    if let Some(e) = expect {
+        guard(&mut s, e)?;
+    }
     let now_value = now;
     let now = s.bind(now)?;
     orders(&mut s, w, &now, now_value)?;
@@ -92,23 +117,93 @@ pub(super) async fn write(
     positions(&mut s, w)?;
     audits(&mut s, w, &now)?;
     symbols(&mut s, w)?;
-    let select = if s.checks.is_empty() {
-        "SELECT 1".to_string()
-    } else {
-        let counts: Vec<String> = s
-            .checks
-            .iter()
-            .map(|(name, _, _)| format!("(SELECT count(*) FROM {name})"))
-            .collect();
-        format!("SELECT {}", counts.join(", "))
-    };
-    let sql = format!("WITH {} {select}", s.ctes.join(", "));
+    let mut columns: Vec<String> = s
+        .checks
+        .iter()
+        .map(|(name, _, _)| format!("(SELECT count(*) FROM {name})"))
+        .collect();
+    if expect.is_some() {
+        columns.push("(SELECT ok FROM ok)".into());
+        columns.push("pg_current_xact_id()::text".into());
+    } else if columns.is_empty() {
+        columns.push("1".into());
+    }
+    let sql = format!("WITH {} SELECT {}", s.ctes.join(", "), columns.join(", "));
     let row = sqlx::query_with(&sql, s.args).fetch_one(&mut *c).await?;
+    let n = s.checks.len();
+    let xid = if expect.is_some() {
+        if !row.try_get::<bool, _>(n)? {
+            return Ok(None);
+        }
+        Some(row.try_get::<String, _>(n + 1)?)
+    } else {
+        None
+    };
     for (i, (_, wanted, what)) in s.checks.iter().enumerate() {
         let done: i64 = row.try_get(i)?;
         expect_rows(u64::try_from(done).unwrap_or(0), *wanted, what)?;
     }
     s.written.iter().for_each(AuditColumns::written);
+    Ok(Some(xid.unwrap_or_default()))
+}
+
+/// The guard's CTEs: `locked` (the symbols, sorted, lease checked), `held` (the accounts,
+/// sorted, after every symbol is locked: the count of `locked` is its one-time filter) and `ok`
+/// (every symbol row and every version as planned), which every write then requires.
+fn guard(s: &mut Statement, e: &Expect<'_>) -> Result<(), MatchError> {
+    let names = s.bind(e.symbols.iter().map(|x| x.0.as_str()).collect::<Vec<_>>())? + "::text[]";
+    let tokens = s.bind(e.symbols.iter().map(|x| x.1).collect::<Vec<_>>())? + "::bigint[]";
+    let owner = s.bind(e.owner)? + "::text";
+    let ids = s.bind(e.versions.iter().map(|v| v.0).collect::<Vec<_>>())? + "::bigint[]";
+    let versions = s.bind(e.versions.iter().map(|v| v.1).collect::<Vec<_>>())? + "::bigint[]";
+    let r = e.rows;
+    let rows = [
+        s.bind(r.keys().map(String::as_str).collect::<Vec<_>>())? + "::text[]",
+        s.bind(r.values().map(|x| x.seq).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(r.values().map(|x| x.md_seq).collect::<Vec<_>>())? + "::bigint[]",
+        s.bind(r.values().map(|x| x.status.as_str()).collect::<Vec<_>>())? + "::text[]",
+        s.bind(
+            r.values()
+                .map(|x| x.last_trade.map(|t| t.0))
+                .collect::<Vec<_>>(),
+        )? + "::bigint[]",
+        s.bind(
+            r.values()
+                .map(|x| x.last_trade.map(|t| t.1))
+                .collect::<Vec<_>>(),
+        )? + "::bigint[]",
+        s.bind(
+            r.values()
+                .map(|x| x.last_trade.map(|t| t.2))
+                .collect::<Vec<_>>(),
+        )? + "::bigint[]",
+    ];
+    let n_rows = s.bind(i64::try_from(r.len()).unwrap_or(i64::MAX))?;
+    let n_accounts = s.bind(i64::try_from(e.versions.len()).unwrap_or(i64::MAX))?;
+    s.ctes.push(format!(
+        "locked AS MATERIALIZED (SELECT s.* FROM symbols s \
+         JOIN UNNEST({names}, {tokens}) AS k(symbol, token) ON s.symbol = k.symbol \
+         WHERE {owner} IS NULL OR (s.owner = {owner} AND s.lease_token = k.token) \
+         ORDER BY s.symbol FOR UPDATE OF s)"
+    ));
+    s.ctes.push(format!(
+        "held AS MATERIALIZED (SELECT id, version FROM accounts \
+         WHERE id = ANY({ids}) AND (SELECT count(*) FROM locked) >= 0 \
+         ORDER BY id FOR NO KEY UPDATE)"
+    ));
+    s.ctes.push(format!(
+        "ok AS MATERIALIZED (SELECT \
+         (SELECT count(*) FROM locked l JOIN UNNEST({}) AS e(symbol, seq, md_seq, status, last_price, \
+          last_qty, last_trade_seq) ON l.symbol = e.symbol AND l.seq = e.seq AND l.md_seq = e.md_seq \
+          AND l.status = e.status AND l.last_price IS NOT DISTINCT FROM e.last_price \
+          AND l.last_qty IS NOT DISTINCT FROM e.last_qty \
+          AND l.last_trade_seq IS NOT DISTINCT FROM e.last_trade_seq) = {n_rows} \
+         AND (SELECT count(*) FROM locked) = {n_rows} \
+         AND (SELECT count(*) FROM held h JOIN UNNEST({ids}, {versions}) AS e(id, version) \
+          ON h.id = e.id AND h.version = e.version) = {n_accounts} AS ok)",
+        rows.join(", ")
+    ));
+    s.gate = GATE;
     Ok(())
 }
 
@@ -166,8 +261,9 @@ fn orders(
         s.cte(
             "new_orders",
             format!(
-                "INSERT INTO orders ({COLS}) SELECT t.*, {now}, {now} FROM UNNEST({}) AS t",
-                cols.join(", ")
+                "INSERT INTO orders ({COLS}) SELECT t.*, {now}, {now} FROM UNNEST({}) AS t WHERE true{}",
+                cols.join(", "),
+                s.gate
             ),
         );
     }
@@ -194,9 +290,10 @@ fn orders(
             format!(
                 "UPDATE orders SET {HELD_SET}, approval_decided_at = {now}, updated_at = {now} \
                  FROM UNNEST({}) AS d(id, status, filled, remaining, cancel_reason, priority, \
-                 approved_by, rejected_by, rejected_reason) WHERE orders.id = ANY({}) AND {HELD_PENDING}",
+                 approved_by, rejected_by, rejected_reason) WHERE orders.id = ANY({}) AND {HELD_PENDING}{}",
                 cols.join(", "),
-                cols[0]
+                cols[0],
+                s.gate
             ),
             h.len(),
             "held orders",
@@ -218,9 +315,10 @@ fn orders(
                  status = d.status, cancel_reason = COALESCE(d.cancel_reason, orders.cancel_reason), \
                  updated_at = {now} FROM UNNEST({}) AS d(id, filled, remaining, status, cancel_reason) \
                  WHERE orders.id = ANY({}) AND orders.id = d.id \
-                 AND orders.status IN ('new', 'partially_filled')",
+                 AND orders.status IN ('new', 'partially_filled'){}",
                 cols.join(", "),
-                cols[0]
+                cols[0],
+                s.gate
             ),
             o.len(),
             "resting orders",
@@ -250,8 +348,9 @@ fn trades(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchErro
     s.cte(
         "new_trades",
         format!(
-            "INSERT INTO trades ({COLS}) SELECT t.*, {now} FROM UNNEST({}) AS t",
-            cols.join(", ")
+            "INSERT INTO trades ({COLS}) SELECT t.*, {now} FROM UNNEST({}) AS t WHERE true{}",
+            cols.join(", "),
+            s.gate
         ),
     );
     Ok(())
@@ -274,8 +373,9 @@ fn accounts(s: &mut Statement, w: &BatchWrites) -> Result<(), MatchError> {
             "UPDATE accounts SET cash = accounts.cash + d.cash, \
              cash_reserved = accounts.cash_reserved + d.cash_reserved, \
              open_orders = accounts.open_orders + d.open_orders \
-             FROM UNNEST({}) AS d(id, cash, cash_reserved, open_orders) WHERE accounts.id = d.id",
-            cols.join(", ")
+             FROM UNNEST({}) AS d(id, cash, cash_reserved, open_orders) WHERE accounts.id = d.id{}",
+            cols.join(", "),
+            s.gate
         ),
         a.len(),
         "accounts",
@@ -306,10 +406,11 @@ fn positions(s: &mut Statement, w: &BatchWrites) -> Result<(), MatchError> {
         "new_positions",
         format!(
             "INSERT INTO positions (account_id, symbol, qty, reserved, cost_basis, realized_pnl) \
-             SELECT * FROM UNNEST({}) ON CONFLICT (account_id, symbol) DO UPDATE SET \
+             SELECT * FROM UNNEST({}) WHERE true{} ON CONFLICT (account_id, symbol) DO UPDATE SET \
              qty = excluded.qty, reserved = excluded.reserved, cost_basis = excluded.cost_basis, \
              realized_pnl = excluded.realized_pnl",
-            cols.join(", ")
+            cols.join(", "),
+            s.gate
         ),
     );
     Ok(())
@@ -348,8 +449,9 @@ fn audits(s: &mut Statement, w: &BatchWrites, now: &str) -> Result<(), MatchErro
         "new_audits",
         format!(
             "INSERT INTO audit_events (occurred_at, actor, action, subject, request_id, details, \
-             risk_score, tags, client_ip) SELECT {now}, t.* FROM UNNEST({}) AS t",
-            cols.join(", ")
+             risk_score, tags, client_ip) SELECT {now}, t.* FROM UNNEST({}) AS t WHERE true{}",
+            cols.join(", "),
+            s.gate
         ),
     );
     s.written.extend(rows);
@@ -396,8 +498,9 @@ fn symbols(s: &mut Statement, w: &BatchWrites) -> Result<(), MatchError> {
              last_price = d.last_price, last_qty = d.last_qty, last_trade_seq = d.last_trade_seq \
              FROM UNNEST({}) AS d(symbol, seq, md_seq, status, last_price, last_qty, last_trade_seq, token) \
              WHERE symbols.symbol = d.symbol \
-             AND ({owner} IS NULL OR (symbols.owner = {owner} AND symbols.lease_token = d.token))",
-            cols.join(", ")
+             AND ({owner} IS NULL OR (symbols.owner = {owner} AND symbols.lease_token = d.token)){}",
+            cols.join(", "),
+            s.gate
         ),
         m.len(),
         "symbols",

@@ -6,17 +6,19 @@
 //! throughput limit. In steady state, though, the matcher already holds everything those reads
 //! return: the book is at the stored sequence, the accounts are at their stored versions (no
 //! other writer changes them while this replica owns their symbols), the new orders' keys are
-//! new. So this path plans first, from memory, and then sends one statement
-//! ([`MatchTx::guard`]) that locks what the plan read and changed and reports whether any of it
-//! moved. When nothing did, the plan is written and committed as the full path would: BEGIN,
-//! guard, write, COMMIT. When accounts moved (another replica's matcher traded them on a symbol
-//! it owns, an admin deposit), they are already locked: they are read again and the batch is
-//! planned again in the same transaction, as the full path would. When a lease or a book moved,
-//! the plan is dropped from the engine unwritten and the full path runs in the same
-//! transaction, under the locks already taken. A new order's idempotency key is taken for new;
-//! when it is a client's retry of an order committed earlier, the unique constraint fails the
-//! write (nothing is written) and the batch's next attempt takes the full path, which looks the
-//! keys up ([`MatchTx::guard`] says why the guard does not).
+//! new. So this path plans first, from memory, and then sends one statement that locks what the
+//! plan read and changed, checks it against the plan and writes only if none of it moved
+//! ([`crate::store::matching::Expect`]): BEGIN, that write, COMMIT.
+//!
+//! When something did move, nothing is written and [`MatchTx::guard`] (under the same locks)
+//! says what. Accounts moved (another replica's matcher traded them on a symbol it owns, an
+//! admin deposit): they are already locked, so they are read again and the batch is planned
+//! again in the same transaction, as the full path would. A lease or a book moved: the plan is
+//! dropped from the engine unwritten and the full path runs in the same transaction, under the
+//! locks already taken. A new order's idempotency key is taken for new; when it is a client's
+//! retry of an order committed earlier, the unique constraint fails the write (nothing is
+//! written) and the batch's next attempt takes the full path, which looks the keys up
+//! ([`MatchTx::guard`] says why the guard does not).
 //!
 //! Every assumption the plan makes is checked under a lock by the guard, so this path can only
 //! be slower than the full one, never different: the symbol rows (sequence, market-data
@@ -29,7 +31,7 @@ use tradeplane_engine::Engine;
 use tradeplane_engine::engine::Batch;
 
 use super::{Committed, Link, Matcher, fence, id_u64, timed};
-use crate::store::matching::{MatchError, MatchTx};
+use crate::store::matching::{Expect, MatchError, MatchTx};
 use crate::trading::Request;
 use crate::trading::batch::{Loaded, Plan};
 
@@ -98,103 +100,139 @@ impl Matcher {
             now,
         );
         let mut lock = lock_set(&plan, &takers);
-        let guarded = match timed(
-            postgres,
-            limit,
-            tx.guard(&symbols, leased.as_deref(), &lock),
-        )
-        .await
-        {
-            Ok(g) => g,
-            Err(e) => {
-                drop(batch);
-                return Err(e);
-            }
-        };
-        if guarded.symbols != rows || lock.iter().any(|id| !guarded.versions.contains_key(id)) {
-            // A lease or a book moved, or an account is gone: the full path sorts that out.
-            drop(batch);
-            for (symbol, row) in &rows {
-                if guarded.symbols.get(symbol) != Some(row) {
-                    self.symbol_rows.remove(symbol);
+        plan.writes.fence = fence(leased.as_deref(), &symbols);
+        // First the write with its guard in the same statement: BEGIN, this, COMMIT.
+        let planned: Vec<(i64, i64)> = lock
+            .iter()
+            .filter_map(|id| Some((*id, *self.versions.get(id)?)))
+            .collect();
+        let written = if planned.len() == lock.len() {
+            let expect = Expect {
+                symbols: &symbols,
+                owner: leased.as_deref(),
+                rows: &rows,
+                versions: &planned,
+            };
+            match timed(
+                postgres,
+                limit,
+                tx.write_guarded(&plan.writes, now, &expect),
+            )
+            .await
+            {
+                Ok(written) => written,
+                Err(e) => {
+                    // Most likely a retried `client_order_id` (the unique constraint refused
+                    // the write): the next attempt takes the full path, which looks keys up.
+                    drop(batch);
+                    self.full_next = true;
+                    return Err(e);
                 }
             }
-            self.metrics.optimistic.with_label_values(&["missed"]).inc();
-            return Ok(Attempt::Full(tx));
-        }
-        // Accounts another writer changed (another replica's matcher traded them on a symbol it
-        // owns, an admin deposit): they are locked now, so read them again and plan again, as
-        // the full path does; accounts the new plan adds are locked in turn.
-        let mut locked = guarded.versions;
+        } else {
+            false
+        };
         let mut rounds = 0;
-        loop {
-            let moved: Vec<i64> = lock
-                .iter()
-                .copied()
-                .filter(|id| locked.get(id) != self.versions.get(id))
-                .collect();
-            if moved.is_empty() {
-                break;
-            }
-            drop(batch);
-            rounds += 1;
-            if rounds > super::MAX_REPLANS {
-                self.metrics.optimistic.with_label_values(&["missed"]).inc();
-                return Ok(Attempt::Full(tx));
-            }
-            self.metrics
-                .batch_retries
-                .with_label_values(&["replan"])
-                .inc();
-            let present = super::refresh_accounts(
-                &mut self.engine,
-                &mut self.versions,
-                &mut tx,
-                &moved,
-                (postgres, limit),
+        let locked: BTreeMap<i64, i64> = if written {
+            planned.into_iter().collect()
+        } else {
+            // Something moved; the locks are held. Ask what, under them.
+            let guarded = match timed(
+                postgres,
+                limit,
+                tx.guard(&symbols, leased.as_deref(), &lock),
             )
-            .await?;
-            if present.len() != moved.len() {
-                self.metrics.optimistic.with_label_values(&["missed"]).inc();
-                return Ok(Attempt::Full(tx));
-            }
-            (batch, plan, used) = plan_batch(
-                &mut self.engine,
-                requests,
-                loaded(),
-                &self.order_ids,
-                &self.origin,
-                now,
-            );
-            lock = lock_set(&plan, &takers);
-            let new: Vec<i64> = lock
-                .iter()
-                .copied()
-                .filter(|id| !locked.contains_key(id))
-                .collect();
-            if !new.is_empty() {
-                match timed(postgres, limit, tx.lock_accounts(&new)).await {
-                    Ok(more) => locked.extend(more),
-                    Err(e) => {
-                        drop(batch);
-                        return Err(e);
+            .await
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    drop(batch);
+                    return Err(e);
+                }
+            };
+            if guarded.symbols != rows || lock.iter().any(|id| !guarded.versions.contains_key(id)) {
+                // A lease or a book moved, or an account is gone: the full path sorts that out.
+                drop(batch);
+                for (symbol, row) in &rows {
+                    if guarded.symbols.get(symbol) != Some(row) {
+                        self.symbol_rows.remove(symbol);
                     }
                 }
-                if new.iter().any(|id| !locked.contains_key(id)) {
-                    drop(batch);
+                self.metrics.optimistic.with_label_values(&["missed"]).inc();
+                return Ok(Attempt::Full(tx));
+            }
+            // Accounts another writer changed (another replica's matcher traded them on a symbol it
+            // owns, an admin deposit): they are locked now, so read them again and plan again, as
+            // the full path does; accounts the new plan adds are locked in turn.
+            let mut locked = guarded.versions;
+            loop {
+                let moved: Vec<i64> = lock
+                    .iter()
+                    .copied()
+                    .filter(|id| locked.get(id) != self.versions.get(id))
+                    .collect();
+                if moved.is_empty() {
+                    break;
+                }
+                drop(batch);
+                rounds += 1;
+                if rounds > super::MAX_REPLANS {
                     self.metrics.optimistic.with_label_values(&["missed"]).inc();
                     return Ok(Attempt::Full(tx));
                 }
+                self.metrics
+                    .batch_retries
+                    .with_label_values(&["replan"])
+                    .inc();
+                let present = super::refresh_accounts(
+                    &mut self.engine,
+                    &mut self.versions,
+                    &mut tx,
+                    &moved,
+                    (postgres, limit),
+                )
+                .await?;
+                if present.len() != moved.len() {
+                    self.metrics.optimistic.with_label_values(&["missed"]).inc();
+                    return Ok(Attempt::Full(tx));
+                }
+                (batch, plan, used) = plan_batch(
+                    &mut self.engine,
+                    requests,
+                    loaded(),
+                    &self.order_ids,
+                    &self.origin,
+                    now,
+                );
+                lock = lock_set(&plan, &takers);
+                let new: Vec<i64> = lock
+                    .iter()
+                    .copied()
+                    .filter(|id| !locked.contains_key(id))
+                    .collect();
+                if !new.is_empty() {
+                    match timed(postgres, limit, tx.lock_accounts(&new)).await {
+                        Ok(more) => locked.extend(more),
+                        Err(e) => {
+                            drop(batch);
+                            return Err(e);
+                        }
+                    }
+                    if new.iter().any(|id| !locked.contains_key(id)) {
+                        drop(batch);
+                        self.metrics.optimistic.with_label_values(&["missed"]).inc();
+                        return Ok(Attempt::Full(tx));
+                    }
+                }
             }
-        }
-        plan.writes.fence = fence(leased.as_deref(), &symbols);
-        if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
-            // Most likely a retried `client_order_id` (the unique constraint refused the
-            // write): the next attempt takes the full path, which looks the keys up.
-            drop(batch);
-            self.full_next = true;
-            return Err(e);
-        }
+            plan.writes.fence = fence(leased.as_deref(), &symbols);
+            if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
+                drop(batch);
+                self.full_next = true;
+                return Err(e);
+            }
+            locked
+        };
         let statements = tx.statements() + 1;
         let committed = Link {
             pool: &mut self.pool,
@@ -218,7 +256,11 @@ impl Matcher {
             }
         }
         self.remember_symbols(&plan);
-        let outcome = if rounds == 0 { "hit" } else { "replanned" };
+        let outcome = match (written, rounds) {
+            (true, _) => "hit",
+            (false, 0) => "guarded",
+            (false, _) => "replanned",
+        };
         self.metrics.optimistic.with_label_values(&[outcome]).inc();
         Ok(Attempt::Done(Box::new(Committed { plan, statements })))
     }
