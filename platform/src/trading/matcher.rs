@@ -625,15 +625,7 @@ impl Matcher {
                 origin,
                 now,
             );
-            let lock: Vec<i64> = plan
-                .writes
-                .accounts
-                .keys()
-                .copied()
-                .chain(present.iter().copied())
-                .collect::<BTreeSet<i64>>()
-                .into_iter()
-                .collect();
+            let lock = optimistic::lock_set(&plan, present.iter().copied());
             let locked = timed(postgres, limit, tx.lock_accounts(&lock)).await?;
             let moved: Vec<i64> = lock
                 .iter()

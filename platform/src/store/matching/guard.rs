@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::super::market::{SYMBOL_COLUMNS, SymbolRow, symbol_from_row};
+use super::super::market::{SymbolRow, symbol_from_row};
 use super::super::telemetry::{Observation, Op};
 use super::{MatchError, MatchTx, Tx};
 
@@ -59,11 +59,7 @@ impl MatchTx {
         };
         let names: Vec<&str> = symbols.iter().map(|s| s.0.as_str()).collect();
         let tokens: Vec<i64> = symbols.iter().map(|s| s.1).collect();
-        let cols = SYMBOL_COLUMNS
-            .split(", ")
-            .map(|c| format!("s.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = super::symbol_columns_of("s");
         let sql = format!(
             "WITH locked AS MATERIALIZED ( \
                SELECT {cols} FROM symbols s \

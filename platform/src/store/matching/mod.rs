@@ -289,6 +289,15 @@ pub use guard::Guarded;
 pub use held::HeldChange;
 pub use write_pg::Expect;
 
+/// [`SYMBOL_COLUMNS`] qualified by a table alias (`s.symbol, s.seq, …`), for joins.
+fn symbol_columns_of(alias: &str) -> String {
+    SYMBOL_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn json_ids(ids: &[i64]) -> String {
     Value::from(ids.to_vec()).to_string()
 }
@@ -343,11 +352,7 @@ impl MatchTx {
         let mut reserved = Vec::new();
         let xid = on_tx!(self, BatchLock, c,
             pg => {
-                let cols = SYMBOL_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let cols = symbol_columns_of("s");
                 let sql = format!(
                     "SELECT {cols}, pg_current_xact_id()::text AS xid, \
                      ARRAY(SELECT nextval(pg_get_serial_sequence('orders', 'id')) FROM generate_series(1, $4)) AS order_ids \

@@ -99,7 +99,7 @@ impl Matcher {
             &self.origin,
             now,
         );
-        let mut lock = lock_set(&plan, &takers);
+        let mut lock = lock_set(&plan, takers.iter().copied());
         plan.writes.fence = fence(leased.as_deref(), &symbols);
         // First the write with its guard in the same statement: BEGIN, this, COMMIT.
         let planned: Vec<(i64, i64)> = lock
@@ -204,7 +204,7 @@ impl Matcher {
                     &self.origin,
                     now,
                 );
-                lock = lock_set(&plan, &takers);
+                lock = lock_set(&plan, takers.iter().copied());
                 let new: Vec<i64> = lock
                     .iter()
                     .copied()
@@ -317,12 +317,12 @@ fn plan_batch<'e>(
 }
 
 /// Every account a plan reads or changes, sorted: the submitting accounts and the changed ones.
-fn lock_set(plan: &Plan, takers: &BTreeSet<i64>) -> Vec<i64> {
+pub(super) fn lock_set(plan: &Plan, takers: impl IntoIterator<Item = i64>) -> Vec<i64> {
     plan.writes
         .accounts
         .keys()
         .copied()
-        .chain(takers.iter().copied())
+        .chain(takers)
         .collect::<BTreeSet<i64>>()
         .into_iter()
         .collect()
