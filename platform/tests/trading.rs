@@ -548,15 +548,13 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     let admin = admin_token(&state).await;
     let (token, account) = trader(&state, "steady", "1000", &admin).await;
     let order = |price: &str, qty: &str| json!({"symbol": "AAPL", "side": "buy", "type": "limit", "price": price, "qty": qty});
+    let place = |price: &str, qty: &str| {
+        let body = order(price, qty);
+        let (state, token) = (&state, &token);
+        async move { send(state, "POST", "/api/v1/orders", Some(token), Some(body)).await }
+    };
     // Warm up: the first batch loads the symbol's row and the account.
-    let (status, body) = send(
-        &state,
-        "POST",
-        "/api/v1/orders",
-        Some(&token),
-        Some(order("1", "1")),
-    )
-    .await;
+    let (status, body) = place("1", "1").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let postgres = matches!(
         state.store.backend(),
@@ -567,14 +565,7 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     let (three_before, count_before) = histogram(&state, "match_batch_statements", "3");
     let hits_before = metric(&state, hits);
     for _ in 0..5 {
-        let (status, body) = send(
-            &state,
-            "POST",
-            "/api/v1/orders",
-            Some(&token),
-            Some(order("1", "1")),
-        )
-        .await;
+        let (status, body) = place("1", "1").await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     let (three, count) = histogram(&state, "match_batch_statements", "3");
@@ -595,14 +586,7 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
         assert_eq!(metric(&state, hits), 0.0, "SQLite reads before it plans");
     }
     // 1000 cash, 6 reserved: 994 left, so an order of 1 500 is refused on the cached account.
-    let (status, body) = send(
-        &state,
-        "POST",
-        "/api/v1/orders",
-        Some(&token),
-        Some(order("1500", "1")),
-    )
-    .await;
+    let (status, body) = place("1500", "1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "insufficientCash", "{body}");
     let (status, body) = send(
@@ -615,14 +599,7 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let replanned_before = metric(&state, replanned);
-    let (status, body) = send(
-        &state,
-        "POST",
-        "/api/v1/orders",
-        Some(&token),
-        Some(order("1500", "1")),
-    )
-    .await;
+    let (status, body) = place("1500", "1").await;
     assert_eq!(status, StatusCode::CREATED, "the deposit is seen: {body}");
     if postgres {
         assert_eq!(
