@@ -40,6 +40,8 @@ pub enum Command {
     /// MFA_ENCRYPTION_KEYS_OLD open the existing ones). Exit 0 done, 1 some could not be
     /// opened, 2 no key, 4 database failed.
     RotateKeys,
+    /// The point-in-time archive: write a named restore point, or show its status.
+    Archive(ArchiveArgs),
 }
 
 /// `backup`: either take a backup (`--dest`) or run a subcommand (`verify`).
@@ -86,14 +88,46 @@ pub enum BackupAction {
     },
 }
 
-/// `restore BACKUP [--force]`.
+/// `restore BACKUP|PLACE [--until TIME | --until-seq N] [--force]`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The backup file, or s3://bucket/prefix/<name>.tpb.
+    /// A backup (file, or s3://bucket/prefix/<name>.tpb): restores it alone unless --until or
+    /// --until-seq is given. A place (the backup directory or s3://bucket/prefix): restores the
+    /// newest fitting backup and replays the change-log archive (its `wal/`) to the target,
+    /// everything archived without one.
     pub backup: String,
+    /// Point-in-time target: the newest restore point at or before this RFC 3339 time (e.g.
+    /// 2026-12-03T14:05:00Z), or `latest` for everything archived.
+    #[arg(long, value_name = "TIME|latest", conflicts_with = "until_seq")]
+    pub until: Option<String>,
+    /// Point-in-time target: restore point number N (printed by `archive restore-point`).
+    #[arg(long, value_name = "N")]
+    pub until_seq: Option<i64>,
     /// Replace the contents of a non-empty database (refused without it).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `archive …`: the point-in-time archive of the database (DATABASE_URL, PostgreSQL).
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ArchiveAction,
+}
+
+/// Subcommands of `archive`.
+#[derive(Debug, Subcommand)]
+pub enum ArchiveAction {
+    /// Write a named restore point now (like pg_create_restore_point) and print its number,
+    /// the target of `restore --until-seq`.
+    RestorePoint {
+        /// A name for humans (e.g. "before-migration-42").
+        name: String,
+    },
+    /// Show whether the database is archived: identity, next segment, changes waiting, last
+    /// shipment.
+    Status,
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod archive;
 mod observability;
+pub use archive::ArchiveConfig;
 pub use observability::{ObservabilityConfig, SloConfig};
 
 /// Default SQLite file used when `DATABASE_URL` is not set, relative to the working directory.
@@ -119,6 +121,8 @@ pub struct Config {
     pub mfa_keys: Option<std::sync::Arc<crate::mfa::MfaKeyring>>,
     /// `REQUIRE_ADMIN_MFA`: admins without MFA may log in only to enrol.
     pub require_admin_mfa: bool,
+    /// `ARCHIVE_*`: point-in-time archiving, when `ARCHIVE_DEST` is set.
+    pub archive: Option<ArchiveConfig>,
 }
 
 /// The limits of the `/api/v1/ws` market-data stream.
@@ -490,7 +494,13 @@ impl Config {
             )? as usize,
         };
 
+        let archive = ArchiveConfig::read(
+            get,
+            vars.iter().map(|(k, v)| (k.clone(), v.clone())),
+            &database_url,
+        )?;
         Ok(Config {
+            archive,
             ws,
             header_read_timeout: secs("HEADER_READ_TIMEOUT_SECONDS", 10, 1, 300)?,
             idle_timeout: secs("IDLE_TIMEOUT_SECONDS", 60, 1, 3600)?,

@@ -5,6 +5,7 @@
 //! live in [`health`], metrics in [`metrics`], the error envelope in [`error`].
 
 pub mod accounts;
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod backup;

@@ -59,6 +59,9 @@ fn main() -> ExitCode {
             },
             Command::Restore(args) => backup::command::restore(&config, &args).await,
             Command::RotateKeys => tradeplane_platform::mfa::rotate::run(&config).await,
+            Command::Archive(args) => {
+                tradeplane_platform::archive::command::run(&config, &args.action).await
+            }
             Command::Migrate => {
                 let stop = tokio_util::sync::CancellationToken::new();
                 let signal = server::termination_signal();

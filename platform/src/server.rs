@@ -166,6 +166,31 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }))
 }
 
+/// Starts the change-log archiver when `ARCHIVE_DEST` is set (PostgreSQL only; the
+/// configuration refuses it with SQLite).
+pub fn start_archiver(state: &AppState, stop: &CancellationToken) -> anyhow::Result<()> {
+    let (Some(archive), crate::store::Store::Postgres(pool)) =
+        (&state.config.archive, &state.store)
+    else {
+        return Ok(());
+    };
+    let metrics = crate::archive::archiver::ArchiveMetrics::new(state.metrics.registry())
+        .context("registering archive metrics")?;
+    crate::archive::archiver::spawn(
+        pool.clone(),
+        crate::archive::archiver::ArchiverConfig {
+            dest: archive.dest.clone(),
+            interval: archive.interval,
+            mark_interval: archive.mark_interval,
+            key: archive.key.clone(),
+            source: crate::backup::describe_database_url(&state.config.database_url),
+        },
+        metrics,
+        stop.clone(),
+    );
+    Ok(())
+}
+
 /// Takes the SQLite file's lock ([`Store::lock_file`]), waiting (and saying why) while another
 /// process holds it, as during a rolling restart. `Ok(None)` when `stop` fired first;
 /// `Ok(Some(None))` when there is nothing to lock (PostgreSQL).
@@ -387,6 +412,7 @@ pub async fn run(
                 return anyhow::Ok(None);
             }
             ensure_admin(&state).await?;
+            start_archiver(&state, &stop)?;
             if state.config.demo {
                 let accounts = crate::demo::seed(&state).await?;
                 crate::demo::spawn_market_maker(state.clone(), accounts, stop.clone());

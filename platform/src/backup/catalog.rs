@@ -12,6 +12,14 @@ use sqlx::{PgConnection, Row, SqliteConnection};
 /// The sqlx bookkeeping table, never part of the data.
 pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
+/// The point-in-time archive's own tables ([`crate::archive`]): the change log waiting to be
+/// shipped and the archive's identity. Never part of a backup, so that a restored database
+/// starts an archive of its own instead of continuing (and overwriting) its source's.
+pub const ARCHIVE_TABLES: [&str; 2] = ["change_log", "archive_state"];
+
+/// Sequences that belong to [`ARCHIVE_TABLES`].
+const ARCHIVE_SEQUENCES: [&str; 1] = ["change_log_id_seq"];
+
 /// One table as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
@@ -46,9 +54,10 @@ pub async fn pg_tables(conn: &mut PgConnection) -> Result<Vec<TableInfo>, sqlx::
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
-         AND c.relname <> $1 ORDER BY c.relname",
+         AND c.relname <> $1 AND NOT (c.relname = ANY($2)) ORDER BY c.relname",
     )
     .bind(MIGRATIONS_TABLE)
+    .bind(&ARCHIVE_TABLES[..])
     .fetch_all(&mut *conn)
     .await?;
     let edges = sqlx::query(
@@ -101,8 +110,10 @@ pub async fn pg_tables(conn: &mut PgConnection) -> Result<Vec<TableInfo>, sqlx::
 pub async fn pg_sequences(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = current_schema() AND c.relkind = 'S' ORDER BY c.relname",
+         WHERE n.nspname = current_schema() AND c.relkind = 'S' AND NOT (c.relname = ANY($1)) \
+         ORDER BY c.relname",
     )
+    .bind(&ARCHIVE_SEQUENCES[..])
     .fetch_all(conn)
     .await
 }

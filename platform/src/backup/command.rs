@@ -12,13 +12,13 @@ use super::result_file;
 use super::{
     BackupError, BackupKey, BackupOptions, BackupRef, EXIT_OK, Location, Manifest, Progress,
     Reference, RetentionPolicy, create_backup, describe_database_url, format, host_name, reader,
-    remote, restore_backup, verify_backup,
+    remote, verify_backup,
 };
 use crate::cli::{BackupArgs, RestoreArgs};
 use crate::config::Config;
 use crate::store::{Store, StoreOptions};
 
-fn open_store(config: &Config) -> Result<Store, BackupError> {
+pub(crate) fn open_store(config: &Config) -> Result<Store, BackupError> {
     let acquire_timeout = config.database_connect_timeout.max(Duration::from_secs(5));
     let db_err = |source| BackupError::Database {
         context: "opening DATABASE_URL".into(),
@@ -302,41 +302,56 @@ fn list_dir(dir: &std::path::Path) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// `restore BACKUP [--force]`.
+/// `restore BACKUP|PLACE [--until TIME|latest | --until-seq N] [--force]`.
 pub async fn restore(config: &Config, args: &RestoreArgs) -> u8 {
     let started = Instant::now();
     let file = &args.backup;
     let result = async {
         let key = BackupKey::from_env()?;
-        let backup = backup_ref(file)?;
+        let target = restore_target(args)?;
+        let reference = Reference::parse(file)?;
         let store = open_store(config)?;
         let progress = Progress::for_cli("restore", None, Progress::interval_from_env());
-        let r = restore_backup(&store, &backup, key.as_ref(), args.force, &progress).await;
+        let r = crate::archive::restore(
+            &store,
+            reference,
+            target,
+            key.as_ref(),
+            args.force,
+            &progress,
+        )
+        .await;
         progress.finish();
         store.close().await;
         r
     }
     .await;
     match result {
-        Ok(r) => {
+        Ok(pitr) => {
+            let r = &pitr.restore;
+            let replay = r.replayed.clone().unwrap_or_default();
             tracing::info!(
                 operation = "restore",
                 outcome = "success",
-                backup = %file,
+                backup = %pitr.backup,
                 rows = r.total_rows,
                 tables = r.tables.len(),
                 sequences = r.sequences,
                 schema_version = r.schema_version,
                 migrated_to = r.migrated_to,
                 replaced_existing = r.replaced_existing,
+                replayed_transactions = replay.transactions,
+                replayed_changes = replay.changes,
+                restore_point = pitr.point.as_ref().map(|(p, _)| p.at.to_rfc3339()),
                 duration_seconds = started.elapsed().as_secs_f64(),
                 "restore complete"
             );
             println!(
-                "restored {} rows into {} tables from {} (schema version {}{}){}:",
+                "restored {} rows into {} tables from {} (taken {}, schema version {}{}){}:",
                 r.total_rows,
                 r.tables.len(),
-                file,
+                pitr.backup,
+                pitr.backup_at.to_rfc3339(),
                 r.schema_version,
                 if r.migrated_to != r.schema_version {
                     format!(", then migrated to {}", r.migrated_to)
@@ -353,8 +368,40 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> u8 {
                 println!("  {:<32} {:>12} rows", t.name, t.rows);
             }
             println!("  ({} sequence counters restored)", r.sequences);
+            if let Some((point, (first, last))) = &pitr.point {
+                println!(
+                    "then replayed {} transactions ({} row changes) from archive segments {first}..={last} \
+                     up to {} at {}",
+                    replay.transactions,
+                    replay.changes,
+                    match (&point.seq, point.name.as_str()) {
+                        (Some(n), "") => format!("restore point #{n}"),
+                        (Some(n), name) => format!("restore point #{n} {name:?}"),
+                        (None, _) => format!("the end of segment {last}"),
+                    },
+                    point.at.to_rfc3339()
+                );
+            }
             EXIT_OK
         }
         Err(e) => fail("restore", &e),
     }
+}
+
+fn restore_target(args: &RestoreArgs) -> Result<Option<crate::archive::Target>, BackupError> {
+    use crate::archive::Target;
+    Ok(match (&args.until, args.until_seq) {
+        (_, Some(n)) => Some(Target::Seq(n)),
+        (Some(t), None) if t.eq_ignore_ascii_case("latest") => Some(Target::Latest),
+        (Some(t), None) => Some(Target::Time(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| {
+                    BackupError::Usage(format!(
+                        "--until {t:?} is not an RFC 3339 time such as 2026-12-03T14:05:00Z ({e})"
+                    ))
+                })?
+                .with_timezone(&Utc),
+        )),
+        (None, None) => None,
+    })
 }

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub schema_version: i64,
     /// Tables in dependency order with their row counts.
     pub tables: Vec<TableCount>,
+    /// The archive position, when the source was archiving.
+    pub archive: Option<super::format::ArchivePoint>,
 }
 
 /// Session settings that fix PostgreSQL's text output (and input) formats, applied by both the
@@ -111,6 +113,7 @@ async fn dump_postgres<S: PayloadSink>(
         .fetch_one(&mut *tx)
         .await
         .map_err(db("reading the schema version (is the database migrated?)"))?;
+    let archive = archive_point(&mut tx).await?;
     let schema = catalog::pg_schema(&mut tx)
         .await
         .map_err(db("reading the catalog"))?;
@@ -177,7 +180,38 @@ async fn dump_postgres<S: PayloadSink>(
         write_record(out, &Record::Sequence(value))?;
     }
     tx.rollback().await.map_err(db("ending the snapshot"))?;
-    finish(out, schema_version, counts)
+    let mut snapshot = finish(out, schema_version, counts)?;
+    snapshot.archive = archive;
+    Ok(snapshot)
+}
+
+/// The archive position seen by the snapshot (in its transaction): `None` unless archiving was
+/// enabled before the snapshot began, so every change the backup lacks is in the change log.
+async fn archive_point(
+    tx: &mut sqlx::PgConnection,
+) -> Result<Option<super::format::ArchivePoint>, BackupError> {
+    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('archive_state') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("reading the archive state"))?;
+    if !has_table {
+        return Ok(None);
+    }
+    let Some(identity) = crate::store::archive::identity_in(&mut *tx)
+        .await
+        .map_err(db("reading the archive state"))?
+    else {
+        return Ok(None);
+    };
+    let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("reading the snapshot"))?;
+    Ok(Some(super::format::ArchivePoint {
+        archive_id: identity.archive_id,
+        start_segment: identity.next_segment,
+        snapshot,
+    }))
 }
 
 async fn dump_sqlite<S: PayloadSink>(
@@ -272,6 +306,7 @@ fn finish(
     Ok(Snapshot {
         schema_version,
         tables,
+        archive: None,
     })
 }
 

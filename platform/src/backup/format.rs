@@ -66,6 +66,22 @@ pub struct Manifest {
     pub duration_seconds: f64,
     /// Always `complete`: a file exists under its final name only once fully written.
     pub outcome: String,
+    /// Where this backup starts in the point-in-time archive, when the source was archiving
+    /// (absent otherwise, and in backups made before archiving existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchivePoint>,
+}
+
+/// A backup's place in the change-log archive ([`crate::archive`]): a restore from it replays
+/// the segments from `start_segment` on, applying the transactions `snapshot` did not see.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArchivePoint {
+    /// The archive the source database feeds.
+    pub archive_id: String,
+    /// The first segment that can hold a change this backup lacks.
+    pub start_segment: i64,
+    /// The snapshot the backup was read in (`pg_current_snapshot()`, `xmin:xmax:xip,…`).
+    pub snapshot: String,
 }
 
 /// Where a backup was taken; identifies the source for humans, never authenticates.

@@ -181,6 +181,8 @@ pub struct BackupReport {
     pub pruned: PruneReport,
     /// Why pruning failed, if it did (the backup itself is complete and kept).
     pub prune_error: Option<String>,
+    /// Archive segments pruned with the backups ([`crate::archive::retention`]).
+    pub archive_pruned: crate::archive::retention::ArchivePruned,
 }
 
 fn backend_name(b: Backend) -> &'static str {
@@ -197,10 +199,18 @@ pub async fn create_backup(
     store: &Store,
     opts: &BackupOptions,
 ) -> Result<BackupReport, BackupError> {
-    match &opts.dest {
+    let mut report = match &opts.dest {
         Location::Dir(dir) => backup_to_dir(store, opts, dir).await,
         Location::S3(target) => remote::backup(store, opts, target).await,
+    }?;
+    // The archive's segments that no kept backup needs go with the backups pruned.
+    if opts.retention.is_active() && report.prune_error.is_none() {
+        match crate::archive::retention::prune(&opts.dest).await {
+            Ok(a) => report.archive_pruned = a,
+            Err(e) => report.prune_error = Some(format!("pruning the archive: {e}")),
+        }
     }
+    Ok(report)
 }
 
 /// The manifest of a finished payload.
@@ -230,6 +240,7 @@ fn build_manifest(
         }),
         duration_seconds: started.elapsed().as_secs_f64(),
         outcome: "complete".into(),
+        archive: snapshot.archive,
     }
 }
 
@@ -291,6 +302,7 @@ async fn backup_to_dir(
         file_bytes,
         pruned,
         prune_error,
+        archive_pruned: Default::default(),
     })
 }
 
@@ -340,7 +352,7 @@ pub async fn restore_backup(
     let reader = open_backup(backup, key).await?;
     restore::check_schema_version(store.backend(), reader.manifest.schema_version)?;
     reader.verify()?;
-    restore::restore(store, &reader, force, progress).await
+    restore::restore(store, &reader, force, progress, None).await
 }
 
 /// Fully checks a backup file (header, length, SHA-256, key, decryption, decompression, every

@@ -110,6 +110,7 @@ pub async fn backup(
         file_bytes,
         pruned,
         prune_error,
+        archive_pruned: Default::default(),
     })
 }
 

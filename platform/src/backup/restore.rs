@@ -38,6 +38,8 @@ pub struct RestoreReport {
     pub migrated_to: i64,
     /// Whether existing rows were replaced (`--force` on a non-empty database).
     pub replaced_existing: bool,
+    /// What the point-in-time replay applied after the backup's rows, if one ran.
+    pub replayed: Option<crate::archive::replay::ReplayReport>,
 }
 
 /// Rows per multi-row INSERT statement on PostgreSQL.
@@ -111,12 +113,14 @@ async fn migrate_to(store: &Store, version: i64) -> Result<(), BackupError> {
     })
 }
 
-/// Restores the rows of `reader` (already opened and verified) into `store`.
+/// Restores the rows of `reader` (already opened and verified) into `store`, then, in the same
+/// transaction, the changes of `replay` (already read and checked).
 pub async fn restore(
     store: &Store,
     reader: &BackupReader,
     force: bool,
     progress: &Progress,
+    replay: Option<&crate::archive::replay::ReplayPlan>,
 ) -> Result<RestoreReport, BackupError> {
     let manifest = &reader.manifest;
     let target = backend_name(store.backend());
@@ -130,20 +134,25 @@ pub async fn restore(
     migrate_to(store, manifest.schema_version).await?;
     progress.set_total(manifest.total_rows);
 
-    let (sequences, replaced_existing) = match store {
+    let (sequences, replaced_existing, replayed) = match store {
         Store::Postgres(pool) => {
             let mut conn = pool.acquire().await.map_err(db("connecting"))?;
             let mut tx = conn.begin().await.map_err(db("starting the restore"))?;
-            let r = restore_postgres(&mut tx, reader, force, progress).await?;
+            let r = restore_postgres(&mut tx, reader, force, progress, replay).await?;
             tx.commit().await.map_err(db("committing the restore"))?;
             r
+        }
+        Store::Sqlite(_) if replay.is_some() => {
+            return Err(BackupError::Refused(
+                "point-in-time restore needs PostgreSQL (SQLite is not archived)".into(),
+            ));
         }
         Store::Sqlite(pool) => {
             let mut conn = pool.acquire().await.map_err(db("connecting"))?;
             let mut tx = conn.begin().await.map_err(db("starting the restore"))?;
-            let r = restore_sqlite(&mut tx, reader, force, progress).await?;
+            let (sequences, replaced) = restore_sqlite(&mut tx, reader, force, progress).await?;
             tx.commit().await.map_err(db("committing the restore"))?;
-            r
+            (sequences, replaced, None)
         }
     };
 
@@ -158,6 +167,7 @@ pub async fn restore(
         schema_version: manifest.schema_version,
         migrated_to: store.schema_version(),
         replaced_existing,
+        replayed,
     })
 }
 
@@ -219,7 +229,8 @@ async fn restore_postgres(
     reader: &BackupReader,
     force: bool,
     progress: &Progress,
-) -> Result<(usize, bool), BackupError> {
+    replay: Option<&crate::archive::replay::ReplayPlan>,
+) -> Result<(usize, bool, Option<crate::archive::replay::ReplayReport>), BackupError> {
     let schema = catalog::pg_schema(&mut *tx)
         .await
         .map_err(db("reading the catalog"))?;
@@ -245,6 +256,21 @@ async fn restore_postgres(
         return Err(refuse_non_empty(&non_empty));
     }
 
+    // The restored database must not continue the target's archive (its history no longer
+    // matches): archiving starts afresh, with a new identity, when a platform enables it.
+    let has_archive: bool = sqlx::query_scalar("SELECT to_regclass('archive_state') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("reading the archive state"))?;
+    if has_archive
+        && crate::store::archive::reset_in(&mut *tx)
+            .await
+            .map_err(db("resetting the target's archiving"))?
+    {
+        tracing::warn!(
+            "the target database was being archived; archiving was reset (a platform with ARCHIVE_DEST starts a new archive, in a new location)"
+        );
+    }
     sqlx::query("SET CONSTRAINTS ALL DEFERRED")
         .execute(&mut *tx)
         .await
@@ -253,13 +279,14 @@ async fn restore_postgres(
         .execute(&mut *tx)
         .await
         .map_err(db("setting text formats"))?;
-    // User triggers that fire on INSERT (4) or TRUNCATE (32) would re-apply side effects the
-    // backup already contains; switch them off inside the transaction.
+    // User triggers that fire on INSERT (4), DELETE (8), UPDATE (16) or TRUNCATE (32) would
+    // re-apply side effects the backup (and the replayed row images) already contain, or refuse
+    // the replay's updates of append-only rows; switch them off inside the transaction.
     let mut disabled: Vec<(String, String)> = Vec::new();
     for t in by_name.keys() {
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::text::regclass \
-             AND NOT tgisinternal AND tgenabled <> 'D' AND (tgtype::int & (4 | 32)) <> 0 \
+             AND NOT tgisinternal AND tgenabled <> 'D' AND (tgtype::int & (4 | 8 | 16 | 32)) <> 0 \
              ORDER BY tgname",
         )
         .bind(qualified(t))
@@ -359,6 +386,10 @@ async fn restore_postgres(
     if let Some(target) = &current {
         flush(tx, target, &mut batch, &mut batch_rows, progress).await?;
     }
+    let replayed = match replay {
+        Some(plan) => Some(crate::archive::replay::apply(&mut *tx, plan, &schema, &by_name).await?),
+        None => None,
+    };
 
     // Check deferred constraints now, so that nothing non-transactional (setval) happens before
     // a constraint failure would roll the restore back.
@@ -384,6 +415,11 @@ async fn restore_postgres(
             .map_err(db("restoring sequences"))?;
         set += 1;
     }
+    let mut replayed = replayed;
+    if let Some(r) = replayed.as_mut() {
+        r.sequences =
+            crate::archive::replay::advance_sequences(&mut *tx, &schema, &by_name).await?;
+    }
     for (table, trigger) in &disabled {
         let sql = format!(
             "ALTER TABLE {} ENABLE TRIGGER {}",
@@ -395,7 +431,7 @@ async fn restore_postgres(
             .await
             .map_err(db("re-enabling triggers"))?;
     }
-    Ok((set, !non_empty.is_empty()))
+    Ok((set, !non_empty.is_empty(), replayed))
 }
 
 async fn restore_sqlite(

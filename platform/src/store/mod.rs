@@ -6,6 +6,7 @@
 //! `sqlx::migrate!`. The same test suite runs against both (see `tests/store.rs`).
 
 pub mod approvals;
+pub mod archive;
 pub(crate) mod audit;
 pub mod candles;
 pub mod demo;
