@@ -128,6 +128,9 @@ pub enum ArchiveAction {
     /// Show whether the database is archived: identity, next segment, changes waiting, last
     /// shipment.
     Status,
+    /// Turn archiving off: drop the change-log triggers, empty the change log, forget the
+    /// archive. Stop every replica's ARCHIVE_DEST first, or the next start turns it on again.
+    Disable,
 }
 
 #[cfg(test)]

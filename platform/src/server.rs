@@ -169,9 +169,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 /// Starts the change-log archiver when `ARCHIVE_DEST` is set (PostgreSQL only; the
 /// configuration refuses it with SQLite).
 pub fn start_archiver(state: &AppState, stop: &CancellationToken) -> anyhow::Result<()> {
-    let (Some(archive), crate::store::Store::Postgres(pool)) =
-        (&state.config.archive, &state.store)
-    else {
+    let crate::store::Store::Postgres(pool) = &state.store else {
+        return Ok(());
+    };
+    let Some(archive) = &state.config.archive else {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            if let Ok(mut conn) = pool.acquire().await
+                && let Ok(Some(id)) = crate::store::archive::identity_in(&mut conn).await
+            {
+                tracing::warn!(archive = %id.archive_id, "the database is archived (every change is logged for point-in-time restore) but this replica has no ARCHIVE_DEST: another replica must ship the log, or run `tradeplane-platform archive disable`");
+            }
+        });
         return Ok(());
     };
     let metrics = crate::archive::archiver::ArchiveMetrics::new(state.metrics.registry())

@@ -1,4 +1,5 @@
-//! `archive restore-point NAME` and `archive status`: the CLI face of the archive.
+//! `archive restore-point NAME`, `archive status` and `archive disable`: the CLI face of the
+//! archive.
 
 use crate::backup::{BackupError, EXIT_OK, EXIT_REFUSED};
 use crate::cli::ArchiveAction;
@@ -44,6 +45,17 @@ pub async fn run(config: &Config, action: &ArchiveAction) -> u8 {
             }
             Err(e) => fail("restore-point", &e),
         },
+        ArchiveAction::Disable => match disable(pool).await {
+            Ok(true) => {
+                println!("archiving is off: triggers dropped, change log emptied");
+                EXIT_OK
+            }
+            Ok(false) => {
+                println!("archiving was already off");
+                EXIT_OK
+            }
+            Err(e) => fail("disable", &e),
+        },
         ArchiveAction::Status => match status(pool).await {
             Ok(line) => {
                 println!("{line}");
@@ -75,6 +87,15 @@ async fn restore_point(
     crate::store::archive::restore_point(pool, name)
         .await
         .map_err(db("writing the restore point"))
+}
+
+async fn disable(pool: &sqlx::PgPool) -> Result<bool, BackupError> {
+    let mut tx = pool.begin().await.map_err(db("connecting"))?;
+    let was = crate::store::archive::reset_in(&mut tx)
+        .await
+        .map_err(db("turning archiving off"))?;
+    tx.commit().await.map_err(db("turning archiving off"))?;
+    Ok(was)
 }
 
 async fn status(pool: &sqlx::PgPool) -> Result<String, BackupError> {

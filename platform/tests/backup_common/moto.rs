@@ -63,6 +63,7 @@ impl Moto {
 }
 
 static MOTO: OnceLock<Moto> = OnceLock::new();
+static OPEN_MOTO: OnceLock<Moto> = OnceLock::new();
 /// One start-up at a time (a second server could be handed the same spare port).
 static STARTING: Mutex<()> = Mutex::new(());
 
@@ -70,31 +71,37 @@ static STARTING: Mutex<()> = Mutex::new(());
 /// installed: the suite is `#[ignore]`d and `scripts/test` runs it only when it is (always in
 /// CI, where `.ci/run` installs it).
 pub fn moto() -> &'static Moto {
-    MOTO.get_or_init(start)
+    MOTO.get_or_init(|| start(true))
 }
 
-fn start() -> Moto {
+/// A second server that checks no signature, for what moto 5 cannot sign-check: LISTs under a
+/// prefix with a `/` (see the module docs), which the point-in-time archive's `wal/` needs.
+/// Credentials are then only tested against [`moto`].
+pub fn open_moto() -> &'static Moto {
+    OPEN_MOTO.get_or_init(|| start(false))
+}
+
+fn start(auth: bool) -> Moto {
     let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     // The shell stops moto when our end of its stdin closes, i.e. when this test binary exits.
+    let no_auth_actions = if auth {
+        (BUCKETS.len() + 3).to_string()
+    } else {
+        // moto's default: no request is authenticated.
+        "inf".to_owned()
+    };
     let mut child = Command::new("sh")
-        .env(
-            "INITIAL_NO_AUTH_ACTION_COUNT",
-            (BUCKETS.len() + 3).to_string(),
-        )
         .args([
             "-c",
             "moto_server -H 127.0.0.1 -p \"$1\" >/dev/null 2>&1 & pid=$!; read _; kill $pid",
             "sh",
             &port.to_string(),
         ])
-        .env(
-            "INITIAL_NO_AUTH_ACTION_COUNT",
-            (BUCKETS.len() + 3).to_string(),
-        )
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth_actions)
         .stdin(Stdio::piped())
         .spawn()
         .expect("moto_server (pip install 'moto[server]'; run the suite through scripts/test)");
