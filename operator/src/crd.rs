@@ -60,6 +60,7 @@ pub const CONDITION_BACKUP_HEALTHY: &str = "BackupHealthy";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.archive) || !self.backup.archive.enabled || !has(self.env) || self.env.all(e, !(e.name in ['ARCHIVE_DEST', 'ARCHIVE_INTERVAL_SECONDS', 'ARCHIVE_MARK_INTERVAL_MS', 'AWS_ENDPOINT_URL', 'AWS_ALLOW_HTTP', 'AWS_REGION', 'AWS_VIRTUAL_HOSTED_STYLE_REQUEST', 'AWS_SERVER_SIDE_ENCRYPTION', 'AWS_SSE_KMS_KEY_ID', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']))").message("with spec.backup.archive.enabled the operator sets ARCHIVE_DEST, ARCHIVE_INTERVAL_SECONDS, ARCHIVE_MARK_INTERVAL_MS and the AWS_* settings of spec.backup.storage.s3 on the platform container: remove them from spec.env").field_path(".env").reason(Reason::FieldValueForbidden))]
 pub struct TradingPlatformSpec {
     /// Container image of the platform, e.g. `ghcr.io/tradeplane/tradeplane:0.1.0`. The same image
     /// runs the service and the backup CronJob (`tradeplane-platform backup`).
@@ -509,6 +510,8 @@ fn default_drain() -> i32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.schedule.matches('(?i)^(@(yearly|annually|monthly|weekly|daily|hourly)|(\\\\*|[0-5]?[0-9])(-[0-5]?[0-9])?(/[0-9]+)?(,(\\\\*|[0-5]?[0-9])(-[0-5]?[0-9])?(/[0-9]+)?)* +(\\\\*|[01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?(/[0-9]+)?(,(\\\\*|[01]?[0-9]|2[0-3])(-([01]?[0-9]|2[0-3]))?(/[0-9]+)?)* +(\\\\*|\\\\?|0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?(/[0-9]+)?(,(\\\\*|\\\\?|0?[1-9]|[12][0-9]|3[01])(-(0?[1-9]|[12][0-9]|3[01]))?(/[0-9]+)?)* +(\\\\*|0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(-(0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))?(/[0-9]+)?(,(\\\\*|0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)(-(0?[1-9]|1[0-2]|jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))?(/[0-9]+)?)* +(\\\\*|\\\\?|[0-6]|sun|mon|tue|wed|thu|fri|sat)(-([0-6]|sun|mon|tue|wed|thu|fri|sat))?(/[0-9]+)?(,(\\\\*|\\\\?|[0-6]|sun|mon|tue|wed|thu|fri|sat)(-([0-6]|sun|mon|tue|wed|thu|fri|sat))?(/[0-9]+)?)*)$')").message("spec.backup.schedule must be a 5-field cron expression (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-6 or SUN-SAT; *, lists, ranges and /steps) or @hourly/@daily/@weekly/@monthly/@yearly").field_path(".schedule"))]
+#[x_kube(validation = Rule::new("!has(self.archive) || !self.archive.enabled || (has(self.storage) && has(self.storage.s3))").message("spec.backup.archive needs spec.backup.storage.s3: the platform pods ship the change log to the bucket (a claim is mounted only by the backup Job)").field_path(".archive.enabled"))]
+#[x_kube(validation = Rule::new("!has(self.archive) || !self.archive.enabled || self.enabled").message("spec.backup.archive needs spec.backup.enabled: a point-in-time restore starts from a backup and replays the change log archived after it").field_path(".archive.enabled"))]
 pub struct BackupSpec {
     /// Create the backup CronJob (and its claim).
     #[serde(default = "default_true")]
@@ -531,6 +534,12 @@ pub struct BackupSpec {
     /// Where backups are written: a claim mounted at `/backups` (the default) or a bucket.
     #[serde(default)]
     pub storage: BackupStorage,
+    /// Continuous archiving of the change log for point-in-time restore (PostgreSQL only): the
+    /// platform pods ship every change to `<bucket>/<prefix>/wal/`, next to the backups, so
+    /// `tradeplane-platform restore --until <time>` can replay past the newest backup. Needs
+    /// `storage.s3` and `enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<BackupArchive>,
     /// Finished successful Jobs kept for inspection.
     #[serde(default = "default_success_history")]
     #[schemars(range(min = 0, max = 20))]
@@ -550,6 +559,7 @@ impl Default for BackupSpec {
             suspend: false,
             retention: BackupRetention::default(),
             storage: BackupStorage::default(),
+            archive: None,
             successful_jobs_history_limit: default_success_history(),
             failed_jobs_history_limit: default_failed_history(),
         }
@@ -564,6 +574,47 @@ fn default_success_history() -> i32 {
 }
 fn default_failed_history() -> i32 {
     3
+}
+
+/// Point-in-time archiving of the change log (`spec.backup.archive`): the platform container
+/// gets `ARCHIVE_DEST` (the backups' `--dest`), `ARCHIVE_INTERVAL_SECONDS` and
+/// `ARCHIVE_MARK_INTERVAL_MS`, with the bucket's `AWS_*` settings and `BACKUP_ENCRYPTION_KEY`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupArchive {
+    /// Ship the change log from the platform pods to the backup bucket (`ARCHIVE_DEST`). The
+    /// database must be PostgreSQL: with SQLite the platform refuses to start. Turning it off
+    /// again stops the shipping; the database stays archived (every change logged) until
+    /// `tradeplane-platform archive disable` is run.
+    #[serde(default)]
+    pub enabled: bool,
+    /// A segment of the change log is shipped at least this often, in seconds
+    /// (`ARCHIVE_INTERVAL_SECONDS`): at most this much is lost with the whole database.
+    #[serde(default = "default_archive_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i32,
+    /// How often an automatic restore point is written, in milliseconds
+    /// (`ARCHIVE_MARK_INTERVAL_MS`): the precision of `restore --until <time>`.
+    #[serde(default = "default_archive_mark_interval")]
+    #[schemars(range(min = 100, max = 60000))]
+    pub mark_interval_ms: i32,
+}
+
+impl Default for BackupArchive {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval_seconds: default_archive_interval(),
+            mark_interval_ms: default_archive_mark_interval(),
+        }
+    }
+}
+
+fn default_archive_interval() -> i32 {
+    5
+}
+fn default_archive_mark_interval() -> i32 {
+    1000
 }
 
 /// Retention of backup files (`--keep-days`, `--keep-last`); at least one is set.

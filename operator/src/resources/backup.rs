@@ -20,7 +20,8 @@ use kube::Resource;
 use sha2::{Digest, Sha256};
 
 use super::deployment::{
-    config_env_from, container_security, pod_security, pull_secrets, secret_env, tmp_volume,
+    backup_key_env, config_env_from, container_security, plain_env, pod_security, pull_secrets,
+    secret_env, tmp_volume,
 };
 use super::{BuildError, COMPONENT_BACKUP, Parent};
 use crate::crd::{ClaimRetentionPolicy, S3Storage, TradingPlatformSpec};
@@ -67,17 +68,10 @@ pub fn command(spec: &TradingPlatformSpec) -> Vec<String> {
     cmd
 }
 
-fn plain_env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: Some(value.to_string()),
-        ..Default::default()
-    }
-}
-
 /// The `AWS_*` variables the platform's object-store client reads (platform/src/backup/s3.rs)
 /// for `s3`: endpoint, region, addressing style, server-side encryption, and the access keys
-/// from their Secrets.
+/// from their Secrets. The backup Job and, with `spec.backup.archive`, the platform container
+/// (`super::deployment::archive_env`) get them.
 pub fn s3_env(s3: &S3Storage) -> Vec<EnvVar> {
     let mut env = Vec::new();
     if let Some(endpoint) = &s3.endpoint {
@@ -168,9 +162,7 @@ pub fn claim(
 pub fn job_template(parent: &Parent, spec: &TradingPlatformSpec) -> JobTemplateSpec {
     let (tmp_vol, tmp_mount) = tmp_volume();
     let mut env = vec![secret_env("DATABASE_URL", &spec.database)];
-    if let Some(key) = &spec.backup_encryption_key {
-        env.push(secret_env("BACKUP_ENCRYPTION_KEY", key));
-    }
+    env.extend(backup_key_env(spec));
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
     match &spec.backup.storage.s3 {

@@ -1,4 +1,11 @@
 //! Deployment of the platform pods: probes, graceful drain, restricted security, placement.
+//!
+//! With `spec.backup.archive.enabled` (and backups in `storage.s3`) the platform container also
+//! gets the point-in-time archiving settings ([`archive_env`]): `ARCHIVE_DEST`, the bucket the
+//! backup Job writes to, its intervals, and the same `AWS_*` variables as the backup Job
+//! ([`super::backup::s3_env`]). They are plain env vars of the pod template, so changing them
+//! rolls the pods like any other template change. The migration Job does not get them: it
+//! ships nothing.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{
     BuildError, COMPONENT_PLATFORM, CONFIG_CHECKSUM_ANNOTATION, HTTP_PORT, HTTP_PORT_NAME, Parent,
 };
-use crate::crd::{AntiAffinity, ProbeTuning, SecretKeyRef, TradingPlatformSpec};
+use crate::crd::{AntiAffinity, ProbeTuning, S3Storage, SecretKeyRef, TradingPlatformSpec};
 
 /// Name of the platform container.
 pub const CONTAINER_NAME: &str = "platform";
@@ -50,6 +57,59 @@ pub fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
         }),
         ..Default::default()
     }
+}
+
+/// An env var with a literal value.
+pub fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.to_string()),
+        ..Default::default()
+    }
+}
+
+/// `BACKUP_ENCRYPTION_KEY` from `spec.backupEncryptionKey`, if set: the platform container and
+/// the backup Job get it the same way (backups and archived change-log segments are encrypted
+/// with it).
+pub fn backup_key_env(spec: &TradingPlatformSpec) -> Option<EnvVar> {
+    spec.backup_encryption_key
+        .as_ref()
+        .map(|key| secret_env("BACKUP_ENCRYPTION_KEY", key))
+}
+
+/// The bucket the platform pods ship the change log to: `spec.backup.storage.s3` when backups
+/// and `spec.backup.archive` are enabled (the CRD refuses archiving without either).
+pub fn archive_storage(spec: &TradingPlatformSpec) -> Option<&S3Storage> {
+    let b = &spec.backup;
+    let archive = b.archive.as_ref()?;
+    if !(b.enabled && archive.enabled) {
+        return None;
+    }
+    b.storage.s3.as_ref()
+}
+
+/// The point-in-time archiving env of the platform container, empty unless [`archive_storage`]:
+/// `ARCHIVE_DEST` (exactly the backup Job's `--dest`, `s3://bucket[/prefix]`),
+/// `ARCHIVE_INTERVAL_SECONDS`, `ARCHIVE_MARK_INTERVAL_MS` and the bucket's `AWS_*` settings as
+/// the backup Job gets them. `BACKUP_ENCRYPTION_KEY` is already among the platform's secrets
+/// ([`platform_secret_env`]).
+pub fn archive_env(spec: &TradingPlatformSpec) -> Vec<EnvVar> {
+    let (Some(s3), Some(archive)) = (archive_storage(spec), spec.backup.archive.as_ref()) else {
+        return Vec::new();
+    };
+    let mut env = vec![
+        plain_env("ARCHIVE_DEST", &super::backup::destination(spec)),
+        plain_env(
+            "ARCHIVE_INTERVAL_SECONDS",
+            &archive.interval_seconds.to_string(),
+        ),
+        plain_env(
+            "ARCHIVE_MARK_INTERVAL_MS",
+            &archive.mark_interval_ms.to_string(),
+        ),
+    ];
+    env.extend(super::backup::s3_env(s3));
+    env
 }
 
 /// `envFrom` entry loading the platform ConfigMap.
@@ -127,9 +187,7 @@ pub fn platform_secret_env(spec: &TradingPlatformSpec) -> Vec<EnvVar> {
     if let Some(redis) = &spec.redis {
         env.push(secret_env("REDIS_URL", redis));
     }
-    if let Some(key) = &spec.backup_encryption_key {
-        env.push(secret_env("BACKUP_ENCRYPTION_KEY", key));
-    }
+    env.extend(backup_key_env(spec));
     env
 }
 
@@ -152,11 +210,35 @@ pub fn pod_ip_env() -> EnvVar {
     }
 }
 
-/// The env of the platform container: `POD_IP` first (so `spec.env` values may refer to it as
-/// `$(POD_IP)`), the secrets, then `spec.env`. The migration Job uses the same list.
+/// The env of the migration Job's container: `POD_IP` first (so `spec.env` values may refer to
+/// it as `$(POD_IP)`), the secrets, then `spec.env`. The platform container has the same list
+/// plus [`archive_env`] before `spec.env` ([`platform_container_env`]).
 pub fn platform_env(spec: &TradingPlatformSpec) -> Vec<EnvVar> {
+    env_with(spec, Vec::new())
+}
+
+/// The env of the platform container: [`platform_env`] with [`archive_env`] between the secrets
+/// and `spec.env`. A `spec.env` name the archiving sets too is an error (the CRD refuses it; a
+/// duplicate name would make the server-side apply fail).
+pub fn platform_container_env(spec: &TradingPlatformSpec) -> Result<Vec<EnvVar>, BuildError> {
+    let archive = archive_env(spec);
+    if let Some(e) = spec
+        .env
+        .iter()
+        .find(|e| archive.iter().any(|a| a.name == e.name))
+    {
+        return Err(BuildError::Invalid(format!(
+            "spec.env sets {}, which spec.backup.archive sets on the platform container",
+            e.name
+        )));
+    }
+    Ok(env_with(spec, archive))
+}
+
+fn env_with(spec: &TradingPlatformSpec, extra: Vec<EnvVar>) -> Vec<EnvVar> {
     let mut env = vec![pod_ip_env()];
     env.extend(platform_secret_env(spec));
+    env.extend(extra);
     env.extend(spec.env.iter().cloned());
     env
 }
@@ -231,7 +313,7 @@ pub fn build(
     if spec.image.trim().is_empty() {
         return Err(BuildError::Invalid("spec.image is empty".to_string()));
     }
-    let env = platform_env(spec);
+    let env = platform_container_env(spec)?;
 
     let (tmp_vol, tmp_mount) = tmp_volume();
     let lifecycle = (spec.shutdown.pre_stop_sleep_seconds > 0).then(|| Lifecycle {

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod archive;
 mod backup_metrics;
 mod backup_storage;
 mod builders;
