@@ -419,6 +419,33 @@ mod pg {
             );
             db.drop_now().await;
         }
+
+        // Retention: a newer backup kept alone lets the segments before it go.
+        let mut newer = backup_common::options(&place, Some(key(KEY_A)), Utc::now());
+        newer.retention = backup::RetentionPolicy {
+            keep_days: None,
+            keep_last: Some(1),
+        };
+        let report = backup::create_backup(&state.store, &newer)
+            .await
+            .expect("newer backup");
+        let start = report
+            .manifest
+            .archive
+            .expect("archive point")
+            .start_segment;
+        assert!(report.prune_error.is_none(), "{:?}", report.prune_error);
+        let left = storage::ArchiveStorage::for_place(&Location::Dir(place.clone()))
+            .expect("storage")
+            .segments()
+            .await
+            .expect("segments");
+        assert_eq!(
+            report.archive_pruned.deleted as usize,
+            segments.iter().filter(|n| **n < start).count(),
+            "segments {segments:?}, newer backup starts at {start}, left {left:?}"
+        );
+        assert!(left.iter().all(|n| *n >= start), "{left:?}");
         state.store.close().await;
         source.drop_now().await;
     }

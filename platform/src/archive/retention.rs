@@ -54,3 +54,57 @@ pub async fn prune(place: &Location) -> Result<ArchivePruned, BackupError> {
         oldest_kept: Some(first),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::format::{ArchivePoint, PayloadInfo, Source};
+
+    fn manifest(archive: Option<(&str, i64)>) -> Manifest {
+        Manifest {
+            format_version: 1,
+            created_at: chrono::Utc::now(),
+            tool_version: "test".into(),
+            backend: "postgres".into(),
+            source: Source {
+                database: "db".into(),
+                host: "host".into(),
+            },
+            schema_version: 70,
+            tables: Vec::new(),
+            total_rows: 0,
+            payload: PayloadInfo {
+                bytes: 0,
+                sha256: String::new(),
+                compression: "gzip".into(),
+                object: None,
+            },
+            encryption: None,
+            duration_seconds: 0.0,
+            outcome: "complete".into(),
+            archive: archive.map(|(id, start)| ArchivePoint {
+                archive_id: id.into(),
+                start_segment: start,
+                snapshot: "1:1:".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_oldest_kept_backup_of_this_archive_decides() {
+        let kept = [
+            manifest(Some(("a", 40))),
+            manifest(Some(("a", 12))),
+            manifest(Some(("other", 3))),
+            manifest(None),
+        ];
+        assert_eq!(oldest_needed(&kept, "a"), Some(12));
+        assert_eq!(oldest_needed(&kept, "other"), Some(3));
+        assert_eq!(
+            oldest_needed(&kept, "none"),
+            None,
+            "no backup of it: keep everything"
+        );
+        assert_eq!(oldest_needed(&kept[3..], "a"), None);
+    }
+}
