@@ -5,8 +5,11 @@
 -- (`platform/src/store/archive.rs` creates them when a replica starts with ARCHIVE_DEST); the
 -- archiver deletes what it has shipped, so the table holds seconds of changes. Neither table is
 -- part of a backup: a restored database starts a new archive of its own.
+--
+-- No index: every statement of every archived transaction appends here, and the archiver reads
+-- the whole (small) table once a turn anyway.
 CREATE TABLE change_log (
-    id  BIGSERIAL PRIMARY KEY,
+    id  BIGSERIAL NOT NULL,
     -- The writing transaction (pg_current_xact_id), to replay exactly the transactions a
     -- snapshot saw.
     xid BIGINT NOT NULL,

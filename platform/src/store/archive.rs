@@ -61,16 +61,17 @@ pub struct RestorePoint {
 const FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION tradeplane_change_log() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $fn$
+DECLARE
+    x bigint := pg_current_xact_id()::text::bigint;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         INSERT INTO change_log (xid, tbl, op, row)
-        SELECT pg_current_xact_id()::text::bigint, TG_TABLE_NAME, 'D', to_jsonb(o) FROM old_rows o;
+        SELECT x, TG_TABLE_NAME, 'D', to_jsonb(o) FROM old_rows o;
     ELSIF TG_OP = 'TRUNCATE' THEN
-        INSERT INTO change_log (xid, tbl, op, row)
-        VALUES (pg_current_xact_id()::text::bigint, TG_TABLE_NAME, 'T', '{}'::jsonb);
+        INSERT INTO change_log (xid, tbl, op, row) VALUES (x, TG_TABLE_NAME, 'T', '{}'::jsonb);
     ELSE
         INSERT INTO change_log (xid, tbl, op, row)
-        SELECT pg_current_xact_id()::text::bigint, TG_TABLE_NAME, 'W', to_jsonb(n) FROM new_rows n;
+        SELECT x, TG_TABLE_NAME, 'W', to_jsonb(n) FROM new_rows n;
     END IF;
     RETURN NULL;
 END
