@@ -539,7 +539,11 @@ mod s3 {
         let shipped = archiver::ship(&pool(&source), &storage, Some(&key(KEY_A)))
             .await
             .expect("ship");
-        assert_eq!(shipped.segments, 1, "{shipped:?}");
+        assert_eq!(
+            (shipped.segments, shipped.last_segment),
+            (1, Some(1)),
+            "{shipped:?}"
+        );
         assert_eq!(storage.segments().await.expect("segments"), vec![1]);
 
         let target_db = super::common::PgDatabase::create().await;

@@ -45,6 +45,7 @@ pub struct ArchiveMetrics {
     segments: IntCounterVec,
     changes: prometheus::IntCounter,
     last_shipped: IntGauge,
+    last_segment: IntGauge,
     backlog: IntGauge,
     up: IntGauge,
 }
@@ -68,6 +69,10 @@ impl ArchiveMetrics {
                 "archive_last_shipped_timestamp_seconds",
                 "Unix time of the last segment this replica shipped (0: none yet).",
             )?,
+            last_segment: IntGauge::new(
+                "archive_last_shipped_segment",
+                "Number of the last change-log segment this replica shipped (0: none yet).",
+            )?,
             backlog: IntGauge::new(
                 "archive_backlog_changes",
                 "Change rows waiting in the database to be shipped (after this replica's last turn).",
@@ -80,6 +85,7 @@ impl ArchiveMetrics {
         registry.register(Box::new(m.segments.clone()))?;
         registry.register(Box::new(m.changes.clone()))?;
         registry.register(Box::new(m.last_shipped.clone()))?;
+        registry.register(Box::new(m.last_segment.clone()))?;
         registry.register(Box::new(m.backlog.clone()))?;
         registry.register(Box::new(m.up.clone()))?;
         Ok(m)
@@ -93,6 +99,8 @@ pub struct Shipped {
     pub segments: u64,
     /// Changes in them.
     pub changes: u64,
+    /// The number of the last one stored.
+    pub last_segment: Option<i64>,
 }
 
 /// Enables archiving and claims the location: returns the identity the segments carry.
@@ -185,6 +193,7 @@ pub async fn ship(
             .map_err(db("committing a shipped segment"))?;
         done.segments += 1;
         done.changes += changes;
+        done.last_segment = Some(n);
         tracing::debug!(segment = n, changes, "change-log segment shipped");
         if complete {
             return Ok(done);
@@ -256,6 +265,9 @@ async fn turn(
                     .inc_by(s.segments);
                 metrics.changes.inc_by(s.changes);
                 metrics.last_shipped.set(Utc::now().timestamp());
+                if let Some(n) = s.last_segment {
+                    metrics.last_segment.set(n);
+                }
             }
         }
         Err(e) => {
