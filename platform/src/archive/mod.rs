@@ -57,6 +57,31 @@ pub fn place_of(backup: &BackupRef) -> Location {
     }
 }
 
+/// One line for `backup list` about the place's change-log archive, `None` without one:
+/// `archive <id> (wal/): segments A..=B, N present` and whether numbers are missing.
+pub async fn describe_archive(place: &Location) -> Result<Option<String>, BackupError> {
+    let storage = storage::ArchiveStorage::for_place(place)?;
+    let Some(identity) = storage.identity().await? else {
+        return Ok(None);
+    };
+    let segments = storage.segments().await?;
+    Ok(Some(match (segments.first(), segments.last()) {
+        (Some(a), Some(b)) => {
+            let missing = (b - a + 1) as usize - segments.len();
+            format!(
+                "{storage}/ archive {}: segments {a}..={b}{}",
+                identity.archive_id,
+                if missing == 0 {
+                    String::new()
+                } else {
+                    format!(", {missing} missing (a restore cannot pass a hole)")
+                }
+            )
+        }
+        _ => format!("{storage}/ archive {}: no segment yet", identity.archive_id),
+    }))
+}
+
 /// The backups in `place`, newest first, with their manifests.
 async fn backups_in(place: &Location) -> Result<Vec<(BackupRef, Manifest)>, BackupError> {
     let mut out = Vec::new();

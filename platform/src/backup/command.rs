@@ -275,10 +275,15 @@ pub async fn verify(backup: &str) -> u8 {
 /// (`backup created_at backend schema=… rows=… bytes=… encrypted|plain`).
 pub async fn list(location: &str) -> u8 {
     let result = async {
-        match Reference::parse(location)?.into_place("list")? {
-            Location::Dir(dir) => list_dir(&dir),
-            Location::S3(target) => remote::list(&target, &mut std::io::stdout().lock()).await,
+        let place = Reference::parse(location)?.into_place("list")?;
+        match &place {
+            Location::Dir(dir) => list_dir(dir)?,
+            Location::S3(target) => remote::list(target, &mut std::io::stdout().lock()).await?,
         }
+        if let Some(line) = crate::archive::describe_archive(&place).await? {
+            println!("{line}");
+        }
+        Ok::<_, BackupError>(())
     }
     .await;
     match result {
