@@ -3,15 +3,32 @@
 //!
 //! `tradeplane-platform [--demo] [serve]`, `backup --dest DIR|s3://bucket/prefix [--keep-days N]
 //! [--keep-last N] [--metrics-file PATH] [--result-file PATH]`, `backup verify BACKUP`,
-//! `backup list DIR|URL`, `restore BACKUP [--force]`, `migrate`, `rotate-keys`. A BACKUP is a file or `s3://bucket/prefix/<name>.tpb`.
+//! `backup list DIR|URL`, `restore BACKUP|PLACE [--until TIME|latest | --until-seq N] [--force]`,
+//! `migrate`, `rotate-keys`, `archive restore-point NAME|status|disable`. A BACKUP is a file or
+//! `s3://bucket/prefix/<name>.tpb`; a PLACE the directory or `s3://bucket/prefix` holding them.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The environment variables most deployments set, for `--help` (the full reference is
+/// docs/configuration.md; the service is configured by environment only, so clap's per-argument
+/// `env` has nothing to attach them to).
+const ENVIRONMENT_HELP: &str = "\
+Environment (full list: docs/configuration.md):
+  LISTEN_ADDR            where the API, health and /metrics are served [0.0.0.0:8080]
+  DATABASE_URL           postgres://… or sqlite://… [sqlite://tradeplane.db?mode=rwc]
+  REDIS_URL              optional shared cache, rate limits and market-data fan-out
+  JWT_SECRET             key for access tokens [random per process: sessions end at restart]
+  ADMIN_USERNAME, ADMIN_PASSWORD   create this admin at start-up if missing
+  LOG_FORMAT, RUST_LOG   text|json, log filter [text, info] (colours only on a terminal)
+  BACKUP_ENCRYPTION_KEY  base64 of 32 bytes: backups and archive segments are encrypted
+  ARCHIVE_DEST           PostgreSQL: ship the change log for point-in-time restore here
+  AWS_*                  object-store settings for s3:// places (docs/backups.md)";
+
 /// Tradeplane trading service.
 #[derive(Debug, Parser)]
-#[command(name = "tradeplane-platform", version, about)]
+#[command(name = "tradeplane-platform", version, about, after_help = ENVIRONMENT_HELP)]
 pub struct Cli {
     /// Serve a live demo market: seeds demo traders (demo-alice, demo-bob; password
     /// demo-password) and runs a market maker. For the quick start, never for production.
@@ -26,12 +43,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the API, health endpoints and metrics (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Write a consistent backup of the database (DATABASE_URL) to a directory or an S3 bucket,
     /// or verify or list backups.
     Backup(BackupArgs),
     /// Restore a backup (file or s3:// object) into the database (DATABASE_URL), in one
-    /// transaction.
+    /// transaction; with a place and --until/--until-seq, to a point in time (PostgreSQL).
     Restore(RestoreArgs),
     /// Apply this build's database migrations (DATABASE_URL) and exit: the rollout's migration
     /// Job. Exit 0 migrated, 4 database failed, 6 refused (schema contracted by a newer release).
@@ -40,8 +57,17 @@ pub enum Command {
     /// MFA_ENCRYPTION_KEYS_OLD open the existing ones). Exit 0 done, 1 some could not be
     /// opened, 2 no key, 4 database failed.
     RotateKeys,
-    /// The point-in-time archive: write a named restore point, or show its status.
+    /// The point-in-time archive (PostgreSQL): write a named restore point, show its status, or
+    /// turn archiving off.
     Archive(ArchiveArgs),
+}
+
+/// `serve [--demo]`: `--demo` is accepted here too, as well as before the subcommand.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// The same as the top-level --demo.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 /// `backup`: either take a backup (`--dest`) or run a subcommand (`verify`).
@@ -159,6 +185,35 @@ mod tests {
         assert_eq!(b.dest.as_deref(), Some("/backups"));
         assert_eq!((b.keep_days, b.keep_last), (Some(30), Some(7)));
         assert!(b.action.is_none());
+    }
+
+    #[test]
+    fn demo_is_accepted_after_serve_too() {
+        let cli = parse(&["serve", "--demo"]).expect("serve --demo");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Serve(ServeArgs { demo: true }))
+        ));
+        let cli = parse(&["--demo"]).expect("--demo");
+        assert!(cli.demo && cli.command.is_none());
+    }
+
+    #[test]
+    fn point_in_time_targets_parse_and_exclude_each_other() {
+        let cli =
+            parse(&["restore", "s3://b/p", "--until", "2026-12-03T14:05:00Z"]).expect("until");
+        let Some(Command::Restore(r)) = cli.command else {
+            panic!("not restore")
+        };
+        assert_eq!(r.until.as_deref(), Some("2026-12-03T14:05:00Z"));
+        assert!(parse(&["restore", "/b", "--until", "latest", "--until-seq", "4"]).is_err());
+        let cli = parse(&["archive", "restore-point", "before-upgrade"]).expect("restore point");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Archive(ArchiveArgs {
+                action: ArchiveAction::RestorePoint { .. }
+            }))
+        ));
     }
 
     #[test]

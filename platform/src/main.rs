@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tradeplane_platform::backup::{self, EXIT_INTERNAL, EXIT_USAGE};
-use tradeplane_platform::cli::{BackupAction, Cli, Command};
+use tradeplane_platform::cli::{BackupAction, Cli, Command, ServeArgs};
 use tradeplane_platform::config::Config;
 use tradeplane_platform::{server, telemetry};
 
@@ -23,7 +23,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    config.demo = cli.demo;
+    config.demo =
+        cli.demo || matches!(&cli.command, Some(Command::Serve(ServeArgs { demo: true })));
     // Flushes the last spans when main returns (after the runtime has stopped).
     let _telemetry = match telemetry::init(config.log_format) {
         Ok(guard) => guard,
@@ -43,8 +44,8 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => match server::run(config, server::termination_signal()).await {
+        match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+            Command::Serve(_) => match server::run(config, server::termination_signal()).await {
                 Ok(stopped) => stopped.exit_code(),
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "fatal");

@@ -67,7 +67,14 @@ pub fn init(format: LogFormat) -> Result<otel::Guard, InitError> {
                     )),
             )
             .try_init()?,
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        // Colours only for a person at a terminal (and not with NO_COLOR): a pipe, a file or a
+        // container log would keep the escape codes.
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            ))
+            .try_init()?,
     }
     if let Some(msg) = bad_filter {
         tracing::warn!("{msg}; using {DEFAULT_FILTER:?}");
