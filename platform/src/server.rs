@@ -488,7 +488,14 @@ pub async fn run(
             cut.max(1)
         }
     };
-    state.store.close().await;
+    // Closing waits for every connection, including connection attempts still in flight; with
+    // the database unreachable those last until their timeout, so the stop does not wait on them.
+    if tokio::time::timeout(Duration::from_secs(2), state.store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 2 s; exiting anyway");
+    }
     if cut > 0 {
         tracing::warn!(
             requests_cut = cut,

@@ -141,3 +141,43 @@ async fn drain_timeout_bounds_the_wait_and_exits_3() {
         "the 20 s request was cut, not completed: {cut:?}"
     );
 }
+
+/// A platform whose PostgreSQL never answers (start-up keeps retrying the migrations) still
+/// stops on SIGTERM, promptly: the start-up wait and the pool's close are both bounded.
+#[tokio::test]
+async fn sigterm_stops_a_platform_whose_database_is_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = spare_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // Port 1: nothing listens, every connection attempt is refused at once.
+        .env(
+            "DATABASE_URL",
+            "postgres://tradeplane@127.0.0.1:1/tradeplane",
+        )
+        .env("DATABASE_CONNECT_TIMEOUT_SECONDS", "1")
+        .env("DRAIN_TIMEOUT_SECONDS", "1")
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    // It listens (liveness answers) while start-up waits for the database.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(port, "/health/live").await.is_err() {
+        assert!(Instant::now() < deadline, "never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let signalled = Instant::now();
+    sigterm(&child);
+    let exit = wait_exit(child, Duration::from_secs(10)).await;
+    assert!(exit.code().is_some(), "exited by itself: {exit:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "stopped in {:?}",
+        signalled.elapsed()
+    );
+}
