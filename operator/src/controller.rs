@@ -124,6 +124,8 @@ pub struct Context {
     pub scraper: crate::analysis::ScrapeFn,
     /// Per TradingPlatform: the counters at the start of the canary step (`crate::canary`).
     pub canary_baselines: Mutex<crate::canary::Baselines>,
+    /// Per TradingPlatform: when its pods' archive metrics were last read (`crate::archive_status`).
+    pub archive_scrapes: Mutex<crate::archive_status::LastScrapes>,
 }
 
 /// See [`Context::backup_results`].
@@ -147,6 +149,7 @@ impl Context {
             backup_results: Mutex::new(HashMap::new()),
             scraper: crate::analysis::http_scraper(),
             canary_baselines: Mutex::new(HashMap::new()),
+            archive_scrapes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -409,6 +412,16 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     let parent = Parent::of(tp)?;
     let mut a = Applier::new(ctx, tp, ns);
 
+    // `spec.restore` first: nothing but the restore Job (and what it needs) exists until it
+    // succeeded (see `crate::restore` for why it precedes the migration gate).
+    let mut restored = None;
+    if crate::restore::pending(tp) {
+        match Box::pin(apply_restoring(tp, ctx, ns, &desired, &mut a)).await? {
+            Ok(status) => restored = status,
+            Err(action) => return action,
+        }
+    }
+
     let jobs = if tp.spec.backup.enabled {
         match backup_jobs(ctx, ns, &parent).await {
             Ok(j) => j,
@@ -549,6 +562,9 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     );
     let mut action = Action::requeue(RESYNC);
     status.migrated_image = migrated_image;
+    if restored.is_some() {
+        status.restore = restored;
+    }
     if let Some((type_, reason, message)) = gate.condition(&tp.spec.image) {
         set_condition(
             &mut status.conditions,
@@ -605,6 +621,7 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         );
         status.phase = Some("Degraded".to_string());
     }
+    crate::archive_status::update(ctx, tp, ns, &mut status).await;
     record_managed(ctx, tp, &desired);
     crate::backup_metrics::record(ctx, tp, ns, &status, cronjob.as_ref(), &jobs).await;
     write_status(tp, ctx, ns, status).await?;
@@ -613,6 +630,99 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     } else {
         Err(Error::Children(failures))
     }
+}
+
+/// While `spec.restore` has not completed: applies what the restore Job needs (service account,
+/// ConfigMap, Service), runs [`crate::restore::step`] and, unless the restore is done, writes
+/// the status and returns the reconciliation's result (`Err`); `Ok` carries the
+/// `status.restore` to record on the normal path.
+#[allow(clippy::type_complexity)]
+async fn apply_restoring(
+    tp: &TradingPlatform,
+    ctx: &Context,
+    ns: &str,
+    desired: &Desired,
+    a: &mut Applier<'_>,
+) -> Result<Result<Option<crate::crd::RestoreStatus>, Result<Action, Error>>, Error> {
+    use crate::restore::{REASON_RESTORE_FAILED, REASON_RESTORING, Step};
+    a.apply(&desired.service_account).await;
+    a.apply(&desired.config_map).await;
+    a.apply(&desired.service).await;
+    let step = crate::restore::step(a, ctx, tp, ns, &desired.restore_job).await?;
+    if a.terminating {
+        return Ok(Err(Ok(Action::await_change())));
+    }
+    let (restore, failed) = match step {
+        Step::Done(status) => return Ok(Ok(status)),
+        Step::Running(r) => (r, false),
+        Step::Failed(r) => (r, true),
+    };
+    let job = restore.job_name.clone().unwrap_or_default();
+    let generation = tp.meta().generation;
+    let now = ctx.now();
+    let mut status = derive_status(tp, desired, None, None, &[], now);
+    let mut set = |t: &str, s: &str, r: &str, m: &str| {
+        set_condition(&mut status.conditions, t, s, r, m, generation, now);
+    };
+    let why = restore.message.clone().unwrap_or_default();
+    set(
+        CONDITION_READY,
+        "Unknown",
+        REASON_RESTORING,
+        "the platform starts once the restore of spec.restore succeeded",
+    );
+    if failed {
+        let message = truncate(&crate::restore::failed_message(&job, &why), 2048);
+        set(
+            CONDITION_PROGRESSING,
+            "False",
+            REASON_RESTORE_FAILED,
+            &format!("restore Job {job} failed; nothing else is started"),
+        );
+        set(CONDITION_DEGRADED, "True", REASON_RESTORE_FAILED, &message);
+    } else {
+        set(CONDITION_PROGRESSING, "True", REASON_RESTORING, &why);
+        set(
+            CONDITION_DEGRADED,
+            "False",
+            "AsExpected",
+            "the last reconciliation succeeded",
+        );
+    }
+    status.phase = Some(if failed { "Degraded" } else { "Progressing" }.to_string());
+    status.restore = Some(restore);
+    let failures = std::mem::take(&mut a.failures);
+    if !failures.is_empty() {
+        let message = truncate(
+            &format!(
+                "{} could not be applied; the others were: {}",
+                children_count(&failures),
+                join_failures(&failures)
+            ),
+            2048,
+        );
+        set_condition(
+            &mut status.conditions,
+            CONDITION_DEGRADED,
+            "True",
+            REASON_CHILD_APPLY_FAILED,
+            &message,
+            generation,
+            now,
+        );
+        status.phase = Some("Degraded".to_string());
+    }
+    write_status(tp, ctx, ns, status).await?;
+    if !failures.is_empty() {
+        return Ok(Err(Err(Error::Children(failures))));
+    }
+    // The Job is watched too; the re-check while it runs covers a missed event.
+    let action = if failed {
+        Action::requeue(RESYNC)
+    } else {
+        Action::requeue(BACKUP_NOW_RETRY)
+    };
+    Ok(Err(Ok(action)))
 }
 
 /// Condition reason: the spec passed admission but cannot be turned into objects (a check the
@@ -956,6 +1066,7 @@ async fn cleanup(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action
     forget_managed(ctx, tp);
     crate::backup_metrics::forget(ctx, tp);
     crate::canary::forget(ctx, tp);
+    crate::archive_status::forget(ctx, tp);
     info!("cleanup done; owned children are removed by garbage collection");
     Ok(Action::await_change())
 }
@@ -980,7 +1091,9 @@ async fn write_status(
             && c.reason != REASON_CHILD_APPLY_FAILED;
         if (changed
             && before.is_some()
-            && (c.type_ == CONDITION_READY || c.type_ == CONDITION_BACKUP_HEALTHY))
+            && (c.type_ == CONDITION_READY
+                || c.type_ == CONDITION_BACKUP_HEALTHY
+                || c.type_ == crate::crd::CONDITION_ARCHIVE_HEALTHY))
             || degraded_news
         {
             let good = if c.type_ == CONDITION_DEGRADED {
@@ -1322,6 +1435,8 @@ pub fn derive_status(
         last_backup_now_request: previous.last_backup_now_request,
         migrated_image: previous.migrated_image,
         rollout: previous.rollout,
+        restore: previous.restore,
+        archive: previous.archive,
     }
 }
 

@@ -33,6 +33,8 @@ pub const CONDITION_PROGRESSING: &str = "Progressing";
 pub const CONDITION_DEGRADED: &str = "Degraded";
 /// Condition type: scheduled backups succeed often enough.
 pub const CONDITION_BACKUP_HEALTHY: &str = "BackupHealthy";
+/// Condition type: with `spec.backup.archive.enabled`, the platform pods ship the change log.
+pub const CONDITION_ARCHIVE_HEALTHY: &str = "ArchiveHealthy";
 
 /// Desired state of one Tradeplane trading platform installation.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -60,6 +62,8 @@ pub const CONDITION_BACKUP_HEALTHY: &str = "BackupHealthy";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.restore) == has(oldSelf.restore) && (!has(self.restore) || self.restore == oldSelf.restore)").message("spec.restore cannot be added, changed or removed after creation: a restore bootstraps a new, empty database once; to restore again, create a new TradingPlatform (with its own database) with spec.restore").field_path(".restore").reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("!has(self.restore) || !has(self.backup) || !has(self.backup.archive) || !self.backup.archive.enabled || !has(self.backup.storage) || !has(self.backup.storage.s3) || self.backup.storage.s3.bucket != self.restore.source.bucket || (has(self.backup.storage.s3.prefix) ? self.backup.storage.s3.prefix : '') != (has(self.restore.source.prefix) ? self.restore.source.prefix : '') || (has(self.backup.storage.s3.endpoint) ? self.backup.storage.s3.endpoint : '') != (has(self.restore.source.endpoint) ? self.restore.source.endpoint : '')").message("spec.backup.storage.s3 must not be the bucket and prefix of spec.restore.source while spec.backup.archive is enabled: the restored database starts a new archive, and the platform refuses to archive into a place holding another database's archive; give the new platform its own prefix (e.g. tradeplane/prod-restored)").field_path(".backup.storage.s3.prefix").reason(Reason::FieldValueForbidden))]
 #[x_kube(validation = Rule::new("!has(self.backup) || !has(self.backup.archive) || !self.backup.archive.enabled || !has(self.env) || self.env.all(e, !(e.name in ['ARCHIVE_DEST', 'ARCHIVE_INTERVAL_SECONDS', 'ARCHIVE_MARK_INTERVAL_MS', 'AWS_ENDPOINT_URL', 'AWS_ALLOW_HTTP', 'AWS_REGION', 'AWS_VIRTUAL_HOSTED_STYLE_REQUEST', 'AWS_SERVER_SIDE_ENCRYPTION', 'AWS_SSE_KMS_KEY_ID', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']))").message("with spec.backup.archive.enabled the operator sets ARCHIVE_DEST, ARCHIVE_INTERVAL_SECONDS, ARCHIVE_MARK_INTERVAL_MS and the AWS_* settings of spec.backup.storage.s3 on the platform container: remove them from spec.env").field_path(".env").reason(Reason::FieldValueForbidden))]
 pub struct TradingPlatformSpec {
     /// Container image of the platform, e.g. `ghcr.io/tradeplane/tradeplane:0.1.0`. The same image
@@ -172,6 +176,47 @@ pub struct TradingPlatformSpec {
     /// a manual restore.
     #[serde(default)]
     pub paused: bool,
+
+    /// Bootstrap this new platform's (empty) database from a backup and its point-in-time
+    /// archive before anything else runs: the operator runs `tradeplane-platform restore` once
+    /// as the Job `<name>-restore` and creates the Deployment, the migration Job and the backup
+    /// CronJob only after it succeeded (`status.restore`). Immutable: set it when creating the
+    /// TradingPlatform; to restore again, create a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+}
+
+/// `spec.restore`: where the backup and archive to restore come from, and which point to restore.
+/// Without `backup`, `until` and `untilSeq`: the newest backup of `source` and everything archived
+/// after it; with `backup` alone: that backup only.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.until) || !has(self.untilSeq)").message("spec.restore: set at most one of until and untilSeq (a time or a restore point number)").field_path(".untilSeq"))]
+pub struct RestoreSpec {
+    /// The bucket and prefix holding the backups and their `wal/` archive, as the source
+    /// platform's `spec.backup.storage.s3` names them (bucket, prefix, endpoint, region,
+    /// addressing style, credentials). The restore Job gets its `AWS_*` settings from here.
+    pub source: S3Storage,
+    /// One backup's name in `source` (`tradeplane-backup-<UTC timestamp>.tpb`, as `tradeplane-platform
+    /// backup list` prints it) to restore from, instead of the newest fitting one. Alone it is
+    /// restored as it is; with `until` or `untilSeq` the archive after it is replayed too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^tradeplane-backup-[0-9]{8}T[0-9]{6}(\.[0-9]{1,9})?Z\.tpb$")
+    )]
+    pub backup: Option<String>,
+    /// Point-in-time target: the newest restore point at or before this RFC 3339 time (e.g.
+    /// `2026-12-03T14:05:00Z`), or `latest` for everything archived (`restore --until`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self == 'latest' || self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$')").message("spec.restore.until must be an RFC 3339 time with a zone, such as 2026-12-03T14:05:00Z or 2026-12-03T15:05:00+01:00, or latest"))]
+    pub until: Option<String>,
+    /// Point-in-time target: the restore point with this number (`restore --until-seq`, as
+    /// `tradeplane-platform archive restore-point` printed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub until_seq: Option<i64>,
 }
 
 fn default_replicas() -> i32 {
@@ -1188,4 +1233,44 @@ pub struct TradingPlatformStatus {
     /// `null` with the rolling strategy.
     #[serde(default)]
     pub rollout: Option<RolloutStatus>,
+    /// The restore of `spec.restore` (the Job `<name>-restore`): running, failed or completed.
+    /// Once `completedAt` is set the restore never runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+    /// The point-in-time archiving of `spec.backup.archive`, from the platform pods' `/metrics`
+    /// (read at most once a minute). `null` while archiving is off.
+    #[serde(default)]
+    pub archive: Option<ArchiveStatus>,
+}
+
+/// `status.archive`: what the platform pods report about shipping the change log.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveStatus {
+    /// When a pod last shipped a segment (`archive_last_shipped_timestamp_seconds`, the newest
+    /// over the pods); unset before the first shipment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shipped_at: Option<Time>,
+    /// True when some pod reports `archive_up 1` and the last shipment is at most five
+    /// `intervalSeconds` old (the `ArchiveHealthy` condition says why not).
+    #[serde(default)]
+    pub healthy: bool,
+}
+
+/// `status.restore`: where the bootstrap restore of `spec.restore` stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `Running`, `Failed` or `Succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The restore Job (`<name>-restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// When the operator saw the restore Job succeed; the platform starts only after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// What happened, in words (on failure: the exit code's meaning and the restore's error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod apply;
+pub mod archive_status;
 pub mod backup_metrics;
 pub mod canary;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod otel;
 pub mod resources;
+pub mod restore;
 pub mod rollout;
 pub mod run;
 pub mod schedule;

@@ -298,7 +298,8 @@ pub fn build_controller(
     c = owns::<PodDisruptionBudget>(c, client, namespace, health);
     c = owns::<PersistentVolumeClaim>(c, client, namespace, health);
     c = owns::<CronJob>(c, client, namespace, health);
-    // Migration Jobs (owned by the TradingPlatform): their end opens the rollout.
+    // Migration and restore Jobs (owned by the TradingPlatform): their end opens the rollout
+    // (or, for the restore, starts the platform).
     c = owns::<Job>(c, client, namespace, health);
     c = owns::<Ingress>(c, client, namespace, health);
     owns::<NetworkPolicy>(c, client, namespace, health)

@@ -137,6 +137,7 @@ fn s3_dest_is_understood(path: &std::path::Path, dest: &str, container: &Value) 
 
 #[test]
 fn deployment_probes_and_configmap_match_the_platform() {
+    let mut archived = 0;
     for path in examples() {
         let objects = rendered(&path);
         let deployment = objects
@@ -194,9 +195,58 @@ fn deployment_probes_and_configmap_match_the_platform() {
             "JWT_SECRET".into(),
             "0123456789abcdef0123456789abcdef".into(),
         ));
-        Config::from_vars(vars.clone())
+        // The container's own literal variables (the archive's, with `spec.backup.archive`)
+        // must be accepted too; a Secret-backed key gets a valid stand-in.
+        for e in container["env"].as_sequence().into_iter().flatten() {
+            let Some(name) = e["name"].as_str() else { continue };
+            match (e["value"].as_str(), name) {
+                (Some(v), _) => vars.push((name.to_owned(), v.to_owned())),
+                (None, "BACKUP_ENCRYPTION_KEY") => vars.push((
+                    name.to_owned(),
+                    "ERERERERERERERERERERERERERERERERERERERERERE=".to_owned(),
+                )),
+                _ => {}
+            }
+        }
+        let config = Config::from_vars(vars.clone())
             .unwrap_or_else(|e| panic!("{}: ConfigMap {vars:?} is refused: {e}", path.display()));
+        if vars.iter().any(|(k, _)| k == "ARCHIVE_DEST") {
+            assert!(config.archive.is_some(), "{}: archiving is on", path.display());
+            archived += 1;
+        }
     }
+    assert!(archived > 0, "at least one example archives the change log");
+}
+
+/// The restore Job of `spec.restore` runs a point-in-time restore the platform's command line
+/// accepts, from the source the spec names.
+#[test]
+fn restore_job_runs_a_restore_the_platform_accepts() {
+    let mut jobs = 0;
+    for path in examples() {
+        for obj in rendered(&path).iter().filter(|o| {
+            kind(o) == "Job"
+                && o["metadata"]["labels"]["app.kubernetes.io/component"].as_str() == Some("restore")
+        }) {
+            jobs += 1;
+            let container = &obj["spec"]["template"]["spec"]["containers"][0];
+            let mut argv = strings(&container["command"]);
+            argv.extend(strings(&container["args"]));
+            let cli = Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{}: {argv:?} does not parse: {e}", path.display()));
+            let Some(Command::Restore(args)) = cli.command else {
+                panic!("{}: not a restore command: {argv:?}", path.display())
+            };
+            assert!(args.backup.starts_with("s3://"), "{argv:?}");
+            assert!(
+                args.until.is_some() || args.until_seq.is_some(),
+                "{}: a point in time: {argv:?}",
+                path.display()
+            );
+            s3_dest_is_understood(&path, &args.backup, container);
+        }
+    }
+    assert!(jobs > 0, "at least one example restores into a new TradingPlatform");
 }
 
 /// The backup command's result line (its termination message in the Job) is what the

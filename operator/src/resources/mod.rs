@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -25,6 +25,7 @@ pub mod ingress;
 pub mod migration;
 pub mod networkpolicy;
 pub mod pdb;
+pub mod restore;
 pub mod service;
 pub mod serviceaccount;
 
@@ -211,6 +212,8 @@ pub struct Desired {
     pub config_map: Option<ConfigMap>,
     /// Stable address of the pods.
     pub service: Option<Service>,
+    /// The one-shot restore Job of `spec.restore`; run (once) before the Deployment exists.
+    pub restore_job: Option<Job>,
     /// The platform pods.
     pub deployment: Option<Deployment>,
     /// Autoscaler, when enabled.
@@ -241,6 +244,7 @@ pub fn desired(tp: &TradingPlatform) -> Result<Desired, BuildError> {
         deployment: Some(deployment::build(&parent, spec, &checksum)?),
         config_map: Some(config_map),
         service: Some(service::build(&parent, spec)),
+        restore_job: restore::job(&parent, spec)?,
         hpa: hpa::build(&parent, spec),
         pdb,
         pdb_skipped_reason,
@@ -270,6 +274,7 @@ impl Desired {
         push(&mut out, &self.service_account)?;
         push(&mut out, &self.config_map)?;
         push(&mut out, &self.service)?;
+        push(&mut out, &self.restore_job)?;
         push(&mut out, &self.deployment)?;
         push(&mut out, &self.hpa)?;
         push(&mut out, &self.pdb)?;
@@ -285,10 +290,62 @@ impl Desired {
         let mut out = String::new();
         for v in self.to_values().map_err(|e| e.to_string())? {
             out.push_str("---\n");
-            out.push_str(&serde_yaml_ng::to_string(&v).map_err(|e| e.to_string())?);
+            let doc = serde_yaml_ng::to_string(&v).map_err(|e| e.to_string())?;
+            out.push_str(&quote_timestamps(&doc));
         }
         Ok(out)
     }
+}
+
+/// Single-quotes the plain scalars that a YAML 1.1 parser (PyYAML, so kubernetes-validate and
+/// many scripts) would read as a timestamp rather than a string, e.g. a restore Job's
+/// `--until 2026-12-03T14:05:00Z` argument: serde_yaml_ng quotes only what YAML 1.2 would
+/// misread. A plain scalar starting with `DDDD-D` and made only of digits and `-:.+TtZz ` is
+/// quoted (quoting a string never changes it); block scalars' contents are left alone.
+pub fn quote_timestamps(yaml: &str) -> String {
+    fn looks_like_time(v: &str) -> bool {
+        let b = v.as_bytes();
+        b.len() >= 6
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && b[5].is_ascii_digit()
+            && v.chars()
+                .all(|c| c.is_ascii_digit() || "-:.+TtZz ".contains(c))
+    }
+    let mut out = String::with_capacity(yaml.len());
+    let mut block_parent: Option<usize> = None;
+    for line in yaml.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let indent = body.len() - body.trim_start().len();
+        if let Some(parent) = block_parent {
+            if body.trim().is_empty() || indent > parent {
+                out.push_str(line);
+                continue;
+            }
+            block_parent = None;
+        }
+        let mut start = indent;
+        while body[start..].starts_with("- ") {
+            start += 2;
+        }
+        if let Some(i) = body[start..].find(": ") {
+            start += i + 2;
+        }
+        let value = &body[start..];
+        if value.starts_with('|') || value.starts_with('>') {
+            block_parent = Some(indent);
+            out.push_str(line);
+        } else if looks_like_time(value) {
+            out.push_str(&body[..start]);
+            out.push('\'');
+            out.push_str(value);
+            out.push('\'');
+            out.push_str(&line[body.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 fn push<K: serde::Serialize>(

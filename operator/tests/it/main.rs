@@ -8,6 +8,7 @@
 mod common;
 
 mod archive;
+mod archive_status;
 mod backup_metrics;
 mod backup_storage;
 mod builders;
@@ -22,4 +23,5 @@ mod migration;
 mod otlp;
 mod render_snapshots;
 mod replicas;
+mod restore;
 mod watch_restart;
