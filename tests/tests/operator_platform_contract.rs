@@ -198,7 +198,9 @@ fn deployment_probes_and_configmap_match_the_platform() {
         // The container's own literal variables (the archive's, with `spec.backup.archive`)
         // must be accepted too; a Secret-backed key gets a valid stand-in.
         for e in container["env"].as_sequence().into_iter().flatten() {
-            let Some(name) = e["name"].as_str() else { continue };
+            let Some(name) = e["name"].as_str() else {
+                continue;
+            };
             match (e["value"].as_str(), name) {
                 (Some(v), _) => vars.push((name.to_owned(), v.to_owned())),
                 (None, "BACKUP_ENCRYPTION_KEY") => vars.push((
@@ -211,7 +213,11 @@ fn deployment_probes_and_configmap_match_the_platform() {
         let config = Config::from_vars(vars.clone())
             .unwrap_or_else(|e| panic!("{}: ConfigMap {vars:?} is refused: {e}", path.display()));
         if vars.iter().any(|(k, _)| k == "ARCHIVE_DEST") {
-            assert!(config.archive.is_some(), "{}: archiving is on", path.display());
+            assert!(
+                config.archive.is_some(),
+                "{}: archiving is on",
+                path.display()
+            );
             archived += 1;
         }
     }
@@ -226,7 +232,8 @@ fn restore_job_runs_a_restore_the_platform_accepts() {
     for path in examples() {
         for obj in rendered(&path).iter().filter(|o| {
             kind(o) == "Job"
-                && o["metadata"]["labels"]["app.kubernetes.io/component"].as_str() == Some("restore")
+                && o["metadata"]["labels"]["app.kubernetes.io/component"].as_str()
+                    == Some("restore")
         }) {
             jobs += 1;
             let container = &obj["spec"]["template"]["spec"]["containers"][0];
@@ -246,7 +253,10 @@ fn restore_job_runs_a_restore_the_platform_accepts() {
             s3_dest_is_understood(&path, &args.backup, container);
         }
     }
-    assert!(jobs > 0, "at least one example restores into a new TradingPlatform");
+    assert!(
+        jobs > 0,
+        "at least one example restores into a new TradingPlatform"
+    );
 }
 
 /// The backup command's result line (its termination message in the Job) is what the
