@@ -53,6 +53,8 @@ pub struct PodArchive {
     pub up: Option<f64>,
     /// `archive_last_shipped_timestamp_seconds` (0: none yet).
     pub last_shipped: Option<f64>,
+    /// `archive_last_shipped_segment` (0: none yet).
+    pub last_segment: Option<f64>,
 }
 
 /// Parses the archive gauges from a pod's `/metrics` text.
@@ -68,6 +70,7 @@ pub fn parse(text: &str) -> Result<PodArchive, String> {
         match s.metric.as_str() {
             "archive_up" => p.up = Some(v),
             "archive_last_shipped_timestamp_seconds" => p.last_shipped = Some(v),
+            "archive_last_shipped_segment" => p.last_segment = Some(v),
             _ => {}
         }
     }
@@ -122,12 +125,22 @@ pub fn judge(
     let last_at = last.and_then(|t| Timestamp::from_second(t as i64).ok());
     let fresh = last_at.is_some_and(|t| now.as_second() - t.as_second() <= allowed);
     let healthy = up > 0 && fresh;
+    let last_segment = obs
+        .answers
+        .iter()
+        .filter_map(|a| a.last_segment)
+        .filter(|n| *n >= 1.0)
+        .fold(None, |m: Option<f64>, n| Some(m.map_or(n, |m| m.max(n))));
     let status = Some(ArchiveStatus {
         last_shipped_at: last_at.map(Time),
+        last_shipped_segment: last_segment.map(|n| n as i64),
         healthy,
     });
     let shipped = match last_at {
-        Some(t) => format!("the last segment was shipped at {t}"),
+        Some(t) => match last_segment {
+            Some(n) => format!("the last segment, {}, was shipped at {t}", n as i64),
+            None => format!("the last segment was shipped at {t}"),
+        },
         None => "no segment has been shipped yet".to_string(),
     };
     let n = obs.answers.len();
@@ -297,6 +310,7 @@ mod tests {
         PodArchive {
             up: Some(up),
             last_shipped: Some(last),
+            last_segment: None,
         }
     }
 
@@ -305,6 +319,31 @@ mod tests {
         let text = "# TYPE archive_up gauge\narchive_up 1\n# TYPE archive_last_shipped_timestamp_seconds gauge\narchive_last_shipped_timestamp_seconds 1795003190\nhttp_requests_total{route=\"/x\"} 3\n";
         assert_eq!(parse(text).unwrap(), pod(1.0, 1795003190.0));
         assert_eq!(parse("other 1\n").unwrap(), PodArchive::default());
+    }
+
+    #[test]
+    fn the_newest_segment_number_over_the_pods_is_reported() {
+        let t = now().as_second() as f64;
+        let text = "archive_up 1\narchive_last_shipped_segment 41\n";
+        assert_eq!(parse(text).unwrap().last_segment, Some(41.0));
+        let with = |n: f64| PodArchive {
+            last_segment: Some(n),
+            ..pod(1.0, t - 1.0)
+        };
+        let obs = Observation {
+            pods: 3,
+            answers: vec![with(41.0), with(0.0), with(39.0)],
+            failures: vec![],
+        };
+        let (s, _, _, m) = judge(&obs, 5, now());
+        assert_eq!(s.unwrap().last_shipped_segment, Some(41));
+        assert!(m.contains("the last segment, 41,"), "{m}");
+        let none = Observation {
+            pods: 1,
+            answers: vec![with(0.0)],
+            failures: vec![],
+        };
+        assert_eq!(judge(&none, 5, now()).0.unwrap().last_shipped_segment, None);
     }
 
     #[test]

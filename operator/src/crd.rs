@@ -1251,6 +1251,10 @@ pub struct ArchiveStatus {
     /// over the pods); unset before the first shipment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_shipped_at: Option<Time>,
+    /// The number of the newest segment shipped (`archive_last_shipped_segment`, the highest
+    /// over the pods); unset before the first shipment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shipped_segment: Option<i64>,
     /// True when some pod reports `archive_up 1` and the last shipment is at most five
     /// `intervalSeconds` old (the `ArchiveHealthy` condition says why not).
     #[serde(default)]
