@@ -82,17 +82,31 @@ pub async fn describe_archive(place: &Location) -> Result<Option<String>, Backup
     }))
 }
 
+/// The manifest of one backup, without its payload (the payload is opened, and downloaded,
+/// once: for the restore itself).
+async fn manifest_of(backup: &BackupRef) -> Result<Manifest, BackupError> {
+    match backup {
+        BackupRef::File(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| BackupError::io(&format!("cannot open {}", path.display()), e))?;
+            Ok(crate::backup::format::read_header(&mut std::io::BufReader::new(file))?.0)
+        }
+        BackupRef::S3 { target, name } => {
+            let bucket = crate::backup::s3::Bucket::connect(target)?;
+            remote::read_manifest(&bucket, name).await
+        }
+    }
+}
+
 /// The backups in `place`, newest first, with their manifests.
 async fn backups_in(place: &Location) -> Result<Vec<(BackupRef, Manifest)>, BackupError> {
     let mut out = Vec::new();
     match place {
         Location::Dir(dir) => {
             for c in backup_retention::candidates(dir)? {
-                let file =
-                    std::fs::File::open(&c.path).map_err(|e| BackupError::io("cannot open", e))?;
-                let (m, _) =
-                    crate::backup::format::read_header(&mut std::io::BufReader::new(file))?;
-                out.push((BackupRef::File(c.path), m));
+                let backup = BackupRef::File(c.path);
+                let m = manifest_of(&backup).await?;
+                out.push((backup, m));
             }
         }
         Location::S3(target) => {
@@ -149,8 +163,8 @@ pub async fn restore(
         }
         (Reference::Backup(b), Some(t)) => {
             let place = place_of(&b);
-            let reader = crate::backup::open_backup(&b, key).await?;
-            (vec![(b, reader.manifest.clone())], place, t)
+            let manifest = manifest_of(&b).await?;
+            (vec![(b, manifest)], place, t)
         }
         (Reference::Place(place), t) => {
             let all = backups_in(&place).await?;
