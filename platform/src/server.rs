@@ -230,8 +230,9 @@ async fn wait_for_file_lock(
 enum MigrateAttempt {
     /// `stop` fired before a retry: give up quietly.
     Stopped,
-    /// The migration failed; retried only when the cause is transient.
-    Failed(sqlx::migrate::MigrateError),
+    /// The migration failed; retried only when the cause is transient. With the cause of a
+    /// pool timeout, when a direct connection attempt could name it.
+    Failed(sqlx::migrate::MigrateError, Option<String>),
 }
 
 /// Runs migrations, retrying transient failures with capped exponential backoff (backon, 250 ms
@@ -259,7 +260,13 @@ pub(crate) async fn migrate_with_retry(
             if stopped {
                 return Err(MigrateAttempt::Stopped);
             }
-            store.migrate().await.map_err(MigrateAttempt::Failed)
+            match store.migrate().await {
+                Ok(()) => Ok(()),
+                Err(e @ MigrateError::Execute(sqlx::Error::PoolTimedOut)) => {
+                    Err(MigrateAttempt::Failed(e, store.connect_error().await))
+                }
+                Err(e) => Err(MigrateAttempt::Failed(e, None)),
+            }
         }
     };
     let result = attempt
@@ -273,17 +280,26 @@ pub(crate) async fn migrate_with_retry(
                 }
             }
         })
-        .when(|e| matches!(e, MigrateAttempt::Failed(MigrateError::Execute(e)) if is_transient(e)))
-        .notify(|e, delay| {
-            if let MigrateAttempt::Failed(e) = e {
+        .when(
+            |e| matches!(e, MigrateAttempt::Failed(MigrateError::Execute(e), _) if is_transient(e)),
+        )
+        .notify(|e, delay| match e {
+            MigrateAttempt::Failed(_, Some(cause)) => {
+                tracing::warn!(cause = %cause, retry_in = ?delay, "database not reachable yet ({cause}); retrying migrations");
+            }
+            MigrateAttempt::Failed(e, None) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "database not reachable yet; retrying migrations");
             }
+            MigrateAttempt::Stopped => {}
         })
         .await;
     match result {
         Ok(()) => Ok(true),
         Err(MigrateAttempt::Stopped) => Ok(false),
-        Err(MigrateAttempt::Failed(e)) => Err(e).context("applying database migrations"),
+        Err(MigrateAttempt::Failed(e, cause)) => match cause {
+            Some(cause) => Err(e).context(format!("applying database migrations ({cause})")),
+            None => Err(e).context("applying database migrations"),
+        },
     }
 }
 

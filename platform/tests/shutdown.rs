@@ -160,7 +160,7 @@ async fn sigterm_stops_a_platform_whose_database_is_unreachable() {
         .env("DATABASE_CONNECT_TIMEOUT_SECONDS", "1")
         .env("DRAIN_TIMEOUT_SECONDS", "1")
         .env("LOG_FORMAT", "json")
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("out.log")).expect("log file"))
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
@@ -179,5 +179,11 @@ async fn sigterm_stops_a_platform_whose_database_is_unreachable() {
         signalled.elapsed() < Duration::from_secs(8),
         "stopped in {:?}",
         signalled.elapsed()
+    );
+    // The wait names the cause, not only the pool's "timed out while waiting".
+    let log = std::fs::read_to_string(dir.path().join("out.log")).expect("log");
+    assert!(
+        log.contains("database not reachable yet") && log.contains("Connection refused"),
+        "{log}"
     );
 }

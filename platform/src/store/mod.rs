@@ -244,6 +244,29 @@ impl Store {
         with_pool!(self, telemetry::Op::Ping, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
     }
 
+    /// Why a new connection cannot be opened right now (refused, unknown host, authentication
+    /// failed, …), or `None` when one opens. The pool's own error for the same situation only
+    /// says that it timed out waiting, so start-up asks this to name the cause. PostgreSQL only
+    /// (an SQLite file opens or fails with its own message).
+    pub async fn connect_error(&self) -> Option<String> {
+        use sqlx::Connection;
+        let Store::Postgres(pool) = self else {
+            return None;
+        };
+        let options = pool.connect_options();
+        let timeout = pool.options().get_acquire_timeout();
+        match tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&options)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                None
+            }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "no answer from the server within {timeout:?} (host unreachable or filtered?)"
+            )),
+        }
+    }
+
     /// Which backend this store uses.
     pub fn backend(&self) -> Backend {
         match self {
