@@ -75,6 +75,37 @@ impl Error {
     }
 }
 
+/// Children that could not be applied make the TradingPlatform `Degraded`, naming each one and
+/// why (the others were applied all the same).
+fn report_child_failures(
+    status: &mut TradingPlatformStatus,
+    failures: &[ChildFailure],
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    if failures.is_empty() {
+        return;
+    }
+    let message = truncate(
+        &format!(
+            "{} could not be applied; the others were: {}",
+            children_count(failures),
+            join_failures(failures)
+        ),
+        2048,
+    );
+    set_condition(
+        &mut status.conditions,
+        CONDITION_DEGRADED,
+        "True",
+        REASON_CHILD_APPLY_FAILED,
+        &message,
+        generation,
+        now,
+    );
+    status.phase = Some("Degraded".to_string());
+}
+
 fn children_count(f: &[ChildFailure]) -> String {
     match f.len() {
         1 => "1 child".to_string(),
@@ -601,26 +632,7 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let failures = std::mem::take(&mut a.failures);
-    if !failures.is_empty() {
-        let message = truncate(
-            &format!(
-                "{} could not be applied; the others were: {}",
-                children_count(&failures),
-                join_failures(&failures)
-            ),
-            2048,
-        );
-        set_condition(
-            &mut status.conditions,
-            CONDITION_DEGRADED,
-            "True",
-            REASON_CHILD_APPLY_FAILED,
-            &message,
-            tp.meta().generation,
-            ctx.now(),
-        );
-        status.phase = Some("Degraded".to_string());
-    }
+    report_child_failures(&mut status, &failures, tp.meta().generation, ctx.now());
     crate::archive_status::update(ctx, tp, ns, &mut status).await;
     record_managed(ctx, tp, &desired);
     crate::backup_metrics::record(ctx, tp, ns, &status, cronjob.as_ref(), &jobs).await;
@@ -692,26 +704,7 @@ async fn apply_restoring(
     status.phase = Some(if failed { "Degraded" } else { "Progressing" }.to_string());
     status.restore = Some(restore);
     let failures = std::mem::take(&mut a.failures);
-    if !failures.is_empty() {
-        let message = truncate(
-            &format!(
-                "{} could not be applied; the others were: {}",
-                children_count(&failures),
-                join_failures(&failures)
-            ),
-            2048,
-        );
-        set_condition(
-            &mut status.conditions,
-            CONDITION_DEGRADED,
-            "True",
-            REASON_CHILD_APPLY_FAILED,
-            &message,
-            generation,
-            now,
-        );
-        status.phase = Some("Degraded".to_string());
-    }
+    report_child_failures(&mut status, &failures, generation, now);
     write_status(tp, ctx, ns, status).await?;
     if !failures.is_empty() {
         return Ok(Err(Err(Error::Children(failures))));

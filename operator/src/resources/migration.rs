@@ -130,22 +130,10 @@ pub enum JobOutcome {
 
 /// Reads a migration Job's conditions.
 pub fn outcome(job: &Job) -> JobOutcome {
-    let conditions = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .cloned()
-        .unwrap_or_default();
-    let is = |t: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == t && c.status == "True")
-    };
-    if is("Complete").is_some() || is("SuccessCriteriaMet").is_some() {
-        return JobOutcome::Succeeded;
-    }
-    let Some(failed) = is("Failed") else {
-        return JobOutcome::Running;
+    let failed = match super::job_finished(job) {
+        Ok(true) => return JobOutcome::Succeeded,
+        Ok(false) => return JobOutcome::Running,
+        Err(failed) => failed,
     };
     let reason = failed.reason.as_deref().unwrap_or("Failed");
     let message = failed.message.as_deref().unwrap_or("no message");

@@ -55,6 +55,30 @@ pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 /// Label key for the version of the platform (from the image tag or digest).
 pub const LABEL_VERSION: &str = "app.kubernetes.io/version";
 
+/// How a one-shot Job (the migration gate, the restore) ended, from its conditions: `Ok(true)`
+/// succeeded (`Complete` or `SuccessCriteriaMet`), `Err(condition)` its `Failed` condition,
+/// `Ok(false)` still running.
+pub fn job_finished(job: &Job) -> Result<bool, &k8s_openapi::api::batch::v1::JobCondition> {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let is = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if is("Complete").is_some() || is("SuccessCriteriaMet").is_some() {
+        return Ok(true);
+    }
+    match is("Failed") {
+        Some(failed) => Err(failed),
+        None => Ok(false),
+    }
+}
+
 /// `app.kubernetes.io/version` for an image reference: its tag (`…:0.1.0` → `0.1.0`), else the
 /// first 12 hex digits of its digest (`…@sha256:ab…` → `sha256-ab…`), else `latest`; cut to a
 /// valid label value (63 characters, alphanumeric at both ends).

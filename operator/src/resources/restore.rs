@@ -184,27 +184,14 @@ pub fn exit_meaning(code: i32) -> &'static str {
 
 /// Reads the restore Job's conditions.
 pub fn outcome(job: &Job) -> JobOutcome {
-    let conditions = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .cloned()
-        .unwrap_or_default();
-    let is = |t: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == t && c.status == "True")
-    };
-    if is("Complete").is_some() || is("SuccessCriteriaMet").is_some() {
-        return JobOutcome::Succeeded;
-    }
-    match is("Failed") {
-        Some(f) => JobOutcome::Failed(format!(
+    match super::job_finished(job) {
+        Ok(true) => JobOutcome::Succeeded,
+        Ok(false) => JobOutcome::Running,
+        Err(f) => JobOutcome::Failed(format!(
             "{}: {}",
             f.reason.as_deref().unwrap_or("Failed"),
             f.message.as_deref().unwrap_or("no message")
         )),
-        None => JobOutcome::Running,
     }
 }
 
