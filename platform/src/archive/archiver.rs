@@ -159,35 +159,23 @@ pub async fn ship(
         let Some(mut turn) = sql::begin_ship(pool).await.map_err(db("starting a turn"))? else {
             return Ok(done);
         };
-        let n = turn.identity.next_segment;
-        let begin = Begin {
-            archive_id: turn.identity.archive_id.clone(),
-            segment: n,
-            schema_version: turn.schema_version,
-            created_at: Utc::now(),
-        };
-        let (file, tmp) = storage.temp_file(n)?;
-        let io = |e| BackupError::io("cannot write the segment", e);
-        let mut writer = SegmentWriter::start(file, key, &begin).map_err(io)?;
-        let mut snapshot = None;
-        {
-            let mut rows = turn.take(MAX_TRANSACTIONS_PER_SEGMENT);
-            while let Some(row) = rows.next().await {
-                match row.map_err(db("reading the change log"))? {
-                    sql::Taken::Change(c) => writer.push(&c).map_err(io)?,
-                    sql::Taken::Snapshot(s) => snapshot = Some(s),
-                }
+        // Written and stored while the turn holds the row lock; on any failure the turn is
+        // rolled back here, at once (a dropped transaction's rollback waits for the connection's
+        // next use, and until then the next turn would find the lock taken and skip).
+        let written = write_and_store(&mut turn, storage, key).await;
+        let (n, changes, complete) = match written {
+            Ok(Some(w)) => w,
+            Ok(None) => {
+                turn.abandon().await.map_err(db("ending an empty turn"))?;
+                return Ok(done);
             }
-        }
-        let complete = (writer.transactions() as i64) < MAX_TRANSACTIONS_PER_SEGMENT;
-        let changes = writer.changes();
-        if changes == 0 {
-            drop(writer);
-            turn.abandon().await.map_err(db("ending an empty turn"))?;
-            return Ok(done);
-        }
-        writer.finish(snapshot.filter(|_| complete)).map_err(io)?;
-        storage.store(n, tmp).await?;
+            Err(e) => {
+                if let Err(rollback) = turn.abandon().await {
+                    tracing::warn!(error = %rollback, "cannot roll the failed turn back");
+                }
+                return Err(e);
+            }
+        };
         turn.shipped()
             .await
             .map_err(db("committing a shipped segment"))?;
@@ -199,6 +187,47 @@ pub async fn ship(
             return Ok(done);
         }
     }
+}
+
+/// Writes the turn's changes as its segment and stores it: `(number, changes, whether the
+/// turn took everything its snapshot saw)`, or `None` when there was nothing to ship.
+async fn write_and_store(
+    turn: &mut sql::ShipTx,
+    storage: &ArchiveStorage,
+    key: Option<&BackupKey>,
+) -> Result<Option<(i64, u64, bool)>, BackupError> {
+    let n = turn.identity.next_segment;
+    let begin = Begin {
+        archive_id: turn.identity.archive_id.clone(),
+        segment: n,
+        schema_version: turn.schema_version,
+        created_at: Utc::now(),
+    };
+    let (file, tmp) = storage.temp_file(n)?;
+    let io = |e| BackupError::io("cannot write the segment", e);
+    let mut writer = SegmentWriter::start(file, key, &begin).map_err(io)?;
+    let mut snapshot = None;
+    {
+        let mut rows = turn.take(MAX_TRANSACTIONS_PER_SEGMENT);
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|source| BackupError::Database {
+                context: "reading the change log".into(),
+                source,
+            })?;
+            match row {
+                sql::Taken::Change(c) => writer.push(&c).map_err(io)?,
+                sql::Taken::Snapshot(s) => snapshot = Some(s),
+            }
+        }
+    }
+    let complete = (writer.transactions() as i64) < MAX_TRANSACTIONS_PER_SEGMENT;
+    let changes = writer.changes();
+    if changes == 0 {
+        return Ok(None);
+    }
+    writer.finish(snapshot.filter(|_| complete)).map_err(io)?;
+    storage.store(n, tmp).await?;
+    Ok(Some((n, changes, complete)))
 }
 
 /// Runs the archiver until `stop`, then ships once more.
