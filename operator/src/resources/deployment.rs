@@ -243,6 +243,32 @@ fn env_with(spec: &TradingPlatformSpec, extra: Vec<EnvVar>) -> Vec<EnvVar> {
     env
 }
 
+/// The pod of a one-shot Job of the platform image (the migration gate, the restore): never
+/// restarted, the platform's service account without its token, the restricted security
+/// profile, the platform's placement and pull secrets, one container and its volumes.
+pub fn one_shot_pod(
+    parent_name: &str,
+    spec: &TradingPlatformSpec,
+    container: k8s_openapi::api::core::v1::Container,
+    volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+) -> k8s_openapi::api::core::v1::PodSpec {
+    k8s_openapi::api::core::v1::PodSpec {
+        restart_policy: Some("Never".to_string()),
+        service_account_name: Some(parent_name.to_owned()),
+        automount_service_account_token: Some(false),
+        security_context: Some(pod_security()),
+        containers: vec![container],
+        volumes: Some(volumes),
+        node_selector: (!spec.placement.node_selector.is_empty())
+            .then(|| spec.placement.node_selector.clone()),
+        tolerations: (!spec.placement.tolerations.is_empty())
+            .then(|| spec.placement.tolerations.clone()),
+        image_pull_secrets: pull_secrets(spec),
+        enable_service_links: Some(false),
+        ..Default::default()
+    }
+}
+
 /// Image pull secrets as local references.
 pub fn pull_secrets(spec: &TradingPlatformSpec) -> Option<Vec<LocalObjectReference>> {
     (!spec.image_pull_secrets.is_empty()).then(|| {

@@ -8,12 +8,12 @@
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 
 use super::deployment::{
-    config_env_from, container_security, platform_env, pod_security, pull_secrets, tmp_volume,
+    config_env_from, container_security, one_shot_pod, platform_env, tmp_volume,
 };
 use super::{BuildError, LABEL_COMPONENT, Parent};
 use crate::crd::TradingPlatformSpec;
@@ -71,21 +71,7 @@ pub fn job(parent: &Parent, spec: &TradingPlatformSpec) -> Result<Job, BuildErro
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     };
-    let pod = PodSpec {
-        service_account_name: Some(parent.name.clone()),
-        automount_service_account_token: Some(false),
-        security_context: Some(pod_security()),
-        restart_policy: Some("Never".to_string()),
-        containers: vec![container],
-        volumes: Some(vec![tmp_vol]),
-        node_selector: (!spec.placement.node_selector.is_empty())
-            .then(|| spec.placement.node_selector.clone()),
-        tolerations: (!spec.placement.tolerations.is_empty())
-            .then(|| spec.placement.tolerations.clone()),
-        image_pull_secrets: pull_secrets(spec),
-        enable_service_links: Some(false),
-        ..Default::default()
-    };
+    let pod = one_shot_pod(&parent.name, spec, container, vec![tmp_vol]);
     let refused = PodFailurePolicyRule {
         action: "FailJob".to_string(),
         on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {

@@ -19,12 +19,12 @@ use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, Pod, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, Pod, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::deployment::{
-    backup_key_env, config_env_from, container_security, pod_security, pull_secrets, secret_env,
+    backup_key_env, config_env_from, container_security, one_shot_pod, secret_env,
 };
 use super::migration::JobOutcome;
 use super::{BuildError, Parent};
@@ -112,21 +112,7 @@ pub fn job(parent: &Parent, spec: &TradingPlatformSpec) -> Result<Option<Job>, B
         ..Default::default()
     };
     let labels = parent.labels(COMPONENT_RESTORE);
-    let pod = PodSpec {
-        restart_policy: Some("Never".to_string()),
-        service_account_name: Some(parent.name.clone()),
-        automount_service_account_token: Some(false),
-        security_context: Some(pod_security()),
-        containers: vec![container],
-        volumes: Some(vec![tmp_vol]),
-        node_selector: (!spec.placement.node_selector.is_empty())
-            .then(|| spec.placement.node_selector.clone()),
-        tolerations: (!spec.placement.tolerations.is_empty())
-            .then(|| spec.placement.tolerations.clone()),
-        image_pull_secrets: pull_secrets(spec),
-        enable_service_links: Some(false),
-        ..Default::default()
-    };
+    let pod = one_shot_pod(&parent.name, spec, container, vec![tmp_vol]);
     let disruption = PodFailurePolicyRule {
         action: "Ignore".to_string(),
         on_exit_codes: None,
