@@ -479,7 +479,7 @@ impl Trading {
             ownership.clone(),
             options.approval_timeout,
         );
-        tokio::spawn(matcher.run());
+        matcher::spawn(matcher)?;
         Ok(Trading {
             commands,
             events,
