@@ -540,10 +540,10 @@ fn metric(state: &AppState, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// On PostgreSQL a steady-state batch is planned from memory and costs three statements (BEGIN,
-/// the write with its guard, COMMIT); an account another writer changed (here an admin deposit,
-/// written outside the matcher) is noticed by the guard and the batch runs on fresh state. On
-/// SQLite the batch always reads first, with the same answers.
+/// On both backends a steady-state batch is planned from memory and costs three statements
+/// (BEGIN, the write with its guard, COMMIT); an account another writer changed (here an admin
+/// deposit, written outside the matcher) is noticed by the guard and the batch runs on fresh
+/// state.
 async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppState) {
     let admin = admin_token(&state).await;
     let (token, account) = trader(&state, "steady", "1000", &admin).await;
@@ -556,10 +556,6 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     // Warm up: the first batch loads the symbol's row and the account.
     let (status, body) = place("1", "1").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let postgres = matches!(
-        state.store.backend(),
-        tradeplane_platform::store::Backend::Postgres
-    );
     let hits = r#"match_optimistic_batches_total{outcome="hit"}"#;
     let replanned = r#"match_optimistic_batches_total{outcome="replanned"}"#;
     let (three_before, count_before) = histogram(&state, "match_batch_statements", "3");
@@ -570,21 +566,17 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     }
     let (three, count) = histogram(&state, "match_batch_statements", "3");
     assert_eq!(count - count_before, 5.0, "one batch per order");
-    if postgres {
-        assert_eq!(
-            metric(&state, hits) - hits_before,
-            5.0,
-            "every batch was planned from memory"
-        );
-        // The first may also have fetched a block of order ids.
-        assert!(
-            three - three_before >= 4.0,
-            "three statements per batch: {} of 5",
-            three - three_before
-        );
-    } else {
-        assert_eq!(metric(&state, hits), 0.0, "SQLite reads before it plans");
-    }
+    assert_eq!(
+        metric(&state, hits) - hits_before,
+        5.0,
+        "every batch was planned from memory"
+    );
+    // The first may also have fetched a block of order ids.
+    assert!(
+        three - three_before >= 4.0,
+        "three statements per batch: {} of 5",
+        three - three_before
+    );
     // 1000 cash, 6 reserved: 994 left, so an order of 1 500 is refused on the cached account.
     let (status, body) = place("1500", "1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -601,13 +593,11 @@ async fn batches_are_planned_from_memory_but_never_on_stale_state(state: AppStat
     let replanned_before = metric(&state, replanned);
     let (status, body) = place("1500", "1").await;
     assert_eq!(status, StatusCode::CREATED, "the deposit is seen: {body}");
-    if postgres {
-        assert_eq!(
-            metric(&state, replanned) - replanned_before,
-            1.0,
-            "the guard saw the deposit; the account was read again under its lock"
-        );
-    }
+    assert_eq!(
+        metric(&state, replanned) - replanned_before,
+        1.0,
+        "the guard saw the deposit; the account was read again under its lock"
+    );
     let (status, body) = send(&state, "GET", "/api/v1/portfolio", Some(&token), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["cash_reserved"], json!("1506"), "{body}");

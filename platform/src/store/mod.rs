@@ -158,6 +158,9 @@ impl Store {
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
+                // A local file: a ping before every use is a hand-off to the connection's
+                // worker thread (two thread wake-ups) that can only find it open.
+                .test_before_acquire(false)
                 .connect_lazy_with(connect);
             Ok(Store::Sqlite(pool))
         } else {

@@ -700,6 +700,9 @@ impl Matcher {
         }
         self.symbols_created = true;
         self.remember_symbols(&plan);
+        if places > 0 {
+            self.forget_sqlite_ids();
+        }
         if !others.is_empty() {
             // Put the replies back in the batch's order, the not-owned commands refused.
             let mut merged: Vec<super::Reply> = (0..mine.len() + others.len())

@@ -1,4 +1,4 @@
-//! What moved under an optimistic batch on PostgreSQL: lock and report what the plan assumed.
+//! What moved under an optimistic batch: lock and report what the plan assumed.
 //!
 //! The matcher keeps the symbols' rows, the accounts (with their versions) and the book in
 //! memory, so it can plan a batch before it reads anything. What it then needs from the database
@@ -19,6 +19,10 @@
 //! here cost a probe per key on every batch to save a retry on the rare batch with a repeat,
 //! and with stale statistics PostgreSQL ran that probe through the wrong index (every order of
 //! the account) or as a hash join over the whole `orders` table.
+//!
+//! On SQLite the same check is the first statement of the batch trigger
+//! ([`super::write_sqlite`]), and this one only reads: `BEGIN IMMEDIATE` already holds the
+//! database's one write lock and one process serves the file.
 //!
 //! The lock order is the same as the full path's (symbols, then accounts, each sorted), so the
 //! two never deadlock with each other or with another replica: the accounts' scan has the
@@ -44,7 +48,7 @@ pub struct Guarded {
 
 impl MatchTx {
     /// Locks `symbols` (with `owner`, only the rows whose lease `owner` holds under the given
-    /// token) and `accounts`; PostgreSQL only. Also records the transaction id (see
+    /// token) and `accounts`. On PostgreSQL also records the transaction id (see
     /// [`MatchTx::xid`]).
     pub async fn guard(
         &mut self,
@@ -53,9 +57,11 @@ impl MatchTx {
         accounts: &[i64],
     ) -> Result<Guarded, MatchError> {
         let Tx::Postgres(tx) = &mut self.tx else {
-            return Err(MatchError::Corrupt(
-                "the optimistic guard was sent on an SQLite transaction".into(),
-            ));
+            // SQLite: `BEGIN IMMEDIATE` already holds the database's one write lock, and one
+            // process serves the file (no leases), so reading is all there is to do.
+            let symbols = self.lock_symbols(symbols, None, 0).await?;
+            let versions = self.lock_accounts(accounts).await?;
+            return Ok(Guarded { symbols, versions });
         };
         let names: Vec<&str> = symbols.iter().map(|s| s.0.as_str()).collect();
         let tokens: Vec<i64> = symbols.iter().map(|s| s.1).collect();

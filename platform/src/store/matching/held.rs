@@ -8,13 +8,11 @@
 //! ([`MatchTx::held_orders`]) restores the held set with the reservations the rows record.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
 use tradeplane_engine::engine::HeldOrder;
 use tradeplane_engine::num::{Cash, Price, Qty};
 use tradeplane_engine::order::{AccountId, NewOrder, OrderId, OrderType, Side, TimeInForce};
 
 use super::super::telemetry::{Observation, Op};
-use super::write::{expect_rows, opt_str};
 use super::{MatchError, MatchTx, Tx, id_u64};
 
 /// How a held order was decided in a batch: its final row values.
@@ -39,11 +37,13 @@ pub struct HeldChange {
     pub rejected_reason: Option<String>,
 }
 
-/// The columns a decision sets (both backends).
+/// The columns a decision sets (PostgreSQL's write; SQLite's batch trigger, migration
+/// `0080_expand_batch_apply`, sets the same).
 pub(super) const HELD_SET: &str = "status = d.status, filled = d.filled, remaining = d.remaining, \
     cancel_reason = d.cancel_reason, priority = d.priority, approved_by = d.approved_by, \
     rejected_by = d.rejected_by, rejected_reason = d.rejected_reason";
-/// Only a row still held is decided: one decided elsewhere makes the batch stale.
+/// Only a row still held is decided: one decided elsewhere makes the batch stale (the SQLite
+/// trigger has the same condition).
 pub(super) const HELD_PENDING: &str =
     "orders.id = d.id AND orders.status = 'pending' AND orders.approval_requested_at IS NOT NULL";
 
@@ -115,49 +115,5 @@ impl MatchTx {
             sqlite => sqlx::query_as(SQL).bind(symbol).fetch_all(&mut *c).await?
         );
         rows.into_iter().map(held_from_row).collect()
-    }
-
-    /// Writes the decisions of held orders, each only if it is still pending (SQLite; on
-    /// PostgreSQL this is a CTE of the batch's one write statement, see `write_pg`).
-    pub(super) async fn update_held(
-        &mut self,
-        h: &[HeldChange],
-        now: DateTime<Utc>,
-    ) -> Result<(), MatchError> {
-        if h.is_empty() {
-            return Ok(());
-        }
-        let done = sqlite!(self, c, {
-            let doc = Value::from(
-                h.iter()
-                    .map(|r| {
-                        json!([
-                            r.id,
-                            r.status,
-                            r.filled,
-                            r.remaining,
-                            opt_str(r.cancel_reason),
-                            r.priority,
-                            r.approved_by,
-                            r.rejected_by,
-                            r.rejected_reason,
-                        ])
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .to_string();
-            sqlx::query(&format!(
-                "UPDATE orders SET {HELD_SET}, approval_decided_at = $2, updated_at = $2 FROM (SELECT value->>0 AS id, \
-                 value->>1 AS status, value->>2 AS filled, value->>3 AS remaining, value->>4 AS cancel_reason, \
-                 value->>5 AS priority, value->>6 AS approved_by, value->>7 AS rejected_by, \
-                 value->>8 AS rejected_reason FROM json_each($1)) AS d WHERE {HELD_PENDING}"
-            ))
-            .bind(doc)
-            .bind(now)
-            .execute(&mut *c)
-            .await?
-            .rows_affected()
-        });
-        expect_rows(done, h.len(), "held orders")
     }
 }

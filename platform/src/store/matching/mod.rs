@@ -699,3 +699,4 @@ pub fn to_i64(cash: Cash) -> Result<i64, MatchError> {
 
 mod write;
 mod write_pg;
+mod write_sqlite;

@@ -1,4 +1,4 @@
-//! The optimistic batch on PostgreSQL: plan from memory first, then check and write.
+//! The optimistic batch: plan from memory first, then check and write.
 //!
 //! The full path ([`Matcher::run_batch`]) reads before it plans: lock the symbols, read the
 //! submitting accounts' versions, look the idempotency keys up, then lock the changed accounts.
@@ -64,13 +64,18 @@ impl Matcher {
                 .inc();
             return Ok(Attempt::Full(tx));
         };
-        let postgres = true;
+        let postgres = self.pool.is_postgres();
         let limit = self.db_timeout;
         let places = requests
             .iter()
             .filter(|r| matches!(r, Request::Place { .. }))
             .count();
         if self.order_ids.len() < places {
+            if !postgres {
+                // SQLite allocates after the highest stored id, which the ids still queued are
+                // above: a new block starts where the queue does.
+                self.order_ids.clear();
+            }
             let more = timed(postgres, limit, tx.allocate_order_ids(places.max(ID_BLOCK))).await?;
             self.order_ids.extend(more);
         }
@@ -126,6 +131,7 @@ impl Matcher {
                     // the write): the next attempt takes the full path, which looks keys up.
                     drop(batch);
                     self.full_next = true;
+                    self.forget_sqlite_ids();
                     return Err(e);
                 }
             }
@@ -229,6 +235,7 @@ impl Matcher {
             if let Err(e) = timed(postgres, limit, tx.write(&plan.writes, now)).await {
                 drop(batch);
                 self.full_next = true;
+                self.forget_sqlite_ids();
                 return Err(e);
             }
             locked
@@ -266,10 +273,10 @@ impl Matcher {
     }
 
     /// The batch's symbols with their fencing tokens when the batch can be planned from memory:
-    /// PostgreSQL, every symbol this replica's and cached at the engine's sequence, every
-    /// submitting account cached.
+    /// every symbol this replica's and cached at the engine's sequence, every submitting
+    /// account cached.
     fn plannable(&self, requests: &[&Request]) -> Option<Vec<(String, i64)>> {
-        if !self.pool.is_postgres() || !self.symbols_created {
+        if !self.symbols_created {
             return None;
         }
         let mut symbols = BTreeMap::new();
@@ -289,6 +296,15 @@ impl Matcher {
             }
         }
         Some(symbols.into_iter().collect())
+    }
+
+    /// Drops the queued order ids on SQLite, where they were allocated after the highest stored
+    /// id: after a write that failed (possibly on one of them) or a full-path batch (which
+    /// allocated its own), they may be taken. PostgreSQL's come from a sequence and stay valid.
+    pub(super) fn forget_sqlite_ids(&mut self) {
+        if !self.pool.is_postgres() {
+            self.order_ids.clear();
+        }
     }
 
     /// Keeps the symbols' rows as a committed batch left them, for the next optimistic plan.
