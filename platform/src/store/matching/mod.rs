@@ -4,13 +4,15 @@
 //! number of trades or accounts it produces: the symbols are locked in one statement (on
 //! PostgreSQL it also allocates the batch's order ids), the submitting accounts' versions read in
 //! one, all idempotency keys looked up in one, every touched account locked in one (sorted, so two
-//! transactions can never deadlock on accounts), and the writes sent as one statement
-//! (PostgreSQL) or one multi-row statement per table (SQLite). PostgreSQL gets the rows as arrays
-//! (`UNNEST`), SQLite as one JSON document (`json_each`), because SQLite has no array parameters
-//! and caps the number of bound variables.
+//! transactions can never deadlock on accounts), and the writes sent as one statement.
+//! PostgreSQL gets the rows as arrays (`UNNEST`), SQLite as JSON documents (`json_each`),
+//! because SQLite has no array parameters and caps the number of bound variables. In steady
+//! state the matcher skips the reads (it plans from memory, see
+//! `trading/matcher/optimistic.rs`) and the write checks what the plan assumed.
 //!
-//! The writes are in [`write`] (SQLite: one statement per table) and [`write_pg`] (PostgreSQL:
-//! one statement for every table).
+//! The writes are in [`write`], which sends [`write_pg`]'s one statement of data-modifying CTEs
+//! (PostgreSQL) or [`write_sqlite`]'s one insert into the `batch_apply` view, whose trigger runs
+//! the per-table statements inside SQLite.
 //!
 //! [`MatchTx::statements`] counts what was sent, for the `match_batch_statements` metric.
 
