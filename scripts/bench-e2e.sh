@@ -25,7 +25,9 @@
 # (3000), MAX_SECONDS (20), ACCOUNTS (32), PGBENCH_SECONDS (10), PGHOST (127.0.0.1), PGPORT
 # (5432), PGUSER (postgres), CARGO_TARGET_DIR (target), SKIP_BUILD (0), MAX_CONCURRENT_REQUESTS
 # (1024; the rate limits are lifted because every simulated trader comes from 127.0.0.1), OUT_DIR
-# (a temporary directory, removed at the end unless set).
+# (a temporary directory, removed at the end unless set), FEATURES (empty: the system allocator,
+# as the figures in docs/benchmarks.md were measured; tradeplane-platform/mimalloc builds the
+# platform with the allocator its image ships, see the Dockerfile).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +41,7 @@ MAX_SECONDS=${MAX_SECONDS:-20}
 ACCOUNTS=${ACCOUNTS:-32}
 PGBENCH_SECONDS=${PGBENCH_SECONDS:-10}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
+FEATURES=${FEATURES:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 
@@ -100,7 +103,8 @@ trap 'exit 143' TERM
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   echo "== building (release) into $TARGET_DIR" >&2
-  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p tradeplane-platform -p tradeplane-tests)
+  (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p tradeplane-platform -p tradeplane-tests \
+    ${FEATURES:+--features "$FEATURES"})
 fi
 for b in tradeplane-platform tradeplane-loadgen tradeplane-sqlite-bench; do
   [[ -x "$BIN/$b" ]] || { echo "bench-e2e: $BIN/$b is missing (build first)" >&2; exit 1; }

@@ -3,7 +3,12 @@
 # no database) next to a bare axum hello server (tests/src/bin/tradeplane-bare-http.rs), same
 # machine, same run, printed side by side with the ratio and the load average.
 #
-#   scripts/bench-http.sh   (env: CONNECTIONS=64, THREADS=2, SECONDS_PER_RUN=10, ROUNDS=3, SKIP_BUILD=0)
+#   scripts/bench-http.sh   (env: CONNECTIONS=64, THREADS=2, SECONDS_PER_RUN=10, ROUNDS=3, SKIP_BUILD=0,
+#                            FEATURES=)
+#
+# FEATURES="tradeplane-platform/mimalloc,tradeplane-tests/mimalloc" builds both servers with
+# mimalloc, the allocator the image ships (Dockerfile); the default is the system allocator, as
+# the figures in docs/benchmarks.md were measured.
 #
 # The two servers are measured in turn, ROUNDS times, and the medians compared. Besides
 # requests/s it prints each server's CPU time per request (user + system, from /proc), which a
@@ -13,6 +18,7 @@
 # Needs wrk (Debian: apt-get install wrk). The goal (issue 10): /health/live >= 0.8x bare axum at
 # 64 connections.
 set -euo pipefail
+FEATURES=${FEATURES:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
@@ -21,7 +27,8 @@ ROUNDS=${ROUNDS:-3}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 command -v wrk >/dev/null || { echo "bench-http: wrk is required (apt-get install wrk)" >&2; exit 1; }
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -p tradeplane-platform --bin tradeplane-platform -p tradeplane-tests --bin tradeplane-bare-http)
+  (cd "$ROOT" && cargo build --release -p tradeplane-platform --bin tradeplane-platform -p tradeplane-tests --bin tradeplane-bare-http \
+    ${FEATURES:+--features "$FEATURES"})
 fi
 WORK=$(mktemp -d -t tp-bench-http.XXXXXX)
 PIDS=()

@@ -3,6 +3,11 @@
 //! run, same tokio multi-threaded runtime, same HTTP/1.1 stack), so the ratio shows what the
 //! platform's middleware stack costs per request.
 
+/// The allocator of the platform's image, when the benchmark builds both with it.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use axum::Router;
