@@ -36,7 +36,9 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 LOADGEN=$BIN/tradeplane-loadgen
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port, start_moto
+# shellcheck source=lib/bench-s3.sh
+source "$ROOT/scripts/lib/bench-s3.sh"
 SUFFIX="$$_$(date +%s)"
 SRC="tp_bench_pitr_src_$SUFFIX"
 DST="tp_bench_pitr_dst_$SUFFIX"
@@ -52,17 +54,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-MOTO_PORT=$(free_port)
-moto_server -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 120); do curl -fs -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/" && break; sleep 0.5; done
-# moto without IAM checks accepts any signature; the header only routes the request to S3.
-curl -fsS -o /dev/null -X PUT "http://127.0.0.1:$MOTO_PORT/bench" \
-  -H "Authorization: AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0"
-export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true \
-  AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret
-export BACKUP_ENCRYPTION_KEY
-BACKUP_ENCRYPTION_KEY=$(head -c 32 /dev/urandom | base64)
+start_moto "$WORK"
 
 createdb "$SRC"
 createdb "$DST"
