@@ -883,64 +883,14 @@ mod redis {
 /// Against the real PostgreSQL at `TEST_DATABASE_URL`, through a TCP proxy the test cuts.
 mod pg {
     use super::*;
-    use tokio::net::TcpListener;
-    use tokio::task::JoinSet;
-
-    /// A TCP proxy to PostgreSQL that can be cut (listener closed, connections dropped) and
-    /// restored on the same port.
-    struct Proxy {
-        port: u16,
-        target: String,
-        tasks: Option<JoinSet<()>>,
-    }
-
-    impl Proxy {
-        async fn start(target: String) -> Proxy {
-            let mut p = Proxy {
-                port: 0,
-                target,
-                tasks: None,
-            };
-            p.restore().await;
-            p
-        }
-
-        async fn restore(&mut self) {
-            let listener = TcpListener::bind(("127.0.0.1", self.port))
-                .await
-                .expect("bind proxy");
-            self.port = listener.local_addr().expect("addr").port();
-            let target = self.target.clone();
-            let mut tasks = JoinSet::new();
-            tasks.spawn(async move {
-                let mut conns = JoinSet::new();
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    let target = target.clone();
-                    conns.spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                }
-            });
-            self.tasks = Some(tasks);
-        }
-
-        /// Drops the listener and every proxied connection (the JoinSets abort on drop).
-        fn cut(&mut self) {
-            self.tasks = None;
-        }
-    }
+    use common::pg_proxy::PgProxy;
 
     #[tokio::test]
     #[ignore = "needs PostgreSQL: run through scripts/test"]
     async fn database_outage_gives_fast_503s_and_recovers_without_restart() {
         let db = common::PgDatabase::create().await;
-        let (head, tail) = db.url.split_once('@').expect("url with user@host");
-        let (hostport, name) = tail.split_once('/').expect("url with database");
-        let mut proxy = Proxy::start(hostport.to_owned()).await;
-        let url = format!("{head}@127.0.0.1:{}/{name}", proxy.port);
+        let mut proxy = PgProxy::in_front_of(&db.url, None).await;
+        let url = proxy.url_for(&db.url);
         let dir = tempfile::tempdir().expect("d");
         let mut config = common::config(
             &dir,
