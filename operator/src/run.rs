@@ -267,6 +267,21 @@ where
     c.owns_stream(stream.touched_objects())
 }
 
+/// Drops from a cached TradingPlatform what the reconciler never reads and a real API server
+/// makes large: `managedFields` (one entry per field manager, each a tree of every field it set)
+/// and kubectl's `last-applied-configuration` annotation (the whole applied object again). On a
+/// real cluster these are most of an object's size, and the cache holds every TradingPlatform
+/// (kube-rs's "pruning fields" advice; `scripts/bench-operator.sh` gives its objects both).
+fn prune(tp: &mut TradingPlatform) {
+    tp.metadata.managed_fields = None;
+    if let Some(annotations) = tp.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The annotation `kubectl apply` (client-side) writes.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Reconciliations running at once (see `scripts/bench-operator.sh` for the effect at 1,000).
 pub const RECONCILE_CONCURRENCY: u16 = 16;
 
@@ -282,6 +297,7 @@ pub fn build_controller(
     let main = guarded("TradingPlatform", health.clone(), move || {
         watcher(api.clone(), watcher::Config::default())
     })
+    .modify(prune)
     .reflect(writer)
     .applied_objects();
     // At most RECONCILE_CONCURRENCY reconciliations at once: without a bound, a start with 1,000
@@ -349,5 +365,29 @@ mod tests {
             agents,
             [format!("tradeplane-operator/{}", env!("CARGO_PKG_VERSION"))]
         );
+    }
+
+    #[test]
+    fn the_cache_keeps_what_the_reconciler_reads_and_drops_the_rest() {
+        let mut tp: TradingPlatform = serde_json::from_value(serde_json::json!({
+            "apiVersion": "tradeplane.io/v1alpha1", "kind": "TradingPlatform",
+            "metadata": {"name": "tp", "namespace": "ns", "finalizers": ["f"],
+                "annotations": {LAST_APPLIED: "{\"spec\": {}}", "tradeplane.io/backup-now": "1"},
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"image": "img:1", "database": {"name": "s", "key": "db"},
+                "jwtSecret": {"name": "s", "key": "jwt"}}
+        }))
+        .expect("a TradingPlatform");
+        let spec = serde_json::to_value(&tp.spec).expect("spec");
+        prune(&mut tp);
+        assert_eq!(tp.metadata.managed_fields, None);
+        let annotations = tp.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            ["tradeplane.io/backup-now"]
+        );
+        assert_eq!(tp.metadata.finalizers, Some(vec!["f".to_string()]));
+        assert_eq!(serde_json::to_value(&tp.spec).expect("spec"), spec);
     }
 }
