@@ -1,6 +1,7 @@
 //! A small in-memory Kubernetes API server behind `tower-test`, enough for the reconciler:
-//! server-side apply (replace, keep status), merge patch (status), JSON patch (finalizers),
-//! GET/LIST (label selectors), POST, DELETE, plus failure injection and a request log.
+//! server-side apply (replace, keep status), merge patch (status; a strategic merge patch is
+//! taken as one), JSON patch (finalizers), GET/LIST (label selectors, `limit`/`continue`), POST,
+//! DELETE, plus failure injection and a request log. `FakeApi::respond` lets the scale benchmark serve it over HTTP.
 //!
 //! Like kube-rs's controller-rs fixtures, the reconciler runs against a real `kube::Client`
 //! whose transport is a `tower_test::mock` pair; instead of a fixed request script, requests are
@@ -172,6 +173,12 @@ impl FakeApi {
     /// Takes the request log.
     pub fn take_log(&self) -> Vec<Logged> {
         std::mem::take(&mut self.state.lock().unwrap().log)
+    }
+
+    /// Answers one request from the store, as the transport of `start` does, for serving the
+    /// fake over real HTTP (the scale benchmark). Watch requests are the caller's to hold open.
+    pub fn respond(&self, parts: http::request::Parts, body: &[u8]) -> Response<Body> {
+        self.state.lock().unwrap().handle(parts, body)
     }
 }
 
@@ -431,9 +438,25 @@ impl FakeState {
                     })
                     .map(|(_, v)| v.clone())
                     .collect();
+                // Pages as the API server does: `limit` items from the `continue` offset, and a
+                // `continue` token while more remain (the store is ordered, so offsets are stable).
+                let from: usize = query_param(&query, "continue")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let limit: usize = query_param(&query, "limit")
+                    .and_then(|l| l.parse().ok())
+                    .filter(|l| *l > 0)
+                    .unwrap_or(usize::MAX);
+                let total = items.len();
+                let page: Vec<Value> = items.into_iter().skip(from).take(limit).collect();
+                let next = from.saturating_add(page.len());
+                let mut meta = json!({"resourceVersion": "1"});
+                if next < total {
+                    meta["continue"] = json!(next.to_string());
+                }
                 ok(
                     200,
-                    &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                    &json!({"apiVersion": "v1", "kind": "List", "metadata": meta, "items": page}),
                 )
             }
             (Method::GET, Some(p)) => match self.store.get(&p) {
@@ -545,7 +568,11 @@ impl FakeState {
                 let Some(existing) = self.store.get_mut(&p) else {
                     return status(404, "NotFound", &format!("{p} not found"));
                 };
-                if content_type.starts_with("application/merge-patch") {
+                // A strategic merge patch (the Lease of leader election) is taken as a merge
+                // patch: the same for objects without lists, such as a Lease's spec.
+                if content_type.starts_with("application/merge-patch")
+                    || content_type.starts_with("application/strategic-merge-patch")
+                {
                     if sub.as_deref() == Some("status") {
                         merge_patch(&mut existing["status"], &b["status"]);
                     } else {
