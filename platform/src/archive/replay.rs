@@ -18,9 +18,9 @@ use serde::Deserialize;
 use super::segment::{self, SegmentReader};
 use super::snapshot::Snapshot;
 use super::storage::{ArchiveStorage, LocalSegment};
-use crate::backup::catalog::{TableInfo, quote_ident};
 use crate::backup::format::ArchivePoint;
 use crate::backup::{BackupError, BackupKey};
+use crate::store::catalog::{TableInfo, quote_ident};
 
 /// Where a restore should stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +237,7 @@ pub async fn apply(
     tables: &BTreeMap<String, TableInfo>,
 ) -> Result<ReplayReport, BackupError> {
     let order: Vec<String> =
-        crate::backup::catalog::dependency_order(tables.values().cloned().collect())
+        crate::store::catalog::dependency_order(tables.values().cloned().collect())
             .into_iter()
             .map(|t| t.name)
             .collect();

@@ -22,11 +22,11 @@ use futures::TryStreamExt;
 use sqlx::{Row, TypeInfo, ValueRef};
 
 use super::BackupError;
-use super::catalog::{self, TableInfo, quote_ident};
 use super::format::{EndRecord, Record, SequenceValue, TableCount, TableHeader};
 use super::progress::Progress;
 use super::writer::{PayloadSink, PayloadWriter};
 use crate::store::Store;
+use crate::store::catalog::{self, TableInfo, quote_ident};
 
 /// What the dump saw: the schema version and each table's row count, in dump order.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! `restore`.
 //!
 //! A backup is one file (see [`format`]) holding a manifest and a gzip payload, optionally
-//! encrypted ([`crypto`]), of every table the platform owns, found in the catalog ([`catalog`])
+//! encrypted ([`crypto`]), of every table the platform owns, found in the catalog ([`crate::store::catalog`])
 //! and read in one consistent transaction ([`dump`]). In object storage ([`remote`], [`s3`]) the
 //! same manifest and payload are two objects, the manifest written last. [`reader`] checks a
 //! backup fully without a database; [`restore`] loads it back in one transaction; [`retention`]
@@ -13,7 +13,6 @@
 //! never panic on bad input and report every failure as a [`BackupError`] whose
 //! [`BackupError::exit_code`] the CLI returns.
 
-pub mod catalog;
 pub mod command;
 pub mod crypto;
 pub mod dump;

@@ -16,10 +16,10 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{Connection, Row};
 
 use super::BackupError;
-use super::catalog::{self, TableInfo, quote_ident};
 use super::format::{Record, SequenceValue, TableCount, TableHeader};
 use super::progress::Progress;
 use super::reader::BackupReader;
+use crate::store::catalog::{self, TableInfo, quote_ident};
 use crate::store::{Backend, Store};
 
 /// What a restore did.

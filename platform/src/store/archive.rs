@@ -79,7 +79,7 @@ $fn$"#;
 
 /// The four triggers of one table: (suffix, the part of `CREATE TRIGGER` after its name).
 fn trigger_specs(table: &str) -> [(&'static str, String); 4] {
-    let t = crate::backup::catalog::quote_ident(table);
+    let t = crate::store::catalog::quote_ident(table);
     let each = "FOR EACH STATEMENT EXECUTE FUNCTION tradeplane_change_log()";
     [
         (
@@ -109,7 +109,7 @@ pub async fn enable(pool: &PgPool) -> Result<ArchiveIdentity, sqlx::Error> {
         .execute(&mut *tx)
         .await?;
     sqlx::query(FUNCTION).execute(&mut *tx).await?;
-    let tables = crate::backup::catalog::pg_tables(&mut tx).await?;
+    let tables = crate::store::catalog::pg_tables(&mut tx).await?;
     let existing: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, t.tgname::text FROM pg_trigger t \
          JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -170,8 +170,8 @@ pub async fn reset_in(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
     for (table, name) in &triggers {
         let sql = format!(
             "DROP TRIGGER {} ON {}",
-            crate::backup::catalog::quote_ident(name),
-            crate::backup::catalog::quote_ident(table)
+            crate::store::catalog::quote_ident(name),
+            crate::store::catalog::quote_ident(table)
         );
         sqlx::query(&sql).execute(&mut *conn).await?;
     }

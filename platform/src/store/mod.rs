@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod archive;
 pub(crate) mod audit;
 pub mod candles;
+pub mod catalog;
 pub mod demo;
 pub mod leases;
 pub mod market;

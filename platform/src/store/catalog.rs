@@ -4,6 +4,9 @@
 //! Every user table of the platform's schema is included except sqlx's `_sqlx_migrations` (its
 //! content is summarised by the manifest's `schema_version`). Tables are returned in foreign-key
 //! dependency order (parents first), which is both the dump and the restore order.
+//!
+//! It lives in the storage layer with the rest of the SQL; the backup ([`crate::backup`]), the
+//! restore and the point-in-time archive ([`super::archive`], [`crate::archive`]) all read it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
