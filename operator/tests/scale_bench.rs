@@ -60,6 +60,15 @@ fn pid_status_kib(pid: &str, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// One line of a benchmark's table: the figure, the measured value and the goal.
+fn row(
+    figure: impl std::fmt::Display,
+    measured: impl std::fmt::Display,
+    goal: impl std::fmt::Display,
+) {
+    println!("{figure:<48} {measured:>14} {goal:>12}");
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -232,55 +241,43 @@ async fn reconcile_1000_platforms_then_stay_quiet() {
         "operator scale benchmark: {n} TradingPlatforms, fake in-process API ({objects} objects at the end, {:.1} MiB of JSON)",
         store_bytes as f64 / 1048576.0
     );
-    println!("{:<48} {:>14} {:>12}", "figure", "measured", "goal");
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row("figure", "measured", "goal");
+    row(
         "time until all observedGeneration == generation",
         secs.map(|s| format!("{s:.1} s"))
             .unwrap_or_else(|| "not reached".into()),
-        "< 60 s"
+        "< 60 s",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "peak RSS (VmHWM), operator + fake API",
         format!("{:.1} MiB", mib(hwm_end)),
-        "< 40 MiB"
+        "< 40 MiB",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "  VmHWM before the fake was filled",
         format!("{:.1} MiB", mib(hwm_start)),
-        ""
+        "",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "  VmHWM when all were observed",
         format!("{:.1} MiB", mib(hwm_reconciled)),
-        ""
+        "",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
-        "  VmRSS at the end",
-        format!("{:.1} MiB", mib(rss_end)),
-        ""
-    );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row("  VmRSS at the end", format!("{:.1} MiB", mib(rss_end)), "");
+    row(
         "  of which the fake's store (RSS of a copy)",
         format!("~{:.1} MiB", mib(store_kib)),
-        ""
+        "",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         format!("API requests in {} s of quiet after", quiet.as_secs()),
         quiet_log.len(),
-        "0"
+        "0",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "API requests until all observed",
         format!("{requests} ({:.1}/tp)", requests as f64 / n.max(1) as f64),
-        ""
+        "",
     );
     for (k, v) in &by_kind {
         println!("    {k:<44} {v:>14}");
@@ -448,62 +445,50 @@ async fn operator_process_rss_at_1000_platforms() {
             "release"
         }
     );
-    println!("{:<48} {:>14} {:>12}", "figure", "measured", "goal");
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row("figure", "measured", "goal");
+    row(
         "time from exec until all observed",
         secs.map(|s| format!("{s:.1} s"))
             .unwrap_or_else(|| "not reached".into()),
-        "< 60 s"
+        "< 60 s",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "operator peak RSS (VmHWM of the child)",
         format!("{:.1} MiB", mib(hwm_end)),
-        "< 40 MiB"
+        "< 40 MiB",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "  VmHWM when all were observed",
         format!("{:.1} MiB", mib(hwm_reconciled)),
-        ""
+        "",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
-        "  VmRSS at the end",
-        format!("{:.1} MiB", mib(rss_end)),
-        ""
-    );
-    println!("{:<48} {:>14} {:>12}", "  threads at the end", threads, "");
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row("  VmRSS at the end", format!("{:.1} MiB", mib(rss_end)), "");
+    row("  threads at the end", threads, "");
+    row(
         format!(
             "API requests in {} s of quiet after (no Lease)",
             quiet.as_secs()
         ),
         quiet_other.len(),
-        "0"
+        "0",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "  Lease requests in the quiet period",
         quiet_lease.len(),
-        ""
+        "",
     );
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "API requests until all observed",
         format!("{requests} ({:.1}/tp)", requests as f64 / n.max(1) as f64),
-        ""
+        "",
     );
     for (k, v) in &by_kind {
         println!("    {k:<44} {v:>14}");
     }
-    println!(
-        "{:<48} {:>14} {:>12}",
+    row(
         "(this process: fake API + store, VmHWM)",
         format!("{:.1} MiB", mib(fake_hwm)),
-        ""
+        "",
     );
     for l in quiet_other.iter().take(10) {
         println!("    quiet: {} {}?{}", l.method, l.path, l.query);
