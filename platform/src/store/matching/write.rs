@@ -6,7 +6,6 @@
 //! one hand-off to the connection's worker thread (SQLite).
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::super::telemetry::{Observation, Op};
 use super::{BatchWrites, MatchError, MatchTx, Tx};
@@ -26,24 +25,17 @@ pub(in crate::store) fn expect_rows(
     }
 }
 
-pub(super) fn opt_str(v: Option<&str>) -> Value {
-    v.map_or(Value::Null, Value::from)
-}
-
 impl MatchTx {
     /// Writes a batch: one statement on either backend.
     pub async fn write(&mut self, w: &BatchWrites, now: DateTime<Utc>) -> Result<(), MatchError> {
+        if super::write_pg::is_empty(w) {
+            return Ok(());
+        }
         if let Tx::Postgres(tx) = &mut self.tx {
-            if super::write_pg::is_empty(w) {
-                return Ok(());
-            }
             self.statements += 1;
             let observation = Observation::start(Op::BatchWrite);
             super::write_pg::write(tx, w, now, None).await?;
             observation.succeed();
-            return Ok(());
-        }
-        if super::write_pg::is_empty(w) {
             return Ok(());
         }
         sqlite!(self, c, super::write_sqlite::write(c, w, now, None).await?);

@@ -20,7 +20,6 @@ use sqlx::SqliteConnection;
 use super::super::audit::AuditColumns;
 use super::super::market::SymbolRow;
 use super::held;
-use super::write::opt_str;
 use super::write_pg::Expect;
 use super::{BatchWrites, MatchError, to_i64};
 
@@ -85,6 +84,11 @@ fn raised(e: &sqlx::Error) -> Option<&str> {
         sqlx::Error::Database(d) => d.message().strip_prefix(RAISED),
         _ => None,
     }
+}
+
+/// An optional text column as JSON (null when absent).
+fn opt_str(v: Option<&str>) -> Value {
+    v.map_or(Value::Null, Value::from)
 }
 
 /// A JSON array of `rows`, or `None` (the trigger skips the table) when there are none.

@@ -71,11 +71,7 @@ impl Matcher {
             .filter(|r| matches!(r, Request::Place { .. }))
             .count();
         if self.order_ids.len() < places {
-            if !postgres {
-                // SQLite allocates after the highest stored id, which the ids still queued are
-                // above: a new block starts where the queue does.
-                self.order_ids.clear();
-            }
+            self.forget_sqlite_ids();
             let more = timed(postgres, limit, tx.allocate_order_ids(places.max(ID_BLOCK))).await?;
             self.order_ids.extend(more);
         }
@@ -300,7 +296,8 @@ impl Matcher {
 
     /// Drops the queued order ids on SQLite, where they were allocated after the highest stored
     /// id: after a write that failed (possibly on one of them) or a full-path batch (which
-    /// allocated its own), they may be taken. PostgreSQL's come from a sequence and stay valid.
+    /// allocated its own) they may be taken, and a new block would start where the queue does.
+    /// PostgreSQL's come from a sequence and stay valid.
     pub(super) fn forget_sqlite_ids(&mut self) {
         if !self.pool.is_postgres() {
             self.order_ids.clear();
