@@ -9,6 +9,8 @@
 //! the one before. Every segment from the base backup's first to the last present is read and
 //! checked before the database is touched; a missing, corrupt or foreign segment refuses the
 //! restore.
+//!
+//! The statements themselves are in the storage layer ([`crate::store::replay`]).
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,8 @@ use super::snapshot::Snapshot;
 use super::storage::{ArchiveStorage, LocalSegment};
 use crate::backup::format::ArchivePoint;
 use crate::backup::{BackupError, BackupKey};
-use crate::store::catalog::{TableInfo, quote_ident};
+use crate::store::catalog::TableInfo;
+use crate::store::replay as sql;
 
 /// Where a restore should stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,9 +271,7 @@ pub async fn apply(
                 }
                 "T" => {
                     flush(tx, schema, tables, &order, std::mem::take(&mut pending)).await?;
-                    let sql = format!("DELETE FROM {}", qualified(schema, &info.name));
-                    sqlx::query(&sql)
-                        .execute(&mut *tx)
+                    sql::delete_all(&mut *tx, schema, &info.name)
                         .await
                         .map_err(db(&c.table))?;
                 }
@@ -295,10 +296,6 @@ fn db(table: &str) -> impl FnOnce(sqlx::Error) -> BackupError + '_ {
         context: format!("replaying changes to {table}"),
         source,
     }
-}
-
-fn qualified(schema: &str, table: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(table))
 }
 
 fn table<'a>(
@@ -381,39 +378,12 @@ async fn statement(
         json.push_str(l.row.get());
     }
     json.push(']');
-    let t = qualified(schema, &info.name);
-    let cols: Vec<String> = info.columns.iter().map(|c| quote_ident(c)).collect();
-    let pk: Vec<String> = info.primary_key.iter().map(|c| quote_ident(c)).collect();
-    let sql = if delete {
-        format!(
-            "DELETE FROM {t} WHERE ({pk}) IN (SELECT {pk} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb))",
-            pk = pk.join(", ")
-        )
+    let written = if delete {
+        sql::delete_rows(&mut *tx, schema, info, json).await
     } else {
-        let updates: Vec<String> = cols
-            .iter()
-            .filter(|c| !pk.contains(c))
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        let on_conflict = if updates.is_empty() {
-            "DO NOTHING".to_owned()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
-        format!(
-            "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE \
-             SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, $1::jsonb) \
-             ON CONFLICT ({pk}) {on_conflict}",
-            cols = cols.join(", "),
-            pk = pk.join(", ")
-        )
+        sql::upsert_rows(&mut *tx, schema, info, json).await
     };
-    sqlx::query(&sql)
-        .bind(json)
-        .execute(&mut *tx)
-        .await
-        .map_err(db(&info.name))?;
-    Ok(())
+    written.map_err(db(&info.name))
 }
 
 /// Moves every column-owned sequence past the largest id the replay wrote (the backup set
@@ -423,37 +393,18 @@ pub async fn advance_sequences(
     schema: &str,
     tables: &BTreeMap<String, TableInfo>,
 ) -> Result<u64, BackupError> {
-    let owned: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT s.relname::text, t.relname::text, a.attname::text FROM pg_class s \
-         JOIN pg_namespace n ON n.oid = s.relnamespace \
-         JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass \
-              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
-         JOIN pg_class t ON t.oid = d.refobjid \
-         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid \
-         WHERE s.relkind = 'S' AND n.nspname = $1 ORDER BY 1",
-    )
-    .bind(schema)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db("sequences"))?;
+    let owned = sql::owned_sequences(&mut *tx, schema)
+        .await
+        .map_err(db("sequences"))?;
     let mut moved = 0;
-    for (seq, table, column) in owned {
-        if !tables.contains_key(&table) {
+    for seq in owned {
+        if !tables.contains_key(&seq.table) {
             continue;
         }
-        let s = qualified(schema, &seq);
-        let sql = format!(
-            "SELECT setval($1::text::regclass, m) FROM (SELECT MAX({c}) AS m FROM {t}) x \
-             WHERE m IS NOT NULL AND m > (SELECT last_value FROM {s})",
-            c = quote_ident(&column),
-            t = qualified(schema, &table),
-        );
-        let r = sqlx::query(&sql)
-            .bind(&s)
-            .fetch_optional(&mut *tx)
+        let advanced = sql::advance_sequence(&mut *tx, schema, &seq)
             .await
-            .map_err(db(&table))?;
-        moved += u64::from(r.is_some());
+            .map_err(db(&seq.table))?;
+        moved += u64::from(advanced);
     }
     Ok(moved)
 }

@@ -14,19 +14,22 @@
 //! row is an array of values tagged by their storage class: `null`, a JSON integer (INTEGER), a
 //! JSON number with a fraction or exponent (REAL), a string (TEXT), `{"blob":"<base64>"}` (BLOB),
 //! or `{"real":"inf"|"-inf"}` for infinities, which JSON cannot spell.
+//!
+//! The queries are in the storage layer ([`crate::store::dump`]); this module turns what they
+//! return into payload records, counts and paces them.
 
 use std::io::Write;
 
 use base64::Engine;
 use futures::TryStreamExt;
-use sqlx::{Row, TypeInfo, ValueRef};
 
 use super::BackupError;
 use super::format::{EndRecord, Record, SequenceValue, TableCount, TableHeader};
 use super::progress::Progress;
 use super::writer::{PayloadSink, PayloadWriter};
 use crate::store::Store;
-use crate::store::catalog::{self, TableInfo, quote_ident};
+use crate::store::catalog;
+use crate::store::dump::{self as sql, SqliteValue};
 
 /// What the dump saw: the schema version and each table's row count, in dump order.
 #[derive(Debug, Clone)]
@@ -38,15 +41,6 @@ pub struct Snapshot {
     /// The archive position, when the source was archiving.
     pub archive: Option<super::format::ArchivePoint>,
 }
-
-/// Session settings that fix PostgreSQL's text output (and input) formats, applied by both the
-/// dump and the restore.
-pub const PG_TEXT_SETTINGS: &str = "SET LOCAL DateStyle = 'ISO, YMD'; \
-     SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 3; \
-     SET LOCAL bytea_output = 'hex'; SET LOCAL TimeZone = 'UTC';";
-
-const SCHEMA_VERSION_SQL: &str =
-    "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success";
 
 fn db(context: &str) -> impl FnOnce(sqlx::Error) -> BackupError + '_ {
     move |source| BackupError::Database {
@@ -86,31 +80,15 @@ async fn row_done<S: PayloadSink>(
     out.pace().await.map_err(io("cannot write the payload"))
 }
 
-fn order_by(t: &TableInfo) -> String {
-    if t.primary_key.is_empty() {
-        String::new()
-    } else {
-        let cols: Vec<String> = t.primary_key.iter().map(|c| quote_ident(c)).collect();
-        format!(" ORDER BY {}", cols.join(", "))
-    }
-}
-
 async fn dump_postgres<S: PayloadSink>(
     pool: &sqlx::PgPool,
     out: &mut PayloadWriter<S>,
     progress: &Progress,
 ) -> Result<Snapshot, BackupError> {
-    let mut tx = pool.begin().await.map_err(db("starting the snapshot"))?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+    let mut tx = sql::pg_begin_snapshot(pool)
         .await
         .map_err(db("starting the snapshot"))?;
-    sqlx::raw_sql(PG_TEXT_SETTINGS)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("starting the snapshot"))?;
-    let schema_version: i64 = sqlx::query_scalar(SCHEMA_VERSION_SQL)
-        .fetch_one(&mut *tx)
+    let schema_version = sql::pg_schema_version(&mut tx)
         .await
         .map_err(db("reading the schema version (is the database migrated?)"))?;
     let archive = archive_point(&mut tx).await?;
@@ -130,20 +108,9 @@ async fn dump_postgres<S: PayloadSink>(
                 columns: t.columns.clone(),
             }),
         )?;
-        let cols: Vec<String> = t
-            .columns
-            .iter()
-            .map(|c| format!("{}::text", quote_ident(c)))
-            .collect();
-        let sql = format!(
-            "SELECT array_to_json(ARRAY[{}]::text[])::text FROM {}.{}{}",
-            cols.join(", "),
-            quote_ident(&schema),
-            quote_ident(&t.name),
-            order_by(t)
-        );
+        let select = sql::PgTableRows::new(&schema, t);
         let context = format!("dumping table {}", t.name);
-        let mut rows = sqlx::query_scalar::<_, String>(&sql).fetch(&mut *tx);
+        let mut rows = select.fetch(&mut tx);
         let mut n = 0u64;
         while let Some(json) = rows.try_next().await.map_err(db(&context))? {
             out.write_all(b"{\"row\":")
@@ -163,19 +130,13 @@ async fn dump_postgres<S: PayloadSink>(
         .await
         .map_err(db("reading the catalog"))?
     {
-        let sql = format!(
-            "SELECT last_value, is_called FROM {}.{}",
-            quote_ident(&schema),
-            quote_ident(&seq)
-        );
-        let row = sqlx::query(&sql)
-            .fetch_one(&mut *tx)
+        let (value, called) = sql::pg_sequence_value(&mut tx, &schema, &seq)
             .await
             .map_err(db("reading sequences"))?;
         let value = SequenceValue {
             name: seq,
-            value: row.try_get(0).map_err(db("reading sequences"))?,
-            called: row.try_get(1).map_err(db("reading sequences"))?,
+            value,
+            called,
         };
         write_record(out, &Record::Sequence(value))?;
     }
@@ -190,8 +151,7 @@ async fn dump_postgres<S: PayloadSink>(
 async fn archive_point(
     tx: &mut sqlx::PgConnection,
 ) -> Result<Option<super::format::ArchivePoint>, BackupError> {
-    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('archive_state') IS NOT NULL")
-        .fetch_one(&mut *tx)
+    let has_table = sql::pg_archive_state_exists(&mut *tx)
         .await
         .map_err(db("reading the archive state"))?;
     if !has_table {
@@ -203,8 +163,7 @@ async fn archive_point(
     else {
         return Ok(None);
     };
-    let snapshot: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-        .fetch_one(&mut *tx)
+    let snapshot = sql::pg_current_snapshot(&mut *tx)
         .await
         .map_err(db("reading the snapshot"))?;
     Ok(Some(super::format::ArchivePoint {
@@ -221,8 +180,7 @@ async fn dump_sqlite<S: PayloadSink>(
 ) -> Result<Snapshot, BackupError> {
     let mut tx = pool.begin().await.map_err(db("starting the snapshot"))?;
     // The first read fixes the WAL snapshot for the rest of the transaction.
-    let schema_version: i64 = sqlx::query_scalar(SCHEMA_VERSION_SQL)
-        .fetch_one(&mut *tx)
+    let schema_version = sql::sqlite_schema_version(&mut tx)
         .await
         .map_err(db("reading the schema version (is the database migrated?)"))?;
     let tables = catalog::sqlite_tables(&mut tx)
@@ -238,22 +196,13 @@ async fn dump_sqlite<S: PayloadSink>(
                 columns: t.columns.clone(),
             }),
         )?;
-        let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(c)).collect();
-        let sql = format!(
-            "SELECT {} FROM {}{}",
-            cols.join(", "),
-            quote_ident(&t.name),
-            order_by(t)
-        );
+        let select = sql::SqliteTableRows::new(t);
         let context = format!("dumping table {}", t.name);
-        let mut rows = sqlx::query(&sql).fetch(&mut *tx);
+        let mut rows = select.fetch(&mut tx);
         let mut n = 0u64;
         let mut line = Vec::new();
         while let Some(row) = rows.try_next().await.map_err(db(&context))? {
-            let values = (0..t.columns.len())
-                .map(|i| sqlite_value(&row, i))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db(&context))?;
+            let values: Vec<serde_json::Value> = row.into_iter().map(tagged).collect();
             line.clear();
             line.extend_from_slice(b"{\"row\":");
             serde_json::to_writer(&mut line, &values)
@@ -274,14 +223,13 @@ async fn dump_sqlite<S: PayloadSink>(
         .await
         .map_err(db("reading the catalog"))?
     {
-        let rows = sqlx::query("SELECT name, seq FROM sqlite_sequence ORDER BY name")
-            .fetch_all(&mut *tx)
+        let counters = sql::sqlite_sequences(&mut tx)
             .await
             .map_err(db("reading sqlite_sequence"))?;
-        for row in rows {
+        for (name, value) in counters {
             let value = SequenceValue {
-                name: row.try_get(0).map_err(db("reading sqlite_sequence"))?,
-                value: row.try_get(1).map_err(db("reading sqlite_sequence"))?,
+                name,
+                value,
                 called: true,
             };
             write_record(out, &Record::Sequence(value))?;
@@ -311,17 +259,13 @@ fn finish(
 }
 
 /// One SQLite value, tagged by its storage class (see the module docs).
-fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<serde_json::Value, sqlx::Error> {
+fn tagged(v: SqliteValue) -> serde_json::Value {
     use serde_json::{Value, json};
-    let raw = row.try_get_raw(i)?;
-    if raw.is_null() {
-        return Ok(Value::Null);
-    }
-    let kind = raw.type_info().name().to_owned();
-    Ok(match kind.as_str() {
-        "INTEGER" => Value::from(row.try_get_unchecked::<i64, _>(i)?),
-        "REAL" => {
-            let f = row.try_get_unchecked::<f64, _>(i)?;
+    match v {
+        SqliteValue::Null => Value::Null,
+        SqliteValue::Bool(b) => Value::from(b),
+        SqliteValue::Integer(i) => Value::from(i),
+        SqliteValue::Real(f) => {
             if f.is_finite() {
                 Value::from(f)
             } else if f > 0.0 {
@@ -330,10 +274,9 @@ fn sqlite_value(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<serde_json::V
                 json!({ "real": "-inf" })
             }
         }
-        "BLOB" => {
-            let bytes = row.try_get_unchecked::<Vec<u8>, _>(i)?;
+        SqliteValue::Blob(bytes) => {
             json!({ "blob": base64::engine::general_purpose::STANDARD.encode(bytes) })
         }
-        _ => Value::from(row.try_get_unchecked::<String, _>(i)?),
-    })
+        SqliteValue::Text(s) => Value::from(s),
+    }
 }

@@ -7,19 +7,23 @@
 //! are inserted table by table in dependency order, sequences are set, triggers come back and
 //! the transaction commits. Any failure rolls everything back. After the commit the remaining
 //! migrations of this build run, exactly as a platform upgrade would.
+//!
+//! The statements are in the storage layer ([`crate::store::restore`]); this module reads the
+//! backup's records and decides what to run.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::{Connection, Row};
+use sqlx::Connection;
+use sqlx::migrate::MigrateError;
 
 use super::BackupError;
 use super::format::{Record, SequenceValue, TableCount, TableHeader};
 use super::progress::Progress;
 use super::reader::BackupReader;
-use crate::store::catalog::{self, TableInfo, quote_ident};
+use crate::store::catalog::{self, TableInfo};
+use crate::store::dump::SqliteValue;
+use crate::store::restore::{self as sql, PgRowInsert, SqliteRowInsert};
 use crate::store::{Backend, Store};
 
 /// What a restore did.
@@ -61,17 +65,9 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-/// This build's migrations for `backend`.
-fn migrator(backend: Backend) -> Migrator {
-    match backend {
-        Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-    }
-}
-
 /// Checks that `version` is one this build knows, before anything touches a database.
 pub fn check_schema_version(backend: Backend, version: i64) -> Result<(), BackupError> {
-    let m = migrator(backend);
+    let m = sql::migrator(backend);
     let latest = m.iter().map(|m| m.version).max().unwrap_or(0);
     if version > latest {
         return Err(BackupError::Verification(format!(
@@ -89,19 +85,7 @@ pub fn check_schema_version(backend: Backend, version: i64) -> Result<(), Backup
 
 /// Migrates the target up to `version` only.
 async fn migrate_to(store: &Store, version: i64) -> Result<(), BackupError> {
-    let mut m = migrator(store.backend());
-    let upto: Vec<_> = m
-        .migrations
-        .iter()
-        .filter(|x| x.version <= version)
-        .cloned()
-        .collect();
-    m.migrations = Cow::Owned(upto);
-    let result = match store {
-        Store::Postgres(pool) => m.run(pool).await,
-        Store::Sqlite(pool) => m.run(pool).await,
-    };
-    result.map_err(|e| match e {
+    sql::migrate_to(store, version).await.map_err(|e| match e {
         MigrateError::VersionMissing(v) => BackupError::Refused(format!(
             "the target database already has migration {v}, newer than the backup's schema \
              version {version}; restore into a fresh database"
@@ -239,27 +223,17 @@ async fn restore_postgres(
         .map_err(db("reading the catalog"))?;
     let headers = headers(reader)?;
     let by_name = match_tables(reader, target, &headers)?;
-    let qualified = |t: &str| format!("{}.{}", quote_ident(&schema), quote_ident(t));
 
-    let mut non_empty = Vec::new();
-    for t in by_name.keys() {
-        let sql = format!("SELECT COUNT(*) FROM {}", qualified(t));
-        let n: i64 = sqlx::query_scalar(&sql)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("checking whether the target is empty"))?;
-        if n > 0 {
-            non_empty.push((t.clone(), n));
-        }
-    }
+    let non_empty = sql::pg_non_empty(&mut *tx, &schema, by_name.keys())
+        .await
+        .map_err(db("checking whether the target is empty"))?;
     if !non_empty.is_empty() && !force {
         return Err(refuse_non_empty(&non_empty));
     }
 
     // The restored database must not continue the target's archive (its history no longer
     // matches): archiving starts afresh, with a new identity, when a platform enables it.
-    let has_archive: bool = sqlx::query_scalar("SELECT to_regclass('archive_state') IS NOT NULL")
-        .fetch_one(&mut *tx)
+    let has_archive = crate::store::dump::pg_archive_state_exists(&mut *tx)
         .await
         .map_err(db("reading the archive state"))?;
     if has_archive
@@ -271,12 +245,10 @@ async fn restore_postgres(
             "the target database was being archived; archiving was reset (a platform with ARCHIVE_DEST starts a new archive, in a new location)"
         );
     }
-    sqlx::query("SET CONSTRAINTS ALL DEFERRED")
-        .execute(&mut *tx)
+    sql::pg_defer_constraints(&mut *tx)
         .await
         .map_err(db("deferring constraints"))?;
-    sqlx::raw_sql(super::dump::PG_TEXT_SETTINGS)
-        .execute(&mut *tx)
+    crate::store::dump::pg_set_text_formats(&mut *tx)
         .await
         .map_err(db("setting text formats"))?;
     // User triggers that fire on INSERT (4), DELETE (8), UPDATE (16) or TRUNCATE (32) would
@@ -284,42 +256,31 @@ async fn restore_postgres(
     // the replay's updates of append-only rows; switch them off inside the transaction.
     let mut disabled: Vec<(String, String)> = Vec::new();
     for t in by_name.keys() {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::text::regclass \
-             AND NOT tgisinternal AND tgenabled <> 'D' AND (tgtype::int & (4 | 8 | 16 | 32)) <> 0 \
-             ORDER BY tgname",
-        )
-        .bind(qualified(t))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("reading triggers"))?;
+        let names = sql::pg_user_triggers(&mut *tx, &schema, t)
+            .await
+            .map_err(db("reading triggers"))?;
         for name in names {
-            let sql = format!(
-                "ALTER TABLE {} DISABLE TRIGGER {}",
-                qualified(t),
-                quote_ident(&name)
-            );
-            sqlx::query(&sql).execute(&mut *tx).await.map_err(db(
-                "disabling triggers (the restoring role must own the tables)",
-            ))?;
+            sql::pg_set_trigger(&mut *tx, &schema, t, &name, false)
+                .await
+                .map_err(db(
+                    "disabling triggers (the restoring role must own the tables)",
+                ))?;
             disabled.push((t.clone(), name));
         }
     }
     if !non_empty.is_empty() {
-        let all: Vec<String> = by_name.keys().map(|t| qualified(t)).collect();
-        sqlx::query(&format!("TRUNCATE {}", all.join(", ")))
-            .execute(&mut *tx)
+        sql::pg_truncate(&mut *tx, &schema, by_name.keys())
             .await
             .map_err(db("clearing the target tables"))?;
     }
 
     let mut sequences: Vec<SequenceValue> = Vec::new();
-    let mut current: Option<(String, String, String)> = None; // (table, columns, casts)
+    let mut current: Option<PgRowInsert> = None;
     let mut batch = String::new();
     let mut batch_rows = 0usize;
     async fn flush(
         tx: &mut sqlx::PgConnection,
-        (table, cols, casts): &(String, String, String),
+        insert: &PgRowInsert,
         batch: &mut String,
         rows: &mut usize,
         progress: &Progress,
@@ -328,15 +289,10 @@ async fn restore_postgres(
             return Ok(());
         }
         batch.push(']');
-        let sql = format!(
-            "INSERT INTO {table} ({cols}) OVERRIDING SYSTEM VALUE \
-             SELECT {casts} FROM json_array_elements($1::json) AS r"
-        );
-        sqlx::query(&sql)
-            .bind(batch.as_str())
-            .execute(&mut *tx)
+        insert
+            .execute(&mut *tx, batch)
             .await
-            .map_err(db(&format!("inserting rows into {table}")))?;
+            .map_err(db(&format!("inserting rows into {}", insert.table())))?;
         batch.clear();
         progress.inc(*rows as u64);
         *rows = 0;
@@ -352,9 +308,8 @@ async fn restore_postgres(
                 let info = by_name.get(&h.name).ok_or_else(|| {
                     BackupError::Refused(format!("the target lacks table {}", h.name))
                 })?;
-                let mut cols = Vec::with_capacity(h.columns.len());
-                let mut casts = Vec::with_capacity(h.columns.len());
-                for (i, c) in h.columns.iter().enumerate() {
+                let mut columns = Vec::with_capacity(h.columns.len());
+                for c in &h.columns {
                     let ty = info
                         .columns
                         .iter()
@@ -363,10 +318,9 @@ async fn restore_postgres(
                         .ok_or_else(|| {
                             BackupError::Refused(format!("the target lacks column {}.{c}", h.name))
                         })?;
-                    cols.push(quote_ident(c));
-                    casts.push(format!("(r->>{i})::{ty}"));
+                    columns.push((c.as_str(), ty.as_str()));
                 }
-                current = Some((qualified(&h.name), cols.join(", "), casts.join(", ")));
+                current = Some(PgRowInsert::new(&schema, &h.name, columns));
             }
             Record::Row(raw) => {
                 let Some(target) = &current else {
@@ -393,8 +347,7 @@ async fn restore_postgres(
 
     // Check deferred constraints now, so that nothing non-transactional (setval) happens before
     // a constraint failure would roll the restore back.
-    sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
-        .execute(&mut *tx)
+    sql::pg_check_constraints(&mut *tx)
         .await
         .map_err(db("checking constraints"))?;
     let existing = catalog::pg_sequences(&mut *tx)
@@ -406,11 +359,7 @@ async fn restore_postgres(
             tracing::warn!(sequence = %s.name, "sequence from the backup does not exist in the target; skipped");
             continue;
         }
-        sqlx::query("SELECT setval($1::text::regclass, $2, $3)")
-            .bind(qualified(&s.name))
-            .bind(s.value)
-            .bind(s.called)
-            .execute(&mut *tx)
+        sql::pg_set_sequence(&mut *tx, &schema, &s.name, s.value, s.called)
             .await
             .map_err(db("restoring sequences"))?;
         set += 1;
@@ -421,13 +370,7 @@ async fn restore_postgres(
             crate::archive::replay::advance_sequences(&mut *tx, &schema, &by_name).await?;
     }
     for (table, trigger) in &disabled {
-        let sql = format!(
-            "ALTER TABLE {} ENABLE TRIGGER {}",
-            qualified(table),
-            quote_ident(trigger)
-        );
-        sqlx::query(&sql)
-            .execute(&mut *tx)
+        sql::pg_set_trigger(&mut *tx, &schema, table, trigger, true)
             .await
             .map_err(db("re-enabling triggers"))?;
     }
@@ -446,84 +389,58 @@ async fn restore_sqlite(
     let headers = headers(reader)?;
     let by_name = match_tables(reader, target, &headers)?;
 
-    let mut non_empty = Vec::new();
-    for t in by_name.keys() {
-        let sql = format!("SELECT COUNT(*) FROM {}", quote_ident(t));
-        let n: i64 = sqlx::query_scalar(&sql)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db("checking whether the target is empty"))?;
-        if n > 0 {
-            non_empty.push((t.clone(), n));
-        }
-    }
+    let non_empty = sql::sqlite_non_empty(&mut *tx, by_name.keys())
+        .await
+        .map_err(db("checking whether the target is empty"))?;
     if !non_empty.is_empty() && !force {
         return Err(refuse_non_empty(&non_empty));
     }
 
     // Foreign keys are checked at commit; triggers (append-only guards, side effects) are dropped
     // for the duration and recreated from their original SQL, all inside the transaction.
-    sqlx::query("PRAGMA defer_foreign_keys = ON")
-        .execute(&mut *tx)
+    sql::sqlite_defer_foreign_keys(&mut *tx)
         .await
         .map_err(db("deferring foreign keys"))?;
-    let triggers = sqlx::query(
-        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(db("reading triggers"))?;
+    let triggers = sql::sqlite_triggers(&mut *tx)
+        .await
+        .map_err(db("reading triggers"))?;
     let mut saved: Vec<(String, String)> = Vec::new();
-    for row in &triggers {
-        let name: String = row.try_get("name").map_err(db("reading triggers"))?;
-        let table: String = row.try_get("tbl_name").map_err(db("reading triggers"))?;
-        let sql: Option<String> = row.try_get("sql").map_err(db("reading triggers"))?;
-        if let (true, Some(sql)) = (by_name.contains_key(&table), sql) {
-            sqlx::query(&format!("DROP TRIGGER {}", quote_ident(&name)))
-                .execute(&mut *tx)
+    for trigger in triggers {
+        if let (true, Some(definition)) = (by_name.contains_key(&trigger.table), trigger.sql) {
+            sql::sqlite_drop_trigger(&mut *tx, &trigger.name)
                 .await
                 .map_err(db("suspending triggers"))?;
-            saved.push((name, sql));
+            saved.push((trigger.name, definition));
         }
     }
     if !non_empty.is_empty() {
-        for t in by_name.keys() {
-            sqlx::query(&format!("DELETE FROM {}", quote_ident(t)))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("clearing the target tables"))?;
-        }
+        sql::sqlite_clear(&mut *tx, by_name.keys())
+            .await
+            .map_err(db("clearing the target tables"))?;
     }
 
     let mut sequences: Vec<SequenceValue> = Vec::new();
-    let mut insert: Option<(String, String)> = None; // (table, SQL)
+    let mut insert: Option<(String, SqliteRowInsert)> = None;
     for record in reader.records()? {
         match record? {
             Record::Table(h) => {
                 progress.set_table(&h.name);
-                let cols: Vec<String> = h.columns.iter().map(|c| quote_ident(c)).collect();
-                let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-                let sql = format!(
-                    "INSERT INTO {} ({}) VALUES ({})",
-                    quote_ident(&h.name),
-                    cols.join(", "),
-                    params.join(", ")
-                );
-                insert = Some((h.name, sql));
+                let statement = SqliteRowInsert::new(&h.name, &h.columns);
+                insert = Some((h.name, statement));
             }
             Record::Row(raw) => {
-                let Some((table, sql)) = &insert else {
+                let Some((table, statement)) = &insert else {
                     return Err(BackupError::Verification("a row precedes its table".into()));
                 };
                 let values: Vec<serde_json::Value> = serde_json::from_str(raw.get())
                     .map_err(|e| BackupError::Verification(format!("bad row in {table}: {e}")))?;
-                let mut q = sqlx::query(sql);
-                for v in values {
-                    q = bind_sqlite(q, v).map_err(|m| {
-                        BackupError::Verification(format!("bad value in {table}: {m}"))
-                    })?;
-                }
-                q.execute(&mut *tx)
+                let values = values
+                    .into_iter()
+                    .map(untagged)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|m| BackupError::Verification(format!("bad value in {table}: {m}")))?;
+                statement
+                    .execute(&mut *tx, values)
                     .await
                     .map_err(db(&format!("inserting rows into {table}")))?;
                 progress.inc(1);
@@ -540,58 +457,44 @@ async fn restore_sqlite(
             .map_err(db("reading sqlite_sequence"))?
     {
         for s in &sequences {
-            let updated = sqlx::query("UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1")
-                .bind(&s.name)
-                .bind(s.value)
-                .execute(&mut *tx)
+            sql::sqlite_set_sequence(&mut *tx, &s.name, s.value)
                 .await
                 .map_err(db("restoring sqlite_sequence"))?;
-            if updated.rows_affected() == 0 {
-                sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)")
-                    .bind(&s.name)
-                    .bind(s.value)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("restoring sqlite_sequence"))?;
-            }
             set += 1;
         }
     }
-    for (_, sql) in &saved {
-        sqlx::query(sql)
-            .execute(&mut *tx)
+    for (_, definition) in &saved {
+        sql::sqlite_recreate_trigger(&mut *tx, definition)
             .await
             .map_err(db("recreating triggers"))?;
     }
     Ok((set, !non_empty.is_empty()))
 }
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
-/// Binds one tagged SQLite value (see [`super::dump`]).
-fn bind_sqlite(q: SqliteQuery<'_>, v: serde_json::Value) -> Result<SqliteQuery<'_>, String> {
+/// One tagged SQLite value of the payload (see [`super::dump`]), as the value to bind.
+fn untagged(v: serde_json::Value) -> Result<SqliteValue, String> {
     use serde_json::Value;
     Ok(match v {
-        Value::Null => q.bind(Option::<i64>::None),
-        Value::Bool(b) => q.bind(b),
+        Value::Null => SqliteValue::Null,
+        Value::Bool(b) => SqliteValue::Bool(b),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                q.bind(i)
+                SqliteValue::Integer(i)
             } else if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
-                q.bind(f)
+                SqliteValue::Real(f)
             } else {
                 return Err(format!("number {n} is out of range"));
             }
         }
-        Value::String(s) => q.bind(s),
+        Value::String(s) => SqliteValue::Text(s),
         Value::Object(o) => match (o.get("blob"), o.get("real")) {
-            (Some(Value::String(b)), None) => q.bind(
+            (Some(Value::String(b)), None) => SqliteValue::Blob(
                 base64::engine::general_purpose::STANDARD
                     .decode(b)
                     .map_err(|e| format!("bad blob: {e}"))?,
             ),
-            (None, Some(Value::String(r))) if r == "inf" => q.bind(f64::INFINITY),
-            (None, Some(Value::String(r))) if r == "-inf" => q.bind(f64::NEG_INFINITY),
+            (None, Some(Value::String(r))) if r == "inf" => SqliteValue::Real(f64::INFINITY),
+            (None, Some(Value::String(r))) if r == "-inf" => SqliteValue::Real(f64::NEG_INFINITY),
             _ => return Err("unknown tagged value".into()),
         },
         Value::Array(_) => return Err("unexpected array".into()),
