@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::controller::Context;
 use crate::crd::{TradingPlatform, TradingPlatformStatus};
+use crate::metrics::Series;
 use crate::resources::backup::CONTAINER_NAME;
 
 /// The part of the backup command's result line the operator uses.
@@ -119,12 +120,15 @@ pub async fn record(
         return;
     }
     let [namespace, name] = labels(tp);
-    let l = [namespace.as_str(), name.as_str()];
-    let m = &ctx.metrics;
+    let (tp_ns, tp_name) = (namespace.as_str(), name.as_str());
+    let m = &ctx.metrics.platforms;
     if let Some(created) = cronjob.and_then(|c| c.metadata.creation_timestamp.as_ref()) {
-        m.backup_expected_since
-            .with_label_values(&l)
-            .set(created.0.as_millisecond() as f64 / 1000.0);
+        m.set(
+            Series::BackupExpectedSince,
+            tp_ns,
+            tp_name,
+            seconds(created.0),
+        );
     }
     let succeeded = newest_succeeded(jobs);
     let last_success = [
@@ -135,18 +139,11 @@ pub async fn record(
     .flatten()
     .max();
     if let Some(t) = last_success {
-        m.backup_last_success
-            .with_label_values(&l)
-            .set(t.as_millisecond() as f64 / 1000.0);
+        m.set(Series::BackupLastSuccess, tp_ns, tp_name, seconds(t));
     }
     match newest_failure(jobs) {
-        Some(t) => m
-            .backup_last_failure
-            .with_label_values(&l)
-            .set(t.as_millisecond() as f64 / 1000.0),
-        None => {
-            let _ = m.backup_last_failure.remove_label_values(&l);
-        }
+        Some(t) => m.set(Series::BackupLastFailure, tp_ns, tp_name, seconds(t)),
+        None => m.clear(Series::BackupLastFailure, tp_ns, tp_name),
     }
     let Some((job, _)) = succeeded else { return };
     let job_name = job.name_any();
@@ -177,30 +174,33 @@ pub async fn record(
         }
     };
     if let Some(r) = result.filter(|r| r.success) {
-        m.backup_last_size
-            .with_label_values(&l)
-            .set(r.size_bytes as f64);
-        m.backup_last_rows.with_label_values(&l).set(r.rows as f64);
-        m.backup_last_duration
-            .with_label_values(&l)
-            .set(r.duration_seconds);
+        m.set(Series::BackupLastSize, tp_ns, tp_name, r.size_bytes as f64);
+        m.set(Series::BackupLastRows, tp_ns, tp_name, r.rows as f64);
+        m.set(
+            Series::BackupLastDuration,
+            tp_ns,
+            tp_name,
+            r.duration_seconds,
+        );
     }
+}
+
+fn seconds(t: Timestamp) -> f64 {
+    t.as_millisecond() as f64 / 1000.0
 }
 
 /// Removes the backup series of `tp` (deleted, or backups disabled).
 pub fn forget(ctx: &Context, tp: &TradingPlatform) {
     let [namespace, name] = labels(tp);
-    let l = [namespace.as_str(), name.as_str()];
-    let m = &ctx.metrics;
-    for g in [
-        &m.backup_expected_since,
-        &m.backup_last_success,
-        &m.backup_last_failure,
-        &m.backup_last_size,
-        &m.backup_last_rows,
-        &m.backup_last_duration,
+    for series in [
+        Series::BackupExpectedSince,
+        Series::BackupLastSuccess,
+        Series::BackupLastFailure,
+        Series::BackupLastSize,
+        Series::BackupLastRows,
+        Series::BackupLastDuration,
     ] {
-        let _ = g.remove_label_values(&l);
+        ctx.metrics.platforms.clear(series, &namespace, &name);
     }
     if let Ok(mut c) = ctx.backup_results.lock() {
         c.remove(&format!("{namespace}/{name}"));

@@ -11,13 +11,13 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -28,6 +28,7 @@ use crate::crd::{
     BACKUP_NOW_ANNOTATION, CONDITION_BACKUP_HEALTHY, CONDITION_DEGRADED, CONDITION_PROGRESSING,
     CONDITION_READY, ClaimRetentionPolicy, TradingPlatform, TradingPlatformStatus,
 };
+use crate::events::{EventRecorder, Occurrence};
 use crate::metrics::Metrics;
 use crate::resources::{self, BuildError, Desired, MANAGER, Parent};
 use crate::schedule::CronSchedule;
@@ -137,7 +138,7 @@ pub struct Context {
     /// API client.
     pub client: Client,
     /// Publishes Kubernetes Events.
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     /// Operator metrics.
     pub metrics: Metrics,
     /// Consecutive failures per resource, for exponential backoff.
@@ -165,12 +166,8 @@ pub type BackupResults = HashMap<String, (String, Option<crate::backup_metrics::
 impl Context {
     /// A context with the real clock.
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.to_string(),
-            instance,
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(client.clone(), MANAGER, instance),
             client,
             metrics,
             failures: Mutex::new(HashMap::new()),
@@ -210,14 +207,14 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let ev = Event {
+        let what = Occurrence {
             type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
+            reason,
+            action,
+            note: &note,
         };
-        if let Err(e) = self.recorder.publish(&ev, &tp.object_ref(&())).await {
+        let regarding = tp.object_ref(&());
+        if let Err(e) = self.recorder.publish(&what, &regarding, self.now()).await {
             warn!(error = %e, reason, "cannot publish event");
         }
     }
@@ -950,51 +947,16 @@ struct BackupNow<'a> {
     jobs: &'a [Job],
 }
 
-const MANAGED_KINDS: [&str; 10] = [
-    <ServiceAccount as k8s_openapi::Resource>::KIND,
-    <ConfigMap as k8s_openapi::Resource>::KIND,
-    <Service as k8s_openapi::Resource>::KIND,
-    <Deployment as k8s_openapi::Resource>::KIND,
-    <HorizontalPodAutoscaler as k8s_openapi::Resource>::KIND,
-    <PodDisruptionBudget as k8s_openapi::Resource>::KIND,
-    <PersistentVolumeClaim as k8s_openapi::Resource>::KIND,
-    <CronJob as k8s_openapi::Resource>::KIND,
-    <Ingress as k8s_openapi::Resource>::KIND,
-    <NetworkPolicy as k8s_openapi::Resource>::KIND,
-];
-
 fn record_managed(ctx: &Context, tp: &TradingPlatform, d: &Desired) {
-    let present = [
-        d.service_account.is_some(),
-        d.config_map.is_some(),
-        d.service.is_some(),
-        d.deployment.is_some(),
-        d.hpa.is_some(),
-        d.pdb.is_some(),
-        d.backup_claim.is_some(),
-        d.backup_cronjob.is_some(),
-        d.ingress.is_some(),
-        d.network_policy.is_some(),
-    ];
     let ns = tp.namespace().unwrap_or_default();
-    let name = tp.name_any();
-    for (kind, on) in MANAGED_KINDS.iter().zip(present) {
-        ctx.metrics
-            .managed_objects
-            .with_label_values(&[ns.as_str(), name.as_str(), kind])
-            .set(i64::from(on));
-    }
+    ctx.metrics
+        .platforms
+        .set_managed(&ns, &tp.name_any(), &d.managed());
 }
 
 fn forget_managed(ctx: &Context, tp: &TradingPlatform) {
     let ns = tp.namespace().unwrap_or_default();
-    let name = tp.name_any();
-    for kind in MANAGED_KINDS {
-        let _ =
-            ctx.metrics
-                .managed_objects
-                .remove_label_values(&[ns.as_str(), name.as_str(), kind]);
-    }
+    ctx.metrics.platforms.clear_managed(&ns, &tp.name_any());
 }
 
 async fn reconcile_paused(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, Error> {

@@ -12,6 +12,7 @@ pub mod crd;
 pub mod crd_rollout;
 pub mod crd_s3;
 pub mod errors;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -61,6 +61,7 @@ use crate::apply::Applier;
 use crate::controller::Context;
 use crate::crd::{RolloutStatus, TradingPlatform};
 use crate::errors::kube_error_words;
+use crate::metrics::Series;
 use crate::resources::canary::{self as canary_res, annotate};
 use crate::resources::{BuildError, Desired, Parent};
 use crate::rollout::{self, Decision, Observation, RolloutState};
@@ -362,9 +363,8 @@ fn record(ctx: &Context, tp: &TradingPlatform, out: &RolloutStatus) {
         0
     };
     ctx.metrics
-        .canary_weight
-        .with_label_values(&[ns.as_str(), name.as_str()])
-        .set(f64::from(w));
+        .platforms
+        .set(Series::CanaryWeight, &ns, &name, f64::from(w));
 }
 
 fn decided(ctx: &Context, decision: &str) {
@@ -380,10 +380,9 @@ pub fn forget(ctx: &Context, tp: &TradingPlatform) {
         b.remove(&key(tp));
     }
     let (ns, name) = (tp.namespace().unwrap_or_default(), tp.name_any());
-    let _ = ctx
-        .metrics
-        .canary_weight
-        .remove_label_values(&[ns.as_str(), name.as_str()]);
+    ctx.metrics
+        .platforms
+        .clear(Series::CanaryWeight, &ns, &name);
 }
 
 fn rolled_back_words(rev: &str, reason: &str) -> String {

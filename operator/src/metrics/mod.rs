@@ -1,8 +1,14 @@
 //! Prometheus metrics of the operator (prefix `tradeplane_operator_`, contract).
+//!
+//! Per-TradingPlatform figures live in [`platforms`], a compact table exported at scrape time.
+
+pub mod platforms;
+
+pub use platforms::{PlatformMetrics, Series};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Everything the operator measures; one instance shared by the controller and `/metrics`.
@@ -16,8 +22,6 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// Reconcile duration.
     pub duration: HistogramVec,
-    /// Objects the operator manages, per TradingPlatform and kind (sum for totals).
-    pub managed_objects: IntGaugeVec,
     /// 1 while this replica holds the leader Lease.
     pub leader: IntGauge,
     /// 1 while a watch is current (listed and watching), per watched kind.
@@ -28,21 +32,8 @@ pub struct Metrics {
     pub recreated: IntCounterVec,
     /// Reconciliations by what triggered them (`spec_change`, `child_change`, `requeue`, `resync`).
     pub triggers: IntCounterVec,
-    /// Unix time the backup CronJob was created (backups expected since), per TradingPlatform.
-    pub backup_expected_since: GaugeVec,
-    /// Unix time of the last successful backup, per TradingPlatform (crate::backup_metrics).
-    pub backup_last_success: GaugeVec,
-    /// Unix time the newest failed backup Job failed, while that Job exists.
-    pub backup_last_failure: GaugeVec,
-    /// Size in bytes of the last successful backup (from its termination message).
-    pub backup_last_size: GaugeVec,
-    /// Rows in the last successful backup.
-    pub backup_last_rows: GaugeVec,
-    /// Duration of the last successful backup run.
-    pub backup_last_duration: GaugeVec,
-    /// `tradeplane_operator_canary_weight_percent{namespace,tradingplatform}`: the running
-    /// canary's weight, 0 without one (alerting on a canary stuck at a step).
-    pub canary_weight: GaugeVec,
+    /// Per-TradingPlatform backup figures and canary weight, and the managed objects per kind.
+    pub platforms: PlatformMetrics,
     /// `tradeplane_operator_canary_decisions_total{decision}`: step, promote, rollback (alerting
     /// on rollbacks).
     pub canary_decisions: IntCounterVec,
@@ -73,13 +64,6 @@ impl Metrics {
             )
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["result"],
-        )?;
-        let managed_objects = IntGaugeVec::new(
-            Opts::new(
-                "tradeplane_operator_managed_objects",
-                "Objects the operator manages (1) per TradingPlatform and kind",
-            ),
-            &["namespace", "tradingplatform", "kind"],
         )?;
         let leader = IntGauge::new(
             "tradeplane_operator_leader",
@@ -113,39 +97,8 @@ impl Metrics {
             ),
             &["trigger"],
         )?;
-        let per_platform = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
-            let g = GaugeVec::new(Opts::new(name, help), &["namespace", "tradingplatform"])?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let backup_expected_since = per_platform(
-            "tradeplane_operator_backup_expected_since_timestamp_seconds",
-            "Unix time the backup CronJob of each TradingPlatform was created (backups expected since)",
-        )?;
-        let backup_last_success = per_platform(
-            "tradeplane_operator_backup_last_success_timestamp_seconds",
-            "Unix time of the last successful backup of each TradingPlatform",
-        )?;
-        let backup_last_failure = per_platform(
-            "tradeplane_operator_backup_last_failure_timestamp_seconds",
-            "Unix time the newest failed backup Job of each TradingPlatform failed (while it exists)",
-        )?;
-        let backup_last_size = per_platform(
-            "tradeplane_operator_backup_last_size_bytes",
-            "Size of the last successful backup, from the backup Job's termination message",
-        )?;
-        let backup_last_rows = per_platform(
-            "tradeplane_operator_backup_last_rows",
-            "Rows in the last successful backup, from the backup Job's termination message",
-        )?;
-        let backup_last_duration = per_platform(
-            "tradeplane_operator_backup_last_duration_seconds",
-            "Duration of the last successful backup run, from the backup Job's termination message",
-        )?;
-        let canary_weight = per_platform(
-            "tradeplane_operator_canary_weight_percent",
-            "Weight of the running canary of each TradingPlatform (0: none)",
-        )?;
+        let platforms = PlatformMetrics::new(&crate::resources::MANAGED_KINDS)?;
+        registry.register(Box::new(platforms.clone()))?;
         let canary_decisions = IntCounterVec::new(
             Opts::new(
                 "tradeplane_operator_canary_decisions_total",
@@ -161,26 +114,18 @@ impl Metrics {
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(managed_objects.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             reconciliations,
             errors,
             duration,
-            managed_objects,
             leader,
             watch_current,
             watch_errors,
             recreated,
             triggers,
-            backup_expected_since,
-            backup_last_success,
-            backup_last_failure,
-            backup_last_size,
-            backup_last_rows,
-            backup_last_duration,
-            canary_weight,
+            platforms,
             canary_decisions,
         })
     }

@@ -291,7 +291,38 @@ pub fn deployment_with_image(tp: &TradingPlatform, image: &str) -> Result<Deploy
     deployment::build(&parent, &spec, &checksum)
 }
 
+/// The kinds of children counted by `tradeplane_operator_managed_objects{kind}`, in the order of
+/// [`Desired::managed`].
+pub const MANAGED_KINDS: [&str; 10] = [
+    <ServiceAccount as k8s_openapi::Resource>::KIND,
+    <ConfigMap as k8s_openapi::Resource>::KIND,
+    <Service as k8s_openapi::Resource>::KIND,
+    <Deployment as k8s_openapi::Resource>::KIND,
+    <HorizontalPodAutoscaler as k8s_openapi::Resource>::KIND,
+    <PodDisruptionBudget as k8s_openapi::Resource>::KIND,
+    <PersistentVolumeClaim as k8s_openapi::Resource>::KIND,
+    <CronJob as k8s_openapi::Resource>::KIND,
+    <Ingress as k8s_openapi::Resource>::KIND,
+    <NetworkPolicy as k8s_openapi::Resource>::KIND,
+];
+
 impl Desired {
+    /// Which of [`MANAGED_KINDS`] this set has an object of.
+    pub fn managed(&self) -> [bool; MANAGED_KINDS.len()] {
+        [
+            self.service_account.is_some(),
+            self.config_map.is_some(),
+            self.service.is_some(),
+            self.deployment.is_some(),
+            self.hpa.is_some(),
+            self.pdb.is_some(),
+            self.backup_claim.is_some(),
+            self.backup_cronjob.is_some(),
+            self.ingress.is_some(),
+            self.network_policy.is_some(),
+        ]
+    }
+
     /// Every object as JSON, in apply order (dependencies first).
     pub fn to_values(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
         let mut out = Vec::new();

@@ -18,6 +18,7 @@ mod canary_overrides;
 mod children;
 mod controller;
 mod crd;
+mod events;
 mod http_endpoints;
 mod migration;
 mod otlp;
