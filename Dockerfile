@@ -17,10 +17,14 @@
 # Run: distroless `static` (CA certificates, /etc/passwd, tzdata, /tmp; no shell, no package
 # manager), numeric non-root user 65532.
 #
-# The fast allocator: musl's own malloc is slow under multi-threaded load, so the binaries are
+# The fast allocator: musl's own malloc is slow under multi-threaded load, so the platform is
 # built with mimalloc through the Cargo feature named in CARGO_FEATURES (each binary crate has an
 # optional `mimalloc` feature that installs `mimalloc::MiMalloc` as the global allocator).
-# Build without it with `--build-arg CARGO_FEATURES=`.
+# Build without it with `--build-arg CARGO_FEATURES=`. The operator keeps musl's malloc: its
+# work is API calls, not allocation, and at 1,000 TradingPlatforms musl's malloc peaks at 27 MiB
+# where mimalloc with its defaults peaks at 66-68 MiB (same convergence time; mimalloc uses about
+# 0.7 s less CPU over the 10 s start), measured with the musl build in scripts/bench-operator.sh
+# (TARGET=musl; docs/operator.md, "Scale benchmark").
 
 ARG RUST_VERSION=1.95
 ARG CARGO_CHEF_VERSION=0.1.78
@@ -56,7 +60,7 @@ RUN cargo chef prepare --recipe-path recipe.json
 # The last step fails the build if a binary is not fully static (the run stage has no libc).
 FROM chef AS builder
 SHELL ["/bin/ash", "-eo", "pipefail", "-c"]
-ARG CARGO_FEATURES="tradeplane-platform/mimalloc,tradeplane-operator/mimalloc"
+ARG CARGO_FEATURES="tradeplane-platform/mimalloc"
 COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json \
         -p tradeplane-platform -p tradeplane-operator \

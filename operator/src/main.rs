@@ -1,6 +1,6 @@
 //! `tradeplane-operator` binary: see [`tradeplane_operator::cli`].
 
-/// The global allocator of the release images (feature `mimalloc`).
+/// mimalloc as the global allocator (feature `mimalloc`, off in the release image: see the Dockerfile).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

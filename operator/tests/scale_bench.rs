@@ -50,6 +50,18 @@ fn proc_status_kib(field: &str) -> Option<u64> {
 }
 
 /// A `kB` field of `/proc/<pid>/status` (`pid` may be `self`).
+/// User plus system CPU time of process `pid` (`/proc/<pid>/stat`, in clock ticks of 1/100 s,
+/// the value of `getconf CLK_TCK` on Linux).
+fn pid_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+}
+
 fn pid_status_kib(pid: &str, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -343,6 +355,14 @@ impl Drop for Operator {
     }
 }
 
+/// The binary the benchmark runs: `BENCH_OPERATOR_BIN` (for example a static musl build, as the
+/// image ships), else the one cargo built beside the test.
+fn operator_binary() -> std::path::PathBuf {
+    std::env::var_os("BENCH_OPERATOR_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tradeplane-operator").into())
+}
+
 /// The operator binary (`tradeplane-operator run`, built in the benchmark's profile) as its own
 /// process against the fake served over HTTP, so its `VmHWM` is the operator's alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +393,7 @@ async fn operator_process_rss_at_1000_platforms() {
 
     let started = Instant::now();
     let mut child = Operator(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tradeplane-operator"))
+        std::process::Command::new(operator_binary())
             .args(["run", "--namespace", "ns", "--leader-election", "true"])
             .args([
                 "--lease-name",
@@ -418,6 +438,7 @@ async fn operator_process_rss_at_1000_platforms() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let hwm_reconciled = pid_status_kib(&pid, "VmHWM:").unwrap_or(0);
+    let cpu_reconciled = pid_cpu_seconds(&pid).unwrap_or(0.0);
     let objects = api.state.lock().unwrap().store.len();
 
     // Quiet period: nothing changes. The leader renews its Lease (every ~10 s, a PATCH and a
@@ -439,11 +460,11 @@ async fn operator_process_rss_at_1000_platforms() {
     println!();
     println!(
         "operator process benchmark: {n} TradingPlatforms, operator binary ({}) against the fake API over HTTP ({objects} objects at the end)",
-        if cfg!(debug_assertions) {
-            "debug"
+        std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| if cfg!(debug_assertions) {
+            "debug".into()
         } else {
-            "release"
-        }
+            "release".into()
+        })
     );
     row("figure", "measured", "goal");
     row(
@@ -463,6 +484,11 @@ async fn operator_process_rss_at_1000_platforms() {
         "",
     );
     row("  VmRSS at the end", format!("{:.1} MiB", mib(rss_end)), "");
+    row(
+        "  operator CPU until all observed",
+        format!("{cpu_reconciled:.2} s"),
+        "",
+    );
     row("  threads at the end", threads, "");
     row(
         format!(
