@@ -158,6 +158,9 @@ pub struct Context {
     pub canary_baselines: Mutex<crate::canary::Baselines>,
     /// Per TradingPlatform: when its pods' archive metrics were last read (`crate::archive_status`).
     pub archive_scrapes: Mutex<crate::archive_status::LastScrapes>,
+    /// Per TradingPlatform and clean-up (`prune`): the state it last completed
+    /// for (see [`Context::cleanup_due`]).
+    pub cleaned: Mutex<HashMap<(String, &'static str), u64>>,
 }
 
 /// See [`Context::backup_results`].
@@ -178,6 +181,35 @@ impl Context {
             scraper: crate::analysis::http_scraper(),
             canary_baselines: Mutex::new(HashMap::new()),
             archive_scrapes: Mutex::new(HashMap::new()),
+            cleaned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the clean-up `what` (listing children to delete the unwanted ones) has to run for
+    /// `tp` in the state `stamp`. Unwanted children appear only when what the operator wants
+    /// changes: a new generation of the spec, new labels or annotations (see [`state_stamp`]), a
+    /// new image for the migration Jobs. So a clean-up that completed for a state is not run
+    /// again for it by this process: the 5-minute resync of an unchanged TradingPlatform lists
+    /// nothing for it (issue 13). A new operator process (restart, new leader) runs each once.
+    pub fn cleanup_due(&self, tp: &TradingPlatform, what: &'static str, stamp: u64) -> bool {
+        self.cleaned
+            .lock()
+            .map(|c| c.get(&(key(tp), what)) != Some(&stamp))
+            .unwrap_or(true)
+    }
+
+    /// Records that the clean-up `what` completed for `tp` in the state `stamp`.
+    pub fn cleanup_done(&self, tp: &TradingPlatform, what: &'static str, stamp: u64) {
+        if let Ok(mut c) = self.cleaned.lock() {
+            c.insert((key(tp), what), stamp);
+        }
+    }
+
+    /// Forgets the clean-ups of a deleted TradingPlatform.
+    fn forget_cleanups(&self, tp: &TradingPlatform) {
+        let k = key(tp);
+        if let Ok(mut c) = self.cleaned.lock() {
+            c.retain(|(name, _), _| *name != k);
         }
     }
 
@@ -369,6 +401,78 @@ async fn reconcile_inner(tp: Arc<TradingPlatform>, ctx: Arc<Context>) -> Result<
     })
 }
 
+/// The clean-up of unwanted children (see [`Context::cleanup_due`]).
+const PRUNE: &str = "prune";
+
+/// A fingerprint of what the operator wants for `tp`: its identity, spec generation, labels and
+/// annotations (what [`resources::desired`] reads besides the spec).
+pub fn state_stamp(tp: &TradingPlatform) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tp.uid().hash(&mut h);
+    tp.metadata.generation.hash(&mut h);
+    tp.metadata.labels.hash(&mut h);
+    // kubectl's copy of the applied object changes only with the spec (the generation), and the
+    // cache drops it (`run::prune`): left out so that both copies of an object stamp alike.
+    for (k, v) in tp.metadata.annotations.iter().flatten() {
+        if k != "kubectl.kubernetes.io/last-applied-configuration" {
+            (k, v).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Deletes every child kind's unwanted objects; one result per kind.
+async fn prune_all(
+    tp: &TradingPlatform,
+    ctx: &Context,
+    ns: &str,
+    parent: &Parent,
+    desired: &Desired,
+) -> Vec<(&'static str, Result<(), Error>)> {
+    vec![
+        (
+            <HorizontalPodAutoscaler as k8s_openapi::Resource>::KIND,
+            prune::<HorizontalPodAutoscaler>(tp, ctx, ns, parent, name_of(&desired.hpa), true)
+                .await,
+        ),
+        (
+            <PodDisruptionBudget as k8s_openapi::Resource>::KIND,
+            prune::<PodDisruptionBudget>(tp, ctx, ns, parent, name_of(&desired.pdb), true).await,
+        ),
+        (
+            <CronJob as k8s_openapi::Resource>::KIND,
+            prune::<CronJob>(tp, ctx, ns, parent, name_of(&desired.backup_cronjob), true).await,
+        ),
+        (
+            <Ingress as k8s_openapi::Resource>::KIND,
+            prune::<Ingress>(tp, ctx, ns, parent, name_of(&desired.ingress), true).await,
+        ),
+        (
+            <NetworkPolicy as k8s_openapi::Resource>::KIND,
+            prune::<NetworkPolicy>(tp, ctx, ns, parent, name_of(&desired.network_policy), true)
+                .await,
+        ),
+        (
+            <PersistentVolumeClaim as k8s_openapi::Resource>::KIND,
+            if tp.spec.backup.storage.retention_policy == ClaimRetentionPolicy::Delete {
+                // Unowned by design; only pruned when the user asked for claims to be deleted.
+                prune::<PersistentVolumeClaim>(
+                    tp,
+                    ctx,
+                    ns,
+                    parent,
+                    name_of(&desired.backup_claim),
+                    false,
+                )
+                .await
+            } else {
+                Ok(())
+            },
+        ),
+    ]
+}
+
 /// Lists this instance's objects of kind `K` (by the operator's labels) and deletes those not
 /// named in `keep`. Returns how many objects of the kind remain wanted.
 async fn prune<K>(
@@ -532,52 +636,21 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
             .flatten();
     }
 
-    let prunes = [
-        (
-            <HorizontalPodAutoscaler as k8s_openapi::Resource>::KIND,
-            prune::<HorizontalPodAutoscaler>(tp, ctx, ns, &parent, name_of(&desired.hpa), true)
-                .await,
-        ),
-        (
-            <PodDisruptionBudget as k8s_openapi::Resource>::KIND,
-            prune::<PodDisruptionBudget>(tp, ctx, ns, &parent, name_of(&desired.pdb), true).await,
-        ),
-        (
-            <CronJob as k8s_openapi::Resource>::KIND,
-            prune::<CronJob>(tp, ctx, ns, &parent, name_of(&desired.backup_cronjob), true).await,
-        ),
-        (
-            <Ingress as k8s_openapi::Resource>::KIND,
-            prune::<Ingress>(tp, ctx, ns, &parent, name_of(&desired.ingress), true).await,
-        ),
-        (
-            <NetworkPolicy as k8s_openapi::Resource>::KIND,
-            prune::<NetworkPolicy>(tp, ctx, ns, &parent, name_of(&desired.network_policy), true)
-                .await,
-        ),
-        (
-            <PersistentVolumeClaim as k8s_openapi::Resource>::KIND,
-            if tp.spec.backup.storage.retention_policy == ClaimRetentionPolicy::Delete {
-                // Unowned by design; only pruned when the user asked for claims to be deleted.
-                prune::<PersistentVolumeClaim>(
-                    tp,
-                    ctx,
-                    ns,
-                    &parent,
-                    name_of(&desired.backup_claim),
-                    false,
-                )
-                .await
-            } else {
-                Ok(())
-            },
-        ),
-    ];
+    let stamp = state_stamp(tp);
+    let prunes = if ctx.cleanup_due(tp, PRUNE, stamp) {
+        prune_all(tp, ctx, ns, &parent, &desired).await
+    } else {
+        Vec::new()
+    };
+    let pruned = prunes.iter().all(|(_, r)| r.is_ok());
     for (kind, r) in prunes {
         if let Err(e) = r {
             a.fail(kind, "(unwanted objects)", format!("cannot delete: {e}"))
                 .await;
         }
+    }
+    if pruned {
+        ctx.cleanup_done(tp, PRUNE, stamp);
     }
 
     let mut status = derive_status(
@@ -1019,6 +1092,7 @@ async fn cleanup(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action
         }
     }
     forget_managed(ctx, tp);
+    ctx.forget_cleanups(tp);
     crate::backup_metrics::forget(ctx, tp);
     crate::canary::forget(ctx, tp);
     crate::archive_status::forget(ctx, tp);
@@ -1477,15 +1551,19 @@ fn backup_health(
     } else {
         ""
     };
+    // Messages name times, not ages: an age would change the status at every reconciliation,
+    // so each resync would write it (and send a watch event to every client).
+    let at = |t: Timestamp| Timestamp::from_second(t.as_second()).unwrap_or(t);
     match last_success {
         Some(t) => {
             let age = now.as_second() - t.0.as_second();
+            let when = at(t.0);
             if age <= allowed {
                 (
                     "True",
                     "BackupRecent",
                     format!(
-                        "last successful backup {age}s ago, within twice the schedule interval ({allowed}s){suspended}"
+                        "last successful backup at {when}, within twice the schedule interval ({allowed}s){suspended}"
                     ),
                 )
             } else {
@@ -1493,7 +1571,7 @@ fn backup_health(
                     "False",
                     "BackupOverdue",
                     format!(
-                        "last successful backup {age}s ago, older than twice the schedule interval ({allowed}s){suspended}"
+                        "last successful backup at {when}, longer ago than twice the schedule interval ({allowed}s){suspended}"
                     ),
                 )
             }
@@ -1519,7 +1597,8 @@ fn backup_health(
                     "False",
                     "NoSuccessfulBackup",
                     format!(
-                        "no successful backup in the {age}s since the CronJob was created{suspended}"
+                        "no successful backup since the CronJob was created at {}, longer ago than twice the schedule interval ({allowed}s){suspended}",
+                        at(created)
                     ),
                 )
             }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::json;
-use tradeplane_operator::controller::{self, FINALIZER};
+use std::sync::Arc;
+use tradeplane_operator::controller::{self, Context, FINALIZER};
+use tradeplane_operator::metrics::Metrics;
 
 use common::env::*;
 use common::fake_api::Logged;
@@ -106,6 +108,64 @@ async fn unchanged_world_writes_no_status_and_no_events() {
         "{:?}",
         writes(&log)
     );
+}
+
+/// The lists of a reconcile, as `kind-collection` names (`ingresses`, `jobs`, ...).
+fn lists(log: &[Logged]) -> Vec<String> {
+    log.iter()
+        .filter(|l| l.method == Method::GET && l.query.contains("labelSelector"))
+        .map(|l| l.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resync_of_an_unchanged_platform_lists_nothing_to_prune_until_it_changes() {
+    let env = Env::new(tp_json(
+        json!({"ingress": {"enabled": true, "host": "x.example"}}),
+    ));
+    env.converge().await;
+    env.take_and_ignore();
+    // The resync: nothing changed since the last reconcile pruned.
+    env.reconcile().await.unwrap();
+    let resync = lists(&env.api.take_log());
+    let prunable = [
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
+        "cronjobs",
+        "ingresses",
+        "networkpolicies",
+    ];
+    assert!(
+        !resync.iter().any(|l| prunable.contains(&l.as_str())),
+        "the resync listed children to prune: {resync:?}"
+    );
+    // An unwanted child appears only when the spec (or the labels, annotations) change: then
+    // the next reconcile lists and deletes it.
+    env.edit_spec(|s| s["ingress"]["enabled"] = json!(false));
+    env.reconcile().await.unwrap();
+    let changed = lists(&env.api.take_log());
+    for kind in prunable {
+        assert!(
+            changed.iter().any(|l| l == kind),
+            "{kind} not listed: {changed:?}"
+        );
+    }
+    assert!(
+        env.api.get(INGRESS).is_none(),
+        "the disabled Ingress is deleted"
+    );
+    // A new operator process (restart, new leader) prunes once, whatever it missed meanwhile.
+    let restarted = Env {
+        api: env.api.clone(),
+        ctx: Arc::new(Context::new(
+            env.ctx.client.clone(),
+            Metrics::new().unwrap(),
+            Some("second".into()),
+        )),
+    };
+    restarted.reconcile().await.unwrap();
+    let first = lists(&restarted.api.take_log());
+    assert!(first.iter().any(|l| l == "ingresses"), "{first:?}");
 }
 
 impl Env {
