@@ -568,7 +568,7 @@ pub struct BackupSpec {
     /// IANA time zone of the schedule (e.g. `Europe/Berlin`); the controller manager's zone if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self.matches('^(UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9][A-Za-z0-9_+-]*){1,2})$')").message("spec.backup.timeZone must be an IANA time zone name such as UTC or Europe/Berlin (the operator also checks the name exists: reason InvalidSpec)"))]
+    #[x_kube(validation = Rule::new("self.matches('^(UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9][A-Za-z0-9_+-]*){1,2})$')").message("spec.backup.timeZone must be an IANA time zone name such as UTC or Europe/Berlin (a well-formed name that is not in the IANA database is reported by the operator: condition Degraded, reason InvalidSpec)"))]
     pub time_zone: Option<String>,
     /// Stop scheduling new backups without deleting anything.
     #[serde(default)]

@@ -244,6 +244,18 @@ pub fn job_template(parent: &Parent, spec: &TradingPlatformSpec) -> JobTemplateS
     }
 }
 
+/// Refuses a `spec.backup.timeZone` that is well formed (the CRD checks the shape) but names no
+/// zone of the IANA database, which the API server would refuse when the CronJob is applied.
+/// The database is the one bundled into the operator (jiff's `tzdb-bundle-always`), so the check
+/// does not depend on the image's or the machine's zoneinfo files.
+pub fn check_time_zone(zone: &str) -> Result<(), BuildError> {
+    jiff::tz::TimeZone::get(zone).map(|_| ()).map_err(|_| {
+        BuildError::Invalid(format!(
+            "spec.backup.timeZone {zone:?} is not a time zone of the IANA database; use a name such as UTC, Europe/Berlin or America/New_York (see `timedatectl list-timezones`)"
+        ))
+    })
+}
+
 /// Builds the backup CronJob, or `None` when backups are disabled.
 pub fn cronjob(parent: &Parent, spec: &TradingPlatformSpec) -> Result<Option<CronJob>, BuildError> {
     let b = &spec.backup;
@@ -252,6 +264,9 @@ pub fn cronjob(parent: &Parent, spec: &TradingPlatformSpec) -> Result<Option<Cro
     }
     crate::schedule::CronSchedule::parse(&b.schedule)
         .map_err(|e| BuildError::Invalid(format!("spec.backup.schedule: {e}")))?;
+    if let Some(zone) = &b.time_zone {
+        check_time_zone(zone)?;
+    }
     Ok(Some(CronJob {
         metadata: parent.meta(parent.backup_name(), COMPONENT_BACKUP),
         spec: CronJobSpec {

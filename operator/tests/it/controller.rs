@@ -523,3 +523,37 @@ async fn invalid_spec_is_degraded_with_a_clear_message() {
         env.condition("Degraded")["message"]
     );
 }
+
+/// A well-formed but unknown `spec.backup.timeZone` passes the CRD's pattern; the operator
+/// refuses it before applying anything, with a condition a human can act on, instead of the API
+/// server's error for the CronJob.
+#[tokio::test]
+async fn an_unknown_time_zone_is_reported_as_an_invalid_spec() {
+    let env = Env::new(tp_json(
+        json!({"backup": {"timeZone": "Mars/Olympus_Mons"}}),
+    ));
+    let _ = env.reconcile().await;
+    let _ = env.reconcile().await;
+    let degraded = env.condition("Degraded");
+    assert_eq!(degraded["status"], "True", "{degraded}");
+    assert_eq!(degraded["reason"], "InvalidSpec", "{degraded}");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.backup.timeZone \"Mars/Olympus_Mons\"")
+            && message.contains("Europe/Berlin"),
+        "{message}"
+    );
+    assert!(
+        env.api.get(CRON).is_none(),
+        "no CronJob with a zone the server refuses"
+    );
+    // Known zones, and UTC, are accepted by the same check.
+    for zone in ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"] {
+        let env = Env::new(tp_json(json!({"backup": {"timeZone": zone}})));
+        env.converge().await;
+        assert_eq!(
+            env.api.get(CRON).expect("CronJob")["spec"]["timeZone"],
+            zone
+        );
+    }
+}
