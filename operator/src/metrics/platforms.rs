@@ -156,10 +156,10 @@ impl PlatformMetrics {
     fn update(&self, namespace: &str, name: &str, f: impl FnOnce(&mut Row)) {
         let mut rows = self.rows();
         let key = (namespace.to_string(), name.to_string());
-        let row = rows.entry(key).or_insert(Row::EMPTY);
+        let row = rows.entry(key.clone()).or_insert(Row::EMPTY);
         f(row);
         if row.is_empty() {
-            rows.remove(&(namespace.to_string(), name.to_string()));
+            rows.remove(&key);
         }
     }
 

@@ -38,6 +38,14 @@ fn event_writes(log: Vec<Logged>) -> Vec<(Method, String, serde_json::Value)> {
         .collect()
 }
 
+/// Publishes `failed(note)` about `regarding()` at `at`, which must succeed.
+async fn publish(recorder: &EventRecorder, note: &str, at: Timestamp) {
+    recorder
+        .publish(&failed(note), &regarding(), at)
+        .await
+        .expect("published");
+}
+
 fn t0() -> Timestamp {
     "2026-11-22T12:00:00Z".parse().unwrap()
 }
@@ -47,15 +55,9 @@ async fn a_repeat_is_counted_in_the_series_of_the_first_event() {
     let (api, client) = FakeApi::start();
     let recorder = EventRecorder::new(client, "tradeplane-operator", Some("pod-1".into()));
     let note = "the Service port is taken";
-    recorder
-        .publish(&failed(note), &regarding(), t0())
-        .await
-        .unwrap();
+    publish(&recorder, note, t0()).await;
     let second = t0() + SignedDuration::from_secs(30);
-    recorder
-        .publish(&failed(note), &regarding(), second)
-        .await
-        .unwrap();
+    publish(&recorder, note, second).await;
 
     let w = event_writes(api.take_log());
     assert_eq!(w.len(), 2, "{w:?}");
@@ -79,14 +81,7 @@ async fn a_repeat_is_counted_in_the_series_of_the_first_event() {
     assert_ne!(repeat["series"]["lastObservedTime"], created["eventTime"]);
     assert_eq!(repeat["note"], note);
 
-    recorder
-        .publish(
-            &failed(note),
-            &regarding(),
-            second + SignedDuration::from_secs(1),
-        )
-        .await
-        .unwrap();
+    publish(&recorder, note, second + SignedDuration::from_secs(1)).await;
     let w = event_writes(api.take_log());
     assert_eq!(w[0].2["series"]["count"], 3, "{w:?}");
     assert_eq!(recorder.remembered(), 1);
@@ -96,19 +91,10 @@ async fn a_repeat_is_counted_in_the_series_of_the_first_event() {
 async fn another_message_or_an_expired_window_starts_a_new_event() {
     let (api, client) = FakeApi::start();
     let recorder = EventRecorder::new(client, "tradeplane-operator", None);
-    recorder
-        .publish(&failed("a"), &regarding(), t0())
-        .await
-        .unwrap();
-    recorder
-        .publish(&failed("b"), &regarding(), t0())
-        .await
-        .unwrap();
+    publish(&recorder, "a", t0()).await;
+    publish(&recorder, "b", t0()).await;
     let later = t0() + SERIES_WINDOW + SignedDuration::from_secs(1);
-    recorder
-        .publish(&failed("a"), &regarding(), later)
-        .await
-        .unwrap();
+    publish(&recorder, "a", later).await;
     let w = event_writes(api.take_log());
     let methods: Vec<_> = w.iter().map(|(m, _, _)| m.clone()).collect();
     assert_eq!(methods, [Method::POST, Method::POST, Method::POST], "{w:?}");
@@ -122,18 +108,12 @@ async fn another_message_or_an_expired_window_starts_a_new_event() {
 async fn an_event_deleted_meanwhile_is_created_again() {
     let (api, client) = FakeApi::start();
     let recorder = EventRecorder::new(client, "tradeplane-operator", None);
-    recorder
-        .publish(&failed("a"), &regarding(), t0())
-        .await
-        .unwrap();
+    publish(&recorder, "a", t0()).await;
     let w = event_writes(api.take_log());
     let name = w[0].2["metadata"]["name"].as_str().unwrap().to_string();
     api.remove(&format!("{EVENTS}/{name}"));
     let second = t0() + SignedDuration::from_secs(5);
-    recorder
-        .publish(&failed("a"), &regarding(), second)
-        .await
-        .unwrap();
+    publish(&recorder, "a", second).await;
     let w = event_writes(api.take_log());
     let methods: Vec<_> = w.iter().map(|(m, _, _)| m.clone()).collect();
     assert_eq!(methods, [Method::PATCH, Method::POST], "{w:?}");
