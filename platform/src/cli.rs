@@ -265,4 +265,29 @@ mod tests {
             assert!(parse(args).is_err(), "{args:?}");
         }
     }
+
+    /// `--help` names the environment variables, and every one it names is in the reference
+    /// page, so the two cannot drift apart.
+    #[test]
+    fn help_lists_the_environment_and_the_reference_has_each_variable() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("Environment (full list: docs/configuration.md)"),
+            "{help}"
+        );
+        let reference = include_str!("../../docs/configuration.md");
+        let names: Vec<&str> = ENVIRONMENT_HELP
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .filter(|w| w.len() >= 5 && w.contains('_') && !w.ends_with('_'))
+            .collect();
+        assert!(names.len() >= 9, "{names:?}");
+        for name in names {
+            assert!(help.contains(name), "--help lacks {name}");
+            assert!(
+                reference.contains(&format!("`{name}`")),
+                "docs/configuration.md lacks {name}"
+            );
+        }
+    }
 }

@@ -5,8 +5,8 @@
 //! `unmatched`. Gauges that mirror other components (pool, Redis mode) are refreshed at scrape.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::cache::{Cache, CacheMode};
@@ -32,8 +32,6 @@ pub struct Metrics {
     db_pool_connections: IntGaugeVec,
     db_pool_max: IntGauge,
     redis_fallback: IntGauge,
-    /// Time a backup took, for the backup command.
-    pub backup_duration: Histogram,
 }
 
 impl Metrics {
@@ -91,10 +89,6 @@ impl Metrics {
             Opts::new("build_info", "Build information; the value is always 1."),
             &["version", "commit"],
         )?;
-        let backup_duration = Histogram::with_opts(
-            HistogramOpts::new("backup_duration_seconds", "Time taken by backups.")
-                .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0]),
-        )?;
         build_info
             .with_label_values(&[
                 env!("CARGO_PKG_VERSION"),
@@ -109,7 +103,6 @@ impl Metrics {
         registry.register(Box::new(db_pool_max.clone()))?;
         registry.register(Box::new(redis_fallback.clone()))?;
         registry.register(Box::new(build_info))?;
-        registry.register(Box::new(backup_duration.clone()))?;
         // The standard `process_*` series (CPU seconds, resident memory, open descriptors):
         // the benchmark divides CPU seconds by answers, operators alert on memory and fds.
         #[cfg(target_os = "linux")]
@@ -126,7 +119,6 @@ impl Metrics {
             db_pool_connections,
             db_pool_max,
             redis_fallback,
-            backup_duration,
         })
     }
 

@@ -59,12 +59,16 @@ async fn wait_ready(port: u16) {
 }
 
 fn sigterm(child: &Child) {
+    signal(child, "TERM");
+}
+
+fn signal(child: &Child, name: &str) {
     let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status()
         .expect("kill runs")
         .success();
-    assert!(ok, "SIGTERM delivered");
+    assert!(ok, "SIG{name} delivered");
 }
 
 async fn wait_exit(mut child: Child, within: Duration) -> std::process::ExitStatus {
@@ -185,5 +189,44 @@ async fn sigterm_stops_a_platform_whose_database_is_unreachable() {
     assert!(
         log.contains("database not reachable yet") && log.contains("Connection refused"),
         "{log}"
+    );
+}
+
+/// Ctrl-C at a terminal (SIGINT) drains and exits 0 like SIGTERM; text logs written to a file
+/// (not a terminal) carry no ANSI colour codes.
+#[tokio::test]
+async fn sigint_drains_and_exits_zero_and_text_logs_to_a_file_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = spare_port();
+    let log_path = dir.path().join("out.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display()),
+        )
+        .env("ENABLE_DEBUG_ENDPOINTS", "true")
+        .env("DRAIN_TIMEOUT_SECONDS", "20")
+        .env("LOG_FORMAT", "text")
+        .stdout(std::fs::File::create(&log_path).expect("log file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    wait_ready(port).await;
+    let slow = tokio::spawn(http_get(port, "/debug/sleep?ms=1000"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "INT");
+    let (status, body) = slow.await.expect("task").expect("the request completes");
+    assert_eq!(status, 200, "{body}");
+    let exit = wait_exit(child, Duration::from_secs(15)).await;
+    assert!(exit.success(), "exit status {exit:?}");
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(log.contains("INFO"), "text log lines were written: {log}");
+    assert!(log.contains("drain"), "the drain was logged: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no escape codes in a file: {log:?}"
     );
 }

@@ -219,6 +219,44 @@ async fn replicaset_failed_create_is_degraded_with_its_message_and_an_event() {
     );
 }
 
+#[tokio::test]
+async fn a_deployment_past_its_progress_deadline_is_degraded_with_its_message_and_an_event() {
+    let env = Env::new(tp_json(json!({})));
+    env.converge().await;
+    env.api.edit(DEPLOY, |d| {
+        d["status"] = json!({"observedGeneration": d["metadata"]["generation"], "replicas": 3,
+            "updatedReplicas": 1, "availableReplicas": 0,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet \"x-5f8\" has timed out progressing."}]});
+    });
+    let _ = env.api.take_log();
+    env.reconcile().await.unwrap();
+    let d = env.condition("Degraded");
+    assert_eq!(d["status"], "True");
+    assert_eq!(d["reason"], "ProgressDeadlineExceeded");
+    let m = d["message"].as_str().unwrap();
+    assert!(m.contains("has timed out progressing"), "{m}");
+    assert!(m.contains("check the pods' events and logs"), "{m}");
+    let p = env.condition("Progressing");
+    assert_eq!(
+        (&p["status"], &p["reason"]),
+        (&json!("False"), &json!("ProgressDeadlineExceeded"))
+    );
+    assert_eq!(env.condition("Ready")["status"], "False");
+    let ev = events(&env.api.take_log());
+    assert!(
+        ev.iter()
+            .any(|e| e["reason"] == "ProgressDeadlineExceeded" && e["type"] == "Warning"),
+        "{ev:?}"
+    );
+
+    // The next rollout that completes clears it.
+    env.make_deployment_available(3);
+    env.reconcile().await.unwrap();
+    assert_eq!(env.condition("Degraded")["status"], "False");
+    assert_eq!(env.condition("Progressing")["reason"], "RolloutComplete");
+}
+
 fn backup_job(name: &str, status: Value, manual: bool) -> Value {
     let mut j = json!({"apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": "ns", "creationTimestamp": "2026-11-22T02:00:00Z",

@@ -557,3 +557,41 @@ async fn an_unknown_time_zone_is_reported_as_an_invalid_spec() {
         );
     }
 }
+
+/// `tradeplane_operator_reconcile_triggers_total` tells what started each reconcile: a spec the
+/// status has not observed, a watch event, a due retry after a failure, or the periodic resync.
+#[tokio::test]
+async fn reconciles_are_counted_by_what_triggered_them() {
+    let env = common::canary_env::Env::new(tp_json(json!({})));
+    let count = |t: &str| env.ctx.metrics.triggers.with_label_values(&[t]).get();
+    env.reconcile().await;
+    env.reconcile().await;
+    assert!(count("spec_change") >= 1, "the first sight of a spec");
+    let (spec, child) = (count("spec_change"), count("child_change"));
+
+    // Observed and nothing due: a watch event (a child or the metadata changed).
+    env.reconcile().await;
+    assert_eq!(count("child_change"), child + 1);
+    assert_eq!(count("spec_change"), spec);
+
+    // A spec change.
+    env.edit_spec(|s| s["image"] = json!("img:2"));
+    env.reconcile().await;
+    assert_eq!(count("spec_change"), spec + 1);
+
+    // The resync, once it is due.
+    env.at(controller::RESYNC.as_secs() as i64 + 1);
+    env.reconcile().await;
+    assert_eq!(count("resync"), 1);
+
+    // A retry after a failure, once its backoff has passed.
+    controller::error_policy(env.tp(), &controller::Error::NoNamespace, env.ctx.clone());
+    env.at(controller::RESYNC.as_secs() as i64 + 1 + controller::backoff(1).as_secs() as i64);
+    env.reconcile().await;
+    assert_eq!(count("requeue"), 1);
+    assert_eq!(
+        count("child_change"),
+        child + 1,
+        "none of these was a watch event"
+    );
+}
