@@ -12,9 +12,10 @@ fn spare_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-fn start(dir: &tempfile::TempDir, port: u16, drain_secs: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"))
-        .current_dir(dir.path())
+/// The platform on an SQLite file in `dir`, with the debug endpoints, not yet started.
+fn platform(dir: &tempfile::TempDir, port: u16, drain_secs: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"));
+    c.current_dir(dir.path())
         .env_clear()
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env(
@@ -23,9 +24,14 @@ fn start(dir: &tempfile::TempDir, port: u16, drain_secs: &str) -> Child {
         )
         .env("ENABLE_DEBUG_ENDPOINTS", "true")
         .env("DRAIN_TIMEOUT_SECONDS", drain_secs)
+        .stderr(Stdio::null());
+    c
+}
+
+fn start(dir: &tempfile::TempDir, port: u16, drain_secs: &str) -> Child {
+    platform(dir, port, drain_secs)
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("binary starts")
 }
@@ -199,19 +205,9 @@ async fn sigint_drains_and_exits_zero_and_text_logs_to_a_file_have_no_colour_cod
     let dir = tempfile::tempdir().expect("tempdir");
     let port = spare_port();
     let log_path = dir.path().join("out.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_tradeplane-platform"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display()),
-        )
-        .env("ENABLE_DEBUG_ENDPOINTS", "true")
-        .env("DRAIN_TIMEOUT_SECONDS", "20")
+    let child = platform(&dir, port, "20")
         .env("LOG_FORMAT", "text")
         .stdout(std::fs::File::create(&log_path).expect("log file"))
-        .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
     wait_ready(port).await;
