@@ -184,6 +184,7 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The production scraper: a plain-HTTP GET with [`SCRAPE_TIMEOUT`].
 pub fn http_scraper() -> ScrapeFn {
+    crate::tls::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(SCRAPE_TIMEOUT)
         .build()

@@ -23,4 +23,5 @@ pub mod restore;
 pub mod rollout;
 pub mod run;
 pub mod schedule;
+pub mod tls;
 pub mod watch;

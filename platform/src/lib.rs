@@ -29,4 +29,5 @@ pub mod slo;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod trading;

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
 use super::BackupError;
 use super::location::S3Target;
@@ -148,6 +148,7 @@ fn credentials_from_file(
 impl Bucket {
     /// Builds the client for `target` (no request is sent yet).
     pub fn connect(target: &S3Target) -> Result<Bucket, BackupError> {
+        crate::tls::install_crypto_provider();
         let mut builder = AmazonS3Builder::new().with_bucket_name(&target.bucket);
         for (name, value) in &target.settings {
             if let Ok(key) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {

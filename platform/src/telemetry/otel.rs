@@ -72,6 +72,7 @@ pub fn provider(
     if !requested() {
         return Ok(None);
     }
+    crate::tls::install_crypto_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
