@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::controller::Context;
 use crate::crd::TradingPlatform;
 use crate::errors::{is_namespace_terminating, kube_error_words, needs_recreate};
+use crate::feed::child_key;
 use crate::resources::MANAGER;
 
 /// A child is re-created at most once in this many seconds; a second failure is reported only.
@@ -115,6 +116,54 @@ impl<'a> Applier<'a> {
         }
         self.fail(kind, &name, kube_error_words(&err)).await;
         None
+    }
+
+    /// As [`Applier::apply`], but a child that is unchanged since the operator last applied it
+    /// (the same desired object, and its watch reports the `resourceVersion` that apply
+    /// returned) is not sent again: `Some(obj)` (the desired object) is returned instead of the
+    /// live one, so only call sites that read nothing from the answer use this. Without a watch
+    /// feed (see `crate::feed`) it always applies.
+    pub async fn apply_unless_unchanged<K>(&mut self, obj: &Option<K>) -> Option<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + k8s_openapi::Resource
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug,
+    {
+        let Some(feed) = self.ctx.feed.clone() else {
+            return self.apply(obj).await;
+        };
+        let o = obj.as_ref()?;
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let child = child_key(kind, self.ns, o.meta().name.as_deref().unwrap_or_default());
+        let hash = desired_hash(o);
+        let parent = crate::controller::key(self.tp);
+        let last = self
+            .ctx
+            .applied
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&parent)?.get(&child).cloned());
+        if let Some((h, rv)) = last
+            && h == hash
+            && feed.version(&child).as_deref() == Some(rv.as_str())
+        {
+            return Some(o.clone());
+        }
+        let live = self.apply(obj).await;
+        if let Ok(mut a) = self.ctx.applied.lock() {
+            let mine = a.entry(parent).or_default();
+            match live
+                .as_ref()
+                .and_then(|l| l.meta().resource_version.clone())
+            {
+                Some(rv) => mine.insert(child, (hash, rv)),
+                None => mine.remove(&child),
+            };
+        }
+        live
     }
 
     /// Records a failure of `kind`/`name` and publishes a Warning Event for it.
@@ -224,6 +273,15 @@ where
         &Patch::Apply(obj),
     )
     .await
+}
+
+/// A hash of the object as it would be sent (its JSON), to tell a changed desired object.
+fn desired_hash<K: Serialize>(obj: &K) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // A serialization failure hashes as empty: then the next apply fails and says why.
+    serde_json::to_vec(obj).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 /// When the last re-creation happened, for the cooldown.

@@ -161,6 +161,15 @@ pub struct Context {
     /// Per TradingPlatform and clean-up (`prune`): the state it last completed
     /// for (see [`Context::cleanup_due`]).
     pub cleaned: Mutex<HashMap<(String, &'static str), u64>>,
+    /// What the watches of owned kinds report, set by [`Context::with_watch_feed`]; `None` when
+    /// no watch feeds this context, and then every reconciliation applies every child and lists
+    /// its backup Jobs.
+    pub feed: Option<Arc<crate::feed::WatchFeed>>,
+    /// The backup Jobs last listed per TradingPlatform (see `crate::backup_jobs`).
+    pub job_lists: Mutex<crate::backup_jobs::JobLists>,
+    /// Per TradingPlatform (`ns/name`), per child ([`crate::feed::child_key`]): the hash of the
+    /// object last applied and the `resourceVersion` the apply returned.
+    pub applied: Mutex<crate::feed::Applied>,
 }
 
 /// See [`Context::backup_results`].
@@ -182,7 +191,18 @@ impl Context {
             canary_baselines: Mutex::new(HashMap::new()),
             archive_scrapes: Mutex::new(HashMap::new()),
             cleaned: Mutex::new(HashMap::new()),
+            feed: None,
+            job_lists: Mutex::new(HashMap::new()),
+            applied: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context, fed by the watches: pass [`Context::feed`] to `run::build_controller`.
+    /// Unchanged children are then not applied again and backup Jobs are listed only after the
+    /// Job watch saw a change (see `crate::feed`).
+    pub fn with_watch_feed(mut self) -> Self {
+        self.feed = Some(Default::default());
+        self
     }
 
     /// Whether the clean-up `what` (listing children to delete the unwanted ones) has to run for
@@ -252,7 +272,8 @@ impl Context {
     }
 }
 
-fn key(tp: &TradingPlatform) -> String {
+/// The `namespace/name` key of a TradingPlatform in the context's per-platform maps.
+pub fn key(tp: &TradingPlatform) -> String {
     format!("{}/{}", tp.namespace().unwrap_or_default(), tp.name_any())
 }
 
@@ -555,7 +576,7 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     }
 
     let jobs = if tp.spec.backup.enabled {
-        match backup_jobs(ctx, ns, &parent).await {
+        match crate::backup_jobs::list(ctx, ns, &parent).await {
             Ok(j) => j,
             Err(e) => {
                 a.fail(
@@ -576,14 +597,14 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         cj.spec.suspend = Some(true);
     }
 
-    a.apply(&desired.service_account).await;
+    a.apply_unless_unchanged(&desired.service_account).await;
     // With `spec.rollout.strategy: canary`, a new pod template runs as a canary first; the
     // shared ConfigMap keeps the stable pods' settings meanwhile.
     let plan = crate::canary::plan(&mut a, ctx, tp, ns, desired.deployment.clone()).await?;
     if !plan.holds_config() {
-        a.apply(&desired.config_map).await;
+        a.apply_unless_unchanged(&desired.config_map).await;
     }
-    a.apply(&desired.service).await;
+    a.apply_unless_unchanged(&desired.service).await;
     // A new image reaches the Deployment only after its migration Job succeeded.
     let (gate, migrated_image) = crate::migrate::gate(&mut a, ctx, tp, ns).await?;
     match gate.held() {
@@ -610,7 +631,7 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
     ))
     .await?;
     // The HPA before the Deployment: the Deployment stops carrying replicas only once it exists.
-    let hpa = a.apply(&desired.hpa).await;
+    let hpa = a.apply_unless_unchanged(&desired.hpa).await;
     let deployment = Box::pin(apply_deployment(
         &mut a,
         ctx,
@@ -620,11 +641,11 @@ async fn apply(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action, 
         hpa.is_some(),
     ))
     .await;
-    a.apply(&desired.pdb).await;
-    a.apply(&desired.backup_claim).await;
+    a.apply_unless_unchanged(&desired.pdb).await;
+    a.apply_unless_unchanged(&desired.backup_claim).await;
     let mut cronjob = a.apply(&desired.backup_cronjob).await;
-    a.apply(&desired.ingress).await;
-    a.apply(&desired.network_policy).await;
+    a.apply_unless_unchanged(&desired.ingress).await;
+    a.apply_unless_unchanged(&desired.network_policy).await;
     if a.terminating {
         return Ok(Action::await_change());
     }
@@ -887,20 +908,6 @@ async fn handover(api: &Api<Deployment>, name: &str, current: i32) -> Result<(),
     }
 }
 
-/// Backup Jobs of this instance (scheduled and backup-now).
-async fn backup_jobs(ctx: &Context, ns: &str, parent: &Parent) -> Result<Vec<Job>, kube::Error> {
-    let selector = format!(
-        "{},{}={}",
-        parent.instance_selector(),
-        resources::LABEL_COMPONENT,
-        resources::COMPONENT_BACKUP
-    );
-    Ok(Api::<Job>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items)
-}
-
 fn is_manual(j: &Job) -> bool {
     j.annotations().contains_key(BACKUP_NOW_ANNOTATION)
 }
@@ -1093,6 +1100,10 @@ async fn cleanup(tp: &TradingPlatform, ctx: &Context, ns: &str) -> Result<Action
     }
     forget_managed(ctx, tp);
     ctx.forget_cleanups(tp);
+    crate::backup_jobs::forget(ctx, &tp.namespace().unwrap_or_default(), &tp.name_any());
+    if let Ok(mut a) = ctx.applied.lock() {
+        a.remove(&key(tp));
+    }
     crate::backup_metrics::forget(ctx, tp);
     crate::canary::forget(ctx, tp);
     crate::archive_status::forget(ctx, tp);

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod apply;
 pub mod archive_status;
+pub mod backup_jobs;
 pub mod backup_metrics;
 pub mod canary;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod crd_rollout;
 pub mod crd_s3;
 pub mod errors;
 pub mod events;
+pub mod feed;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 use crate::cli::RunArgs;
 use crate::controller::{Context, error_policy, reconcile};
 use crate::crd::TradingPlatform;
+use crate::feed::WatchFeed;
 use crate::http::{self, HttpState};
 use crate::leader;
 use crate::metrics::Metrics;
@@ -241,11 +242,13 @@ where
 }
 
 /// Adds a metadata-only watch of an owned kind, with its own backoff (see `watch`).
+/// With `feed`, every item of the watch (a change, a relist, an error) is reported there first.
 fn owns<K>(
     c: Controller<TradingPlatform>,
     client: &Client,
     namespace: &str,
     health: &WatchHealth,
+    feed: &Option<Arc<WatchFeed>>,
 ) -> Controller<TradingPlatform>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -263,7 +266,15 @@ where
         <K as k8s_openapi::Resource>::KIND,
         health.clone(),
         move || watcher(api.clone(), cfg.clone()),
-    );
+    )
+    .inspect({
+        let feed = feed.clone();
+        move |item| {
+            if let Some(f) = &feed {
+                f.observe(<K as k8s_openapi::Resource>::KIND, item);
+            }
+        }
+    });
     c.owns_stream(stream.touched_objects())
 }
 
@@ -287,10 +298,13 @@ pub const RECONCILE_CONCURRENCY: u16 = 16;
 
 /// The Controller with one guarded watch per kind: TradingPlatforms (full objects, cached) and
 /// every owned kind (metadata only, not cached: the reconciler reads children from the API).
+/// `feed` is the context's [`Context::feed`]: the watches report versions and Job events there,
+/// so unchanged children are not applied again (see `crate::feed`).
 pub fn build_controller(
     client: &Client,
     namespace: &str,
     health: &WatchHealth,
+    feed: Option<Arc<WatchFeed>>,
 ) -> Controller<TradingPlatform> {
     let (reader, writer) = reflector::store();
     let api: Api<TradingPlatform> = scoped(client, namespace);
@@ -306,19 +320,19 @@ pub fn build_controller(
     let mut c = Controller::for_stream(main, reader).with_config(
         kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
     );
-    c = owns::<ServiceAccount>(c, client, namespace, health);
-    c = owns::<ConfigMap>(c, client, namespace, health);
-    c = owns::<Service>(c, client, namespace, health);
-    c = owns::<Deployment>(c, client, namespace, health);
-    c = owns::<HorizontalPodAutoscaler>(c, client, namespace, health);
-    c = owns::<PodDisruptionBudget>(c, client, namespace, health);
-    c = owns::<PersistentVolumeClaim>(c, client, namespace, health);
-    c = owns::<CronJob>(c, client, namespace, health);
+    c = owns::<ServiceAccount>(c, client, namespace, health, &feed);
+    c = owns::<ConfigMap>(c, client, namespace, health, &feed);
+    c = owns::<Service>(c, client, namespace, health, &feed);
+    c = owns::<Deployment>(c, client, namespace, health, &feed);
+    c = owns::<HorizontalPodAutoscaler>(c, client, namespace, health, &feed);
+    c = owns::<PodDisruptionBudget>(c, client, namespace, health, &feed);
+    c = owns::<PersistentVolumeClaim>(c, client, namespace, health, &feed);
+    c = owns::<CronJob>(c, client, namespace, health, &feed);
     // Migration and restore Jobs (owned by the TradingPlatform): their end opens the rollout
     // (or, for the restore, starts the platform).
-    c = owns::<Job>(c, client, namespace, health);
-    c = owns::<Ingress>(c, client, namespace, health);
-    owns::<NetworkPolicy>(c, client, namespace, health)
+    c = owns::<Job>(c, client, namespace, health, &feed);
+    c = owns::<Ingress>(c, client, namespace, health, &feed);
+    owns::<NetworkPolicy>(c, client, namespace, health, &feed)
 }
 
 /// Runs the `Controller` until SIGTERM/ctrl-c.
@@ -329,8 +343,8 @@ async fn run_controller(
     identity: String,
     health: WatchHealth,
 ) -> anyhow::Result<()> {
-    let ctx = Arc::new(Context::new(client.clone(), metrics, Some(identity)));
-    build_controller(&client, namespace, &health)
+    let ctx = Arc::new(Context::new(client.clone(), metrics, Some(identity)).with_watch_feed());
+    build_controller(&client, namespace, &health, ctx.feed.clone())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {

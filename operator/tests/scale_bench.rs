@@ -191,13 +191,11 @@ async fn reconcile_1000_platforms_then_stay_quiet() {
     }
     let metrics = Metrics::new().unwrap();
     let health = WatchHealth::with_metrics(metrics.clone());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        Some("bench".into()),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), metrics.clone(), Some("bench".into())).with_watch_feed(),
+    );
     let started = Instant::now();
-    let controller = build_controller(&client, "ns", &health).run(
+    let controller = build_controller(&client, "ns", &health, ctx.feed.clone()).run(
         controller::reconcile,
         controller::error_policy,
         ctx.clone(),
@@ -232,6 +230,8 @@ async fn reconcile_1000_platforms_then_stay_quiet() {
             .sum()
     };
     let objects = api.state.lock().unwrap().store.len();
+
+    relist_and_settle(&api, 12).await;
 
     // Quiet period: nothing changes; anything requested now is beyond the resync.
     let _ = api.take_log();
@@ -478,6 +478,9 @@ async fn operator_process_rss_at_1000_platforms() {
     let cpu_reconciled = pid_cpu_seconds(&pid).unwrap_or(0.0);
     let objects = api.state.lock().unwrap().store.len();
 
+    let relist = relist_and_settle(&api, 12).await;
+    let hwm_relisted = pid_status_kib(&pid, "VmHWM:").unwrap_or(0);
+
     // Quiet period: nothing changes. The leader renews its Lease (every ~10 s, a PATCH and a
     // GET); anything else requested now is beyond the resync.
     let _ = api.take_log();
@@ -520,7 +523,17 @@ async fn operator_process_rss_at_1000_platforms() {
         format!("{:.1} MiB", mib(hwm_reconciled)),
         "",
     );
+    row(
+        "  VmHWM after a relist of every watch",
+        format!("{:.1} MiB", mib(hwm_relisted)),
+        "",
+    );
     row("  VmRSS at the end", format!("{:.1} MiB", mib(rss_end)), "");
+    row(
+        "  API requests of that relist and its reconciles",
+        relist,
+        "",
+    );
     row(
         "  operator CPU until all observed",
         format!("{cpu_reconciled:.2} s"),
@@ -558,4 +571,30 @@ async fn operator_process_rss_at_1000_platforms() {
     }
     assert!(done.is_some(), "not every platform was reconciled");
     assert!(alive, "the operator exited during the quiet period");
+}
+
+/// The fake delivers no watch events of its own, so after the start the operator's watches have
+/// not reported the children's versions, as a real API server's events would have (see
+/// `tradeplane_operator::feed`): a 410 Gone on every watch makes them relist, which reports
+/// them, as after an API-server restart. Waits until the `watches` are open again and the
+/// reconciliations the relist triggers are done (2 s without a request, Lease renewals aside);
+/// returns the requests made meanwhile.
+async fn relist_and_settle(api: &FakeApi, watches: usize) -> usize {
+    api.end_watches(&[common::fake_api::gone_event()]);
+    let mut requests = 0;
+    let mut quiet = 0;
+    let start = Instant::now();
+    while quiet < 4 || api.open_watches() < watches {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "{} of {watches} watches open again after 300 s",
+            api.open_watches()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let log = api.take_log();
+        let busy = log.iter().any(|l| !l.path.contains("/leases/"));
+        requests += log.len();
+        quiet = if busy { 0 } else { quiet + 1 };
+    }
+    requests
 }

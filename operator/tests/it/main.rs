@@ -25,4 +25,5 @@ mod otlp;
 mod render_snapshots;
 mod replicas;
 mod restore;
+mod resync_cache;
 mod watch_restart;

@@ -72,7 +72,7 @@ async fn after_an_api_server_restart_a_missed_change_is_applied_at_once() {
         stale_bound: Duration::from_secs(60),
     };
     let ctx: Arc<Context> = env.ctx.clone();
-    let controller = build_controller(&client, "ns", &health).run(
+    let controller = build_controller(&client, "ns", &health, ctx.feed.clone()).run(
         controller::reconcile,
         controller::error_policy,
         ctx,

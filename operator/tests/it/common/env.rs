@@ -51,9 +51,23 @@ pub struct Env {
 
 impl Env {
     pub fn new(tp: Value) -> Self {
+        Self::build(tp, false)
+    }
+
+    /// As [`Env::new`], with a context fed by the watches (pass `ctx.feed` to
+    /// `build_controller`): unchanged children are not applied again, backup Jobs are listed
+    /// again only after a Job event.
+    pub fn with_watch_feed(tp: Value) -> Self {
+        Self::build(tp, true)
+    }
+
+    fn build(tp: Value, job_watch: bool) -> Self {
         let (api, client) = FakeApi::start();
         api.put(TP, tp);
         let mut ctx = Context::new(client, Metrics::new().unwrap(), Some("test".into()));
+        if job_watch {
+            ctx = ctx.with_watch_feed();
+        }
         ctx.clock = Arc::new(now);
         Self {
             api,

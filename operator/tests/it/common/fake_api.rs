@@ -165,6 +165,31 @@ impl FakeApi {
         }
     }
 
+    /// Answers the held watches of `collection` (a path such as `/apis/batch/v1/namespaces/ns/jobs`)
+    /// with one watch event and ends them; the watcher re-watches from the event's version, as
+    /// after a real watch's timeout. Other watches stay open.
+    pub fn send_watch_event(&self, collection: &str, event: &Value) {
+        let parked = {
+            let mut s = self.state.lock().unwrap();
+            let (hit, keep) = std::mem::take(&mut s.watches)
+                .into_iter()
+                .partition(|(path, _)| path == collection);
+            s.watches = keep;
+            hit
+        };
+        let mut body = serde_json::to_vec(event).unwrap();
+        body.push(b'\n');
+        for (_, send) in parked {
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.clone()))
+                    .unwrap(),
+            );
+        }
+    }
+
     /// Makes the fake leave new migration Jobs running (see `complete_migrations`).
     pub fn hold_migrations(&self) {
         self.state.lock().unwrap().complete_migrations = false;
