@@ -23,7 +23,9 @@
 //! handshake and keeps rustls state per connection), API priority and fairness / client-side
 //! throttling, watch events (the fake's watches stay open and
 //! never deliver, so each platform is reconciled from the initial list only and starts with the
-//! finalizer already on: the finalizer's own round trip is not measured), real pods, ReplicaSets
+//! finalizer already on: the finalizer's own round trip is not measured; after convergence both
+//! benchmarks end every watch with a 410 Gone, whose relist reports the children's versions that
+//! a real server's events would have reported, and then measure the quiet period and the resync), real pods, ReplicaSets
 //! and Jobs (the migration Job is completed at once), admission and etcd. The operator binary is
 //! built with glibc and, unless the script's `FEATURES=mimalloc` is set, its allocator (the
 //! release image: musl + mimalloc). The fake pages lists (`limit`/`continue`), and the objects
@@ -231,7 +233,13 @@ async fn reconcile_1000_platforms_then_stay_quiet() {
     };
     let objects = api.state.lock().unwrap().store.len();
 
-    relist_and_settle(&api, 12).await;
+    relist_and_settle(
+        &api,
+        || api.end_watches(&[common::fake_api::gone_event()]),
+        || api.open_watches(),
+        12,
+    )
+    .await;
 
     // Quiet period: nothing changes; anything requested now is beyond the resync.
     let _ = api.take_log();
@@ -339,27 +347,43 @@ async fn reconcile_1000_platforms_then_stay_quiet() {
 
 /// Serves `api` over plain HTTP on a free port of 127.0.0.1, for an operator in another process.
 /// Requests are answered from the store as `FakeApi::start`'s transport does; a watch gets its
-/// headers and then a body that never ends (the in-process fake never answers a watch at all).
-async fn serve_http(api: FakeApi) -> std::net::SocketAddr {
+/// headers and then a body that ends only with a 410 Gone event, sent to every open watch by
+/// [`HttpWatches::gone`] (the in-process fake parks watches the same way, see `end_watches`).
+async fn serve_http(api: FakeApi) -> (std::net::SocketAddr, HttpWatches) {
     use axum::body::{Body, Bytes};
     use axum::extract::Request;
     use axum::response::Response;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let watches = HttpWatches {
+        open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        gone: Arc::new(tokio::sync::watch::channel(0u64).0),
+    };
+    let w = watches.clone();
     let app = axum::Router::new().fallback(move |req: Request| {
         let api = api.clone();
+        let w = w.clone();
         async move {
             let (parts, body) = req.into_parts();
             let q = parts.uri.query().unwrap_or("");
             if parts.method == http::Method::GET
                 && (q.contains("watch=true") || q.contains("watch=1"))
             {
-                let never = futures::stream::pending::<Result<Bytes, std::convert::Infallible>>();
+                let mut gone = w.gone.subscribe();
+                let open = w.open.clone();
+                open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let stream = futures::stream::once(async move {
+                    let _ = gone.changed().await;
+                    open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut line = serde_json::to_vec(&common::fake_api::gone_event()).unwrap();
+                    line.push(b'\n');
+                    Ok::<_, std::convert::Infallible>(Bytes::from(line))
+                });
                 return Response::builder()
                     .status(200)
                     .header("content-type", "application/json")
-                    .body(Body::from_stream(never))
+                    .body(Body::from_stream(stream))
                     .unwrap();
             }
             let bytes = axum::body::to_bytes(body, usize::MAX)
@@ -371,7 +395,25 @@ async fn serve_http(api: FakeApi) -> std::net::SocketAddr {
         }
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    (addr, watches)
+}
+
+/// The watches [`serve_http`] holds open.
+#[derive(Clone)]
+struct HttpWatches {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    gone: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl HttpWatches {
+    /// Ends every open watch with a 410 Gone event.
+    fn gone(&self) {
+        self.gone.send_modify(|n| *n += 1);
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 fn free_port() -> u16 {
@@ -412,7 +454,7 @@ async fn operator_process_rss_at_1000_platforms() {
     for i in 0..n {
         api.put(&format!("{TPS}/tp-{i}"), platform(i));
     }
-    let addr = serve_http(api.clone()).await;
+    let (addr, http_watches) = serve_http(api.clone()).await;
 
     let dir = std::env::temp_dir().join(format!("tradeplane-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -478,7 +520,7 @@ async fn operator_process_rss_at_1000_platforms() {
     let cpu_reconciled = pid_cpu_seconds(&pid).unwrap_or(0.0);
     let objects = api.state.lock().unwrap().store.len();
 
-    let relist = relist_and_settle(&api, 12).await;
+    let relist = relist_and_settle(&api, || http_watches.gone(), || http_watches.open(), 12).await;
     let hwm_relisted = pid_status_kib(&pid, "VmHWM:").unwrap_or(0);
 
     // Quiet period: nothing changes. The leader renews its Lease (every ~10 s, a PATCH and a
@@ -576,19 +618,25 @@ async fn operator_process_rss_at_1000_platforms() {
 /// The fake delivers no watch events of its own, so after the start the operator's watches have
 /// not reported the children's versions, as a real API server's events would have (see
 /// `tradeplane_operator::feed`): a 410 Gone on every watch makes them relist, which reports
-/// them, as after an API-server restart. Waits until the `watches` are open again and the
+/// them, as after an API-server restart (`gone` ends every watch with one). Waits until `open`
+/// counts the `watches` again and the
 /// reconciliations the relist triggers are done (2 s without a request, Lease renewals aside);
 /// returns the requests made meanwhile.
-async fn relist_and_settle(api: &FakeApi, watches: usize) -> usize {
-    api.end_watches(&[common::fake_api::gone_event()]);
+async fn relist_and_settle(
+    api: &FakeApi,
+    gone: impl Fn(),
+    open: impl Fn() -> usize,
+    watches: usize,
+) -> usize {
+    gone();
     let mut requests = 0;
     let mut quiet = 0;
     let start = Instant::now();
-    while quiet < 4 || api.open_watches() < watches {
+    while quiet < 4 || open() < watches {
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "{} of {watches} watches open again after 300 s",
-            api.open_watches()
+            open()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let log = api.take_log();
