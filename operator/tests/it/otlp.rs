@@ -68,6 +68,10 @@ async fn each_reconcile_exports_a_span_with_its_object_children_and_outcome() {
     {
         // The reconciles run on this thread (awaited here), under this subscriber.
         let _default = tracing::subscriber::set_default(subscriber);
+        // Other tests of this binary hit the same callsites at the same time without a
+        // subscriber; recompute every callsite's cached interest now that this thread has one,
+        // so none stays cached as "never" from a registration that raced with `set_default`.
+        tracing::callsite::rebuild_interest_cache();
         let env = Env::new(tp_json(json!({})));
         env.reconcile().await.expect("finalizer added");
         env.reconcile().await.expect("children applied");
