@@ -148,37 +148,31 @@ impl FakeApi {
     /// Answers every held watch with `events` (one JSON watch event per line) and ends them, as
     /// an API server restart does (e.g. `{"type":"ERROR","object":<Status 410>}`).
     pub fn end_watches(&self, events: &[Value]) {
-        let parked = std::mem::take(&mut self.state.lock().unwrap().watches);
-        let mut body = Vec::new();
-        for e in events {
-            body.extend(serde_json::to_vec(e).unwrap());
-            body.push(b'\n');
-        }
-        for (_, send) in parked {
-            send.send_response(
-                Response::builder()
-                    .status(StatusCode::OK)
-                    .header("content-type", "application/json")
-                    .body(Body::from(body.clone()))
-                    .unwrap(),
-            );
-        }
+        self.answer_watches(|_| true, events);
     }
 
     /// Answers the held watches of `collection` (a path such as `/apis/batch/v1/namespaces/ns/jobs`)
     /// with one watch event and ends them; the watcher re-watches from the event's version, as
     /// after a real watch's timeout. Other watches stay open.
     pub fn send_watch_event(&self, collection: &str, event: &Value) {
-        let parked = {
+        self.answer_watches(|path| path == collection, std::slice::from_ref(event));
+    }
+
+    /// Answers the held watches whose path `which` selects with `events` and ends them.
+    fn answer_watches(&self, which: impl Fn(&str) -> bool, events: &[Value]) {
+        let parked: Vec<Parked> = {
             let mut s = self.state.lock().unwrap();
             let (hit, keep) = std::mem::take(&mut s.watches)
                 .into_iter()
-                .partition(|(path, _)| path == collection);
+                .partition(|(path, _)| which(path));
             s.watches = keep;
             hit
         };
-        let mut body = serde_json::to_vec(event).unwrap();
-        body.push(b'\n');
+        let mut body = Vec::new();
+        for e in events {
+            body.extend(serde_json::to_vec(e).unwrap());
+            body.push(b'\n');
+        }
         for (_, send) in parked {
             send.send_response(
                 Response::builder()
