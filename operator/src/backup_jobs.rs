@@ -64,7 +64,7 @@ pub async fn list(ctx: &Context, ns: &str, parent: &Parent) -> Result<Vec<Job>, 
     Ok(jobs)
 }
 
-/// Forgets the kept list of a deleted TradingPlatform (or one whose backups were disabled).
+/// Forgets the kept list of a deleted TradingPlatform.
 pub fn forget(ctx: &Context, ns: &str, name: &str) {
     if let Ok(mut kept) = ctx.job_lists.lock() {
         kept.remove(&format!("{ns}/{name}"));
