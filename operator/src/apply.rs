@@ -31,6 +31,27 @@ pub const RECREATE_COOLDOWN_SECONDS: i64 = 600;
 /// [`RECREATE_COOLDOWN_SECONDS`] as text for messages.
 pub const RECREATE_COOLDOWN: &str = "10 minutes";
 
+/// What an [`Applier`] can apply: a namespaced Kubernetes object with its typed metadata.
+pub trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + k8s_openapi::Resource
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
+{
+}
+
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug
+{
+}
+
 /// One child the API server refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildFailure {
@@ -81,15 +102,7 @@ impl<'a> Applier<'a> {
     }
 
     /// Applies `obj` (if wanted) with server-side apply; `None` when absent, refused or skipped.
-    pub async fn apply<K>(&mut self, obj: &Option<K>) -> Option<K>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + k8s_openapi::Resource
-            + Clone
-            + DeserializeOwned
-            + Serialize
-            + Debug,
-    {
+    pub async fn apply<K: Child>(&mut self, obj: &Option<K>) -> Option<K> {
         let obj = obj.as_ref()?;
         if self.terminating {
             return None;
@@ -123,15 +136,7 @@ impl<'a> Applier<'a> {
     /// returned) is not sent again: `Some(obj)` (the desired object) is returned instead of the
     /// live one, so only call sites that read nothing from the answer use this. Without a watch
     /// feed (see `crate::feed`) it always applies.
-    pub async fn apply_unless_unchanged<K>(&mut self, obj: &Option<K>) -> Option<K>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + k8s_openapi::Resource
-            + Clone
-            + DeserializeOwned
-            + Serialize
-            + Debug,
-    {
+    pub async fn apply_unless_unchanged<K: Child>(&mut self, obj: &Option<K>) -> Option<K> {
         let Some(feed) = self.ctx.feed.clone() else {
             return self.apply(obj).await;
         };
