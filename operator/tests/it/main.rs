@@ -3,7 +3,8 @@
 //! most of CI's link time and disk. Run one suite with a filter:
 //! `cargo test -p tradeplane-operator --test it crd::`.
 //!
-//! The scale benchmark stays a binary of its own (`--test scale_bench`, not run by `cargo test`).
+//! The scale benchmark stays a binary of its own (`--test scale_bench`, not run by `cargo test`),
+//! and so does the OTLP test (`--test otlp`: it needs tracing's process-wide state to itself).
 
 mod common;
 
@@ -21,7 +22,6 @@ mod crd;
 mod events;
 mod http_endpoints;
 mod migration;
-mod otlp;
 mod render_snapshots;
 mod replicas;
 mod restore;
